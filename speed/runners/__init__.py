@@ -1,0 +1,1 @@
+"""One function per phase: train, inference, sample (each takes the resolved config)."""

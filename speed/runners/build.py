@@ -1,0 +1,133 @@
+"""Config -> objects: dataset, autoencoder, model, diffusion, optimizer.
+
+The model is told what the data looks like (EDM's habit): its input side, channels and classes come
+from the dataset and the autoencoder, and `learn_sigma` from the diffusion, each passed only if the
+model's constructor takes that argument.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from speed.config import ConfigError, instantiate
+from speed.models import describe_state_dict_mismatch
+from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+# Keys of the `data` node read by the runners, not passed to the dataset class.
+DATA_LOADER_KEYS = ("batch_size", "num_workers", "pin_memory")
+
+
+def build_dataset(cfg: DictConfig):
+    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_LOADER_KEYS])
+    return instantiate(node)
+
+
+def build_autoencoder(cfg: DictConfig) -> nn.Module:
+    return instantiate(cfg.autoencoder)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the diffusion model sees: channels and side of its input (latents in latent space)."""
+
+    channels: int
+    side: int
+    num_classes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def data_spec(cfg: DictConfig, dataset, autoencoder) -> DataSpec:
+    """The model input implied by a dataset and autoencoder; root `num_classes` wins if set."""
+    if dataset.is_latent or autoencoder.latent_channels is None:
+        channels, side = dataset.num_channels, dataset.resolution
+    else:
+        channels, side = autoencoder.latent_channels, dataset.resolution // autoencoder.downsample
+    num_classes = dataset.num_classes if cfg.num_classes is None else cfg.num_classes
+    return DataSpec(channels=channels, side=side, num_classes=num_classes)
+
+
+def sampling_data_spec(cfg: DictConfig, autoencoder, ckpt: dict) -> DataSpec:
+    """The spec for sampling: stored in our checkpoints; else from the config (image_size,
+    num_classes, latent autoencoder), which is how official DiT weights are sampled; else from
+    building the dataset."""
+    if "data_spec" in ckpt:
+        return DataSpec(**ckpt["data_spec"])
+    if cfg.image_size and cfg.num_classes is not None and autoencoder.latent_channels:
+        side = cfg.image_size // autoencoder.downsample
+        return DataSpec(autoencoder.latent_channels, side, cfg.num_classes)
+    return data_spec(cfg, build_dataset(cfg), autoencoder)
+
+
+def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    known = {
+        "input_size": spec.side,
+        "image_size": spec.side,
+        "in_channels": spec.channels,
+        "num_classes": spec.num_classes,
+        "learn_sigma": cfg.diffusion.get("learn_sigma", True),
+    }
+    params = inspect.signature(get_object(cfg.model._target_)).parameters
+    extra = {k: v for k, v in known.items() if k in params and k not in cfg.model}
+    return instantiate(cfg.model, **extra)
+
+
+def sampling_checkpoint(cfg: DictConfig) -> Path:
+    """`ckpt_path` if set, else the newest checkpoint of `experiment_dir`'s training run."""
+    if cfg.ckpt_path:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path: no checkpoint at {path}")
+        return path
+    ckpt_dir = Path(cfg.experiment_dir) / "train" / "checkpoints"
+    path = latest_checkpoint(ckpt_dir)
+    if path is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {ckpt_dir}; train first (-p train) or set ckpt_path=<file.pt>"
+        )
+    return path
+
+
+def load_state_strict(model: nn.Module, state: dict, source) -> None:
+    """load_state_dict(strict) with a one-line error naming the differing keys and shapes."""
+    problem = describe_state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise ConfigError(f"checkpoint {source} does not fit the configured model: {problem}")
+    model.load_state_dict(state)
+
+
+def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
+    """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
+    its DataSpec)."""
+    path = sampling_checkpoint(cfg)
+    ckpt = load_checkpoint(path)
+    spec = sampling_data_spec(cfg, autoencoder, ckpt)
+    model = build_model(cfg, spec)
+    if "model" in ckpt or "ema" in ckpt:
+        key = "ema" if cfg.use_ema_for_sampling and "ema" in ckpt else "model"
+        state = ckpt[key]
+    else:
+        state = ckpt
+    load_state_strict(model, state, path)
+    return model.to(device).eval(), path, spec
+
+
+def build_diffusion(cfg: DictConfig):
+    return instantiate(cfg.diffusion)
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module, device: torch.device):
+    """Optimizer over `model`'s parameters; fused CUDA kernels when the optimizer has them."""
+    extra = {}
+    params = inspect.signature(get_object(cfg.optimizer._target_)).parameters
+    if device.type == "cuda" and "fused" in params and "fused" not in cfg.optimizer:
+        extra["fused"] = True
+    return instantiate(cfg.optimizer, params=model.parameters(), **extra)

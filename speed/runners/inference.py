@@ -1,0 +1,95 @@
+"""The `inference` phase: many samples across ranks, as PNGs and one `.npz` for the evaluator.
+
+Image i's starting noise is seeded by (seed, i) and batch b's sampler noise by (seed, b); batches
+are dealt round-robin to ranks, so the images do not depend on how many processes made them.
+Batches whose PNGs are all on disk are skipped, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from tqdm import tqdm
+
+from speed.config import save_config
+from speed.generation import generate
+from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.utils.distributed import barrier, init_distributed
+from speed.utils.images import save_png, to_uint8
+
+NOISE_STREAM, SAMPLER_STREAM = 0, 1
+
+
+def derived_seed(seed: int, stream: int, index: int) -> int:
+    """An independent 63-bit seed for (run seed, purpose, index)."""
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.ndarray | None:
+    """Balanced labels: image i gets class i mod K over `sample_classes` (default: all K)."""
+    if num_classes == 0:
+        return None
+    classes = np.asarray(cfg.sample_classes or range(num_classes), dtype=np.int64)
+    return classes[np.arange(num_samples) % len(classes)]
+
+
+def inference(cfg: DictConfig) -> Path:
+    """Generate `num_samples` images; returns the path of the written `.npz`."""
+    dist = init_distributed()
+    device = dist.device
+    autoencoder = build_autoencoder(cfg).to(device)
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
+    diffusion = build_diffusion(cfg)
+    root = Path(cfg.experiment_dir) / "inference"
+    png_dir = root / ckpt_path.stem
+    npz_path = root / f"{ckpt_path.stem}.npz"
+    if dist.is_main:
+        save_config(cfg, root / "config.yaml")
+
+    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
+    labels = sample_labels(cfg, spec.num_classes, num_samples)
+    scale = float(cfg.guidance_scale)
+    my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
+    for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
+        indices = range(b * batch, min(num_samples, (b + 1) * batch))
+        paths = [png_dir / f"{i:06d}.png" for i in indices]
+        if all(p.is_file() for p in paths):
+            continue
+        noise = torch.stack([
+            torch.randn(spec.channels, spec.side, spec.side,
+                        generator=torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, i)))
+            for i in indices
+        ]).to(device)
+        y = torch.from_numpy(labels[indices.start : indices.stop]).to(device) if labels is not None else None
+        images = generate(
+            model, diffusion, autoencoder, noise, y, sampler=cfg.sampler,
+            num_steps=cfg.num_steps, guidance_scale=scale,
+            generator=torch.Generator(device).manual_seed(derived_seed(cfg.seed, SAMPLER_STREAM, b)),
+            clip_denoised=cfg.clip_denoised, eta=cfg.eta,
+        )
+        for image, path in zip(to_uint8(images), paths):
+            save_png(image, path)
+    barrier()
+    if dist.is_main:
+        _write_npz(png_dir, npz_path, num_samples, labels)
+        print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
+    barrier()
+    return npz_path
+
+
+def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:
+    """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels."""
+    images = np.stack([
+        np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB")) for i in range(num_samples)
+    ])
+    arrays = {"arr_0": images}
+    if labels is not None:
+        arrays["arr_1"] = labels
+    tmp = npz_path.with_name(f".{npz_path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(npz_path)

@@ -1,0 +1,170 @@
+"""The `sample` phase: image grids to look at (one row per class, one column per seed).
+
+Also renders the periodic grids of the train phase (fixed noise and classes, so grids from
+different steps are comparable), side-by-side grids for several guidance scales, and a
+"denoising strip" of the x0 predictions along the sampling trajectory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig
+from PIL import Image, ImageDraw
+
+from speed.config import save_config
+from speed.generation import generate
+from speed.runners.build import DataSpec, build_autoencoder, build_diffusion, build_sampling_model
+from speed.utils.distributed import init_distributed
+from speed.utils.images import make_grid, save_png, to_uint8, upscale
+
+STRIP_COLUMNS = 8  # x0 snapshots shown in a denoising strip
+MIN_DISPLAY_SIDE = 96  # tiny images are enlarged (nearest neighbour) to at least this side
+
+
+def grid_rows(cfg: DictConfig, num_classes: int) -> list[int] | None:
+    """Class of each grid row: `sample_classes`, else every class (up to 10); None if uncond."""
+    if num_classes == 0:
+        return None
+    if cfg.sample_classes:
+        bad = [c for c in cfg.sample_classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
+        return list(cfg.sample_classes)
+    return list(range(min(num_classes, 10)))
+
+
+def grid_noise(spec: DataSpec, rows: int, seeds: int, seed: int, device) -> torch.Tensor:
+    """Noise [rows * seeds, C, h, w]; column j uses seed + j, so a column shares its noise."""
+    columns = [
+        torch.randn(
+            spec.channels, spec.side, spec.side, generator=torch.Generator().manual_seed(seed + j)
+        )
+        for j in range(seeds)
+    ]
+    return torch.stack(columns * rows).to(device)
+
+
+def scales_of(cfg: DictConfig) -> list[float]:
+    value = cfg.guidance_scale
+    return [float(s) for s in value] if isinstance(value, (list, ListConfig)) else [float(value)]
+
+
+def render_grid(model, diffusion, autoencoder, spec, cfg, scale, noise, labels, seeds, device):
+    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
+    images = generate(
+        model,
+        diffusion,
+        autoencoder,
+        noise,
+        labels,
+        sampler=cfg.sampler,
+        num_steps=cfg.num_steps,
+        guidance_scale=scale,
+        generator=torch.Generator(device).manual_seed(cfg.seed),
+        progress=True,
+        clip_denoised=cfg.clip_denoised,
+        eta=cfg.eta,
+    )
+    tiles = to_uint8(images)
+    return upscale(make_grid(tiles, nrow=seeds), _enlarge_factor(tiles.shape[1]))
+
+
+def titled(picture: np.ndarray, title: str) -> np.ndarray:
+    """Put a one-line caption above a uint8 HWC picture."""
+    mode = "L" if picture.shape[2] == 1 else "RGB"
+    canvas = Image.new(mode, (picture.shape[1], picture.shape[0] + 16), color=255)
+    canvas.paste(Image.fromarray(picture.squeeze(2) if mode == "L" else picture), (0, 16))
+    ImageDraw.Draw(canvas).text((4, 2), title, fill=0)
+    out = np.asarray(canvas)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    height = max(p.shape[0] for p in pictures)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0)), constant_values=255)
+              for p in pictures]
+    return np.concatenate(padded, axis=1)
+
+
+def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale, device):
+    """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample."""
+    keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
+    snapshots = []
+
+    def collect(step_index, t, x, pred_xstart):
+        if step_index in keep:
+            snapshots.append(pred_xstart[: noise.shape[0]].clone())
+
+    final = generate(
+        model, diffusion, autoencoder, noise, labels, sampler=cfg.sampler,
+        num_steps=cfg.num_steps, guidance_scale=scale,
+        generator=torch.Generator(device).manual_seed(cfg.seed), clip_denoised=cfg.clip_denoised,
+        eta=cfg.eta, callback=collect,
+    )
+    frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
+    tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
+    return upscale(make_grid(tiles, nrow=len(frames)), _enlarge_factor(tiles.shape[1]))
+
+
+def _enlarge_factor(side: int) -> int:
+    return max(1, MIN_DISPLAY_SIDE // side)
+
+
+class TrainingGridSampler:
+    """Grids during training: fixed noise and classes, EMA weights, rank 0 only."""
+
+    def __init__(self, cfg: DictConfig, spec: DataSpec, autoencoder, device):
+        self.cfg, self.spec, self.autoencoder, self.device = cfg, spec, autoencoder, device
+        rows = grid_rows(cfg, spec.num_classes)
+        self.num_rows = len(rows) if rows else 1
+        self.labels = (
+            torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds)
+            if rows else None
+        )
+        self.noise = grid_noise(spec, self.num_rows, cfg.num_sample_seeds, cfg.seed, device)
+
+    def render(self, ema, diffusion) -> np.ndarray | None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return None
+        scale = scales_of(self.cfg)[0]
+        return render_grid(ema, diffusion, self.autoencoder, self.spec, self.cfg, scale,
+                           self.noise, self.labels, self.cfg.num_sample_seeds, self.device)
+
+    @staticmethod
+    def save(grid: np.ndarray, path: Path) -> None:
+        save_png(grid, path)
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Write `<experiment_dir>/sample/<ckpt-stem>.png`; returns its path."""
+    dist = init_distributed()
+    device = dist.device
+    autoencoder = build_autoencoder(cfg).to(device)
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
+    diffusion = build_diffusion(cfg)
+    rows = grid_rows(cfg, spec.num_classes)
+    num_rows = len(rows) if rows else 1
+    labels = (torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds)
+              if rows else None)
+    noise = grid_noise(spec, num_rows, cfg.num_sample_seeds, cfg.seed, device)
+    out_dir = Path(cfg.experiment_dir) / "sample"
+    pictures = []
+    for scale in scales_of(cfg):
+        grid = render_grid(model, diffusion, autoencoder, spec, cfg, scale, noise, labels,
+                           cfg.num_sample_seeds, device)
+        pictures.append(titled(grid, f"guidance {scale:g}") if len(scales_of(cfg)) > 1 else grid)
+    path = save_png(side_by_side(pictures) if len(pictures) > 1 else pictures[0],
+                    out_dir / f"{ckpt_path.stem}.png")
+    if cfg.denoise_strip:
+        first_column = slice(None, None, cfg.num_sample_seeds)
+        strip = denoising_strip(model, diffusion, autoencoder, cfg, noise[first_column],
+                                labels[first_column] if labels is not None else None,
+                                scales_of(cfg)[0], device)
+        save_png(strip, out_dir / f"{ckpt_path.stem}-denoising.png")
+    save_config(cfg, out_dir / "config.yaml")
+    print(f"sample: wrote {path}", flush=True)
+    return path
+

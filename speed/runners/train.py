@@ -1,0 +1,386 @@
+"""The `train` phase: DDP training with EMA, mixed precision, accumulation and exact resume.
+
+Shaped like EDM's training loop: objects are built from the config, then one flat loop whose
+sections are headed by comments. Everything a resumed run needs to continue as if never stopped
+(weights, EMA, optimizer, scaler, lr schedule, timestep-sampler state, data position, every rank's
+RNG state) goes into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from speed.config import ConfigError, save_config
+from speed.data import ResumableSampler, build_dataloader
+from speed.diffusion.timesteps import loss_by_region
+from speed.models import load_pretrained
+from speed.runners.build import (
+    build_autoencoder,
+    build_dataset,
+    build_diffusion,
+    build_model,
+    build_optimizer,
+    data_spec,
+    load_state_strict,
+)
+from speed.runners.sample import TrainingGridSampler
+from speed.utils.checkpoint import (
+    atomic_torch_save,
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+)
+from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
+from speed.utils.ema import make_ema, update_ema
+from speed.utils.logging import RunLogger
+from speed.utils.lr_schedule import build_lr_scheduler
+from speed.utils.seeding import get_rng_state, seed_everything, set_rng_state
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_nonfinite` consecutive steps with a NaN/inf loss."""
+
+
+def train(cfg: DictConfig) -> Path:
+    """Run the train phase described by the resolved config; returns the last checkpoint path."""
+    dist = init_distributed()
+    device = dist.device
+    run_dir = Path(cfg.experiment_dir) / "train"
+    ckpt_dir = run_dir / "checkpoints"
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown '{cfg.precision}'; use one of fp32, bf16, fp16")
+
+    # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
+    resume_path = _resume_path(cfg, ckpt_dir)
+    if resume_path is None and dist.is_main:
+        _claim_run_dir(run_dir, cfg.overwrite)
+    barrier()
+    seed_everything(cfg.seed * dist.world_size + dist.rank)
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+
+    # ---- Objects. ----
+    dataset = build_dataset(cfg)
+    autoencoder = build_autoencoder(cfg).to(device)
+    spec = data_spec(cfg, dataset, autoencoder)
+    model = build_model(cfg, spec).to(device)
+    diffusion = build_diffusion(cfg)
+    ema_rates = [float(r) for r in cfg.ema_rates]
+    emas = [make_ema(model) for _ in ema_rates]
+    optimizer = build_optimizer(cfg, model, device)
+    lr_scheduler = build_lr_scheduler(
+        optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
+    )
+    autocast_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    micro_batch = _micro_batch_size(cfg, dist.world_size)
+    data_sampler = ResumableSampler(
+        len(dataset), rank=dist.rank, world_size=dist.world_size, shuffle=True, seed=cfg.seed
+    )
+    loader = build_dataloader(
+        dataset,
+        micro_batch,
+        data_sampler,
+        num_workers=cfg.data.get("num_workers", 0),
+        pin_memory=cfg.data.get("pin_memory", False),
+        seed=cfg.seed,
+    )
+
+    # ---- Restore state. ----
+    step, epoch, batches_in_epoch = 0, 0, 0
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        load_state_strict(model, ckpt["model"], resume_path)
+        for ema, rate in zip(emas, ema_rates):
+            ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
+        optimizer.load_state_dict(ckpt["opt"])
+        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        diffusion.timestep_sampler.load_state_dict(ckpt.get("timestep_sampler", {}))
+        step, epoch, batches_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batches_in_epoch"]
+        if len(ckpt["rng"]) == dist.world_size:
+            set_rng_state(ckpt["rng"][dist.rank])
+        del ckpt
+    elif cfg.ckpt_path:
+        load_pretrained(model, cfg.ckpt_path)
+        for ema in emas:
+            ema.load_state_dict(model.state_dict())
+
+    train_model = model
+    if dist.world_size > 1:
+        device_ids = [dist.local_rank] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    # ---- Logging and interruption handling. ----
+    logger = RunLogger(
+        run_dir / "logs",
+        config=OmegaConf.to_container(cfg),
+        wandb_mode=cfg.wandb,
+        tensorboard=cfg.tensorboard,
+        project=cfg.project,
+        name=Path(cfg.experiment_dir).name,
+    )
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        print(
+            f"train: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+            f"{len(dataset)} items, global batch {micro_batch * dist.world_size * cfg.grad_accum}, "
+            f"{dist.world_size} process(es) on {device.type}; "
+            f"timesteps: {diffusion.timestep_sampler.describe()}",
+            flush=True,
+        )
+    grids = TrainingGridSampler(cfg, spec, autoencoder, device) if cfg.sample_every else None
+    stop_requested = {"flag": False}
+    previous_handlers = _install_stop_handlers(stop_requested)
+    timestep_map = getattr(diffusion, "timestep_map", None)
+
+    def save(path_step: int) -> Path:
+        rng_states = all_gather_objects(get_rng_state())
+        path = ckpt_dir / checkpoint_name(path_step)
+        if dist.is_main:
+            state = {
+                "model": model.state_dict(),
+                "ema": emas[0].state_dict(),
+                "emas": {str(rate): ema.state_dict() for rate, ema in zip(ema_rates, emas)},
+                "opt": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "timestep_sampler": diffusion.timestep_sampler.state_dict(),
+                "step": path_step,
+                "epoch": epoch,
+                "batches_in_epoch": batches_in_epoch,
+                "rng": rng_states,
+                "data_spec": spec.to_dict(),
+                "config": OmegaConf.to_container(cfg),
+            }
+            atomic_torch_save(state, path)
+            prune_checkpoints(ckpt_dir, cfg.ckpt_keep, cfg.ckpt_keep_every)
+        barrier()
+        return path
+
+    # ---- Training loop. ----
+    model.train()
+    last_ckpt = latest_checkpoint(ckpt_dir)
+    nonfinite_in_a_row = 0
+    micro_step = 0
+    interval = _IntervalStats(device)
+    tic = time.perf_counter()
+    done = step >= cfg.max_training_steps
+    while not done and epoch < cfg.epoch:
+        data_sampler.set_epoch(epoch)
+        data_sampler.set_start(batches_in_epoch * micro_batch)
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with torch.no_grad():
+                x = x if dataset.is_latent else autoencoder.encode(x)
+            batches_in_epoch += 1
+            micro_step += 1
+            last_micro = micro_step % cfg.grad_accum == 0
+
+            # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
+            t, weights = diffusion.timestep_sampler.sample(x.shape[0], device)
+            sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
+            with sync or train_model.no_sync():
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype)):
+                    terms = diffusion.training_losses(
+                        train_model, x, t, model_kwargs={"y": y}, weights=weights
+                    )
+                    loss = terms["loss"].mean()
+                scaled = loss / cfg.grad_accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            per_sample = terms.get("mse", terms["loss"]).detach().float()
+            diffusion.timestep_sampler.update_with_losses(t, terms["loss"].detach())
+            t_original = timestep_map[t.cpu()] if timestep_map is not None else t.cpu()
+            interval.add(loss.detach(), t_original, per_sample.cpu(), x.shape[0])
+            if not last_micro:
+                continue
+
+            # Optimizer step, skipped on every rank when any rank saw a non-finite loss.
+            flags = all_reduce_sum(
+                torch.tensor(
+                    [float(not torch.isfinite(loss)), float(stop_requested["flag"])], device=device
+                )
+            )
+            if flags[0] > 0:
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite_in_a_row += 1
+                interval.nonfinite += 1
+                if nonfinite_in_a_row >= cfg.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {step}; "
+                        "lower the lr, use bf16 instead of fp16, or set grad_clip"
+                    )
+            else:
+                nonfinite_in_a_row = 0
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                lr_scheduler.step()
+                for ema, rate in zip(emas, ema_rates):
+                    update_ema(ema, model, rate)
+                interval.grad_norm = float(grad_norm)
+            step += 1
+            interval.steps += 1
+
+            # Logs, sample grids, checkpoints.
+            if step % cfg.log_every == 0 or step == cfg.max_training_steps:
+                elapsed = time.perf_counter() - tic
+                stats = interval.summarize(elapsed, num_timesteps=diffusion.original_num_steps)
+                stats["lr"] = optimizer.param_groups[0]["lr"]
+                logger.scalars(step, stats)
+                interval = _IntervalStats(device)
+                tic = time.perf_counter()
+            if grids is not None and step % cfg.sample_every == 0:
+                grid = grids.render(emas[0], diffusion)
+                if grid is not None:
+                    logger.image(step, "samples", grid)
+                    grids.save(grid, run_dir / "samples" / f"{step:07d}.png")
+            if flags[1] > 0:
+                last_ckpt = save(step)
+                logger.scalars(step, {"preempted": 1})
+                done = True
+                break
+            if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
+                last_ckpt = save(step)
+            if step >= cfg.max_training_steps:
+                done = True
+                break
+        else:
+            epoch += 1
+            batches_in_epoch = 0
+    if last_ckpt is None or int(last_ckpt.stem) != step:
+        last_ckpt = save(step)
+    _restore_handlers(previous_handlers)
+    logger.close()
+    return last_ckpt
+
+
+class _IntervalStats:
+    """Accumulates losses and timings between two log lines; reduced across ranks on summary."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.micro_batches = 0
+        self.images = 0
+        self.steps = 0
+        self.nonfinite = 0
+        self.grad_norm = float("nan")
+        self.t: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, t: torch.Tensor, per_sample: torch.Tensor, n: int) -> None:
+        if torch.isfinite(loss):
+            self.loss_sum += loss.float()
+            self.micro_batches += 1
+        self.images += n
+        self.t.append(t)
+        self.losses.append(per_sample)
+
+    def summarize(self, elapsed: float, num_timesteps: int) -> dict[str, float]:
+        totals = torch.tensor(
+            [float(self.loss_sum), self.micro_batches, self.images], device=self.device
+        )
+        totals = all_reduce_sum(totals)
+        gathered = all_gather_objects((torch.cat(self.t), torch.cat(self.losses)))
+        t_all = torch.cat([g[0] for g in gathered])
+        loss_all = torch.cat([g[1] for g in gathered])
+        steps = max(1, self.steps)
+        stats = {
+            "loss": float(totals[0] / max(1.0, float(totals[1]))),
+            "grad_norm": self.grad_norm,
+            "images_per_s": float(totals[2]) / elapsed,
+            "steps_per_s": steps / elapsed,
+            "sec_per_step": elapsed / steps,
+            "peak_mem_gb": _peak_memory_gb(self.device),
+            "nonfinite_steps": self.nonfinite,
+        }
+        stats.update(loss_by_region(t_all, loss_all, num_timesteps=num_timesteps))
+        return stats
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _micro_batch_size(cfg: DictConfig, world_size: int) -> int:
+    """Per-process micro-batch: global_batch_size / (world x grad_accum), else data.batch_size."""
+    if cfg.global_batch_size is None:
+        return int(cfg.data.batch_size)
+    per_step = world_size * cfg.grad_accum
+    if cfg.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} is not divisible by "
+            f"world_size x grad_accum = {world_size} x {cfg.grad_accum}; change one of them"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `resume: true` -> newest in the run, `resume: <path>`."""
+    if cfg.resume is True:
+        return latest_checkpoint(ckpt_dir)
+    if cfg.resume in (False, None, ""):
+        return None
+    path = Path(str(cfg.resume))
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {path}")
+    return path
+
+
+def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a fresh run on top of another one's checkpoints, unless overwrite."""
+    ckpt_dir = run_dir / "checkpoints"
+    if latest_checkpoint(ckpt_dir) is not None and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; pass resume=true to continue that run, "
+            "overwrite=true to start over, or choose another experiment_dir"
+        )
+    if overwrite:
+        for path in ckpt_dir.glob("*.pt"):
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _install_stop_handlers(stop_requested: dict) -> dict:
+    """On SIGTERM/SIGINT (preemption, Ctrl-C) finish the step, checkpoint, and exit cleanly."""
+
+    def handler(signum, frame):
+        stop_requested["flag"] = True
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

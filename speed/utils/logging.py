@@ -1,0 +1,93 @@
+"""Run logging: stdout, TensorBoard and wandb (offline unless WANDB_MODE says otherwise).
+
+Only rank 0 creates writers; on other ranks every method is a no-op, so callers never branch on rank.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from speed.utils.distributed import get_rank
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class RunLogger:
+    """Writes scalars and images of one phase to stdout, TensorBoard and wandb.
+
+    Args:
+        log_dir: folder for `tensorboard/` and `wandb/` files.
+        config: resolved config (a plain dict) stored with the wandb run.
+        wandb_mode: offline | online | disabled; the WANDB_MODE environment variable wins.
+        tensorboard: write TensorBoard event files.
+        project, name: wandb project and run name.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        config: dict | None = None,
+        wandb_mode: str = "offline",
+        tensorboard: bool = True,
+        project: str = "speed",
+        name: str | None = None,
+    ):
+        self.enabled = get_rank() == 0
+        self._tb = None
+        self._wandb = None
+        if not self.enabled:
+            return
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(log_dir / "tensorboard"))
+        mode = os.environ.get("WANDB_MODE", wandb_mode)
+        if mode not in WANDB_MODES:
+            raise ValueError(f"wandb: unknown mode '{mode}'; use one of {', '.join(WANDB_MODES)}")
+        if mode != "disabled":
+            import wandb
+
+            self._wandb = wandb.init(
+                project=project, name=name, dir=str(log_dir), config=config, mode=mode
+            )
+
+    def scalars(self, step: int, values: dict[str, float], echo: bool = True) -> None:
+        """Log a dict of scalars at `step` (printed on one line when `echo`)."""
+        if not self.enabled:
+            return
+        if echo:
+            text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items() if "/" not in k)
+            print(f"[step {step:07d}] {text}", flush=True)
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(dict(values), step=step)
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """Log a uint8 HWC image (e.g. a sample grid)."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Image(image)}, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
