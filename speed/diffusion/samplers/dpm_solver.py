@@ -1,0 +1,78 @@
+"""DPM-Solver++(2M): the multistep second-order solver in data prediction (Lu et al. 2022,
+"DPM-Solver++", Alg. 2), for the discrete-time diffusion.
+
+With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t) and the
+model's data prediction D_i = x0_hat(x_{t_i}, t_i), a step t_{i-1} -> t_i with h_i = lambda_{t_i} -
+lambda_{t_{i-1}} is
+    x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D',
+with D' = D_{i-1} on the first step (first order, i.e. DDIM) and afterwards
+    D' = (1 + 1 / (2 r_i)) D_{i-1} - 1 / (2 r_i) D_{i-2},   r_i = h_{i-1} / h_i.
+
+Time grid: `num_steps` original timesteps uniform in t over the discrete grid, from T-1 down to 0
+(rounded to integers), like DPM-Solver's discrete 'time_uniform' schedule. The model is called
+once at each of them; after the call at t = 0 a final first-order step goes to the clean endpoint
+(abar = 1, lambda = +inf), where the update reduces to x_0 = D (so the output is the data
+prediction at t = 0, as with DDPM and DDIM). Total: `num_steps` model calls.
+
+Lower order at the end (DPM-Solver's `lower_order_final`): the update into t = 0 is first order
+too. On a time-uniform grid the last lambda interval is far longer than the one before it
+(r << 1), and the second-order extrapolation weight 1 / (2 r) would amplify errors there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from speed.diffusion.respace import respace
+from speed.diffusion.samplers.common import check_num_steps, predict, steps, time_index
+
+
+def time_uniform_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
+    """`num_steps` distinct integer timesteps uniform in t from num_timesteps - 1 down to 0
+    (ascending int64 array)."""
+    grid = np.linspace(num_timesteps - 1, 0, num_steps)  # one step: [T - 1]
+    return np.unique(np.round(grid).astype(np.int64))
+
+
+@torch.no_grad()
+def dpm_solver_pp_sample(
+    diffusion,
+    model,
+    noise: torch.Tensor,
+    num_steps: int,
+    model_kwargs: dict | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    *,
+    clip_denoised: bool = False,
+    callback: Callable | None = None,
+) -> torch.Tensor:
+    """Sample x_0 [like noise] from noise x_T [N, C, ...] with DPM-Solver++(2M) in `num_steps`
+    model calls. Deterministic: `generator` is unused. With `clip_denoised` the data predictions
+    are clamped to [-1, 1] (DPM-Solver++'s thresholding with a fixed bound).
+    callback: as in `ddpm_sample`."""
+    num_steps = check_num_steps(diffusion, num_steps)
+    spaced = respace(diffusion, time_uniform_timesteps(diffusion.original_num_steps, num_steps))
+    abar = spaced.alphas_cumprod
+    alpha, sigma = np.sqrt(abar), np.sqrt(1.0 - abar)
+    lam = np.log(alpha) - np.log(sigma)
+    x, prev_d, prev_h = noise, None, None
+    for step, i in enumerate(steps(spaced, progress)):
+        d = predict(spaced, model, x, time_index(i, x), model_kwargs, clip_denoised)[0]
+        if i == 0:
+            x = d  # first-order step to abar = 1: sigma_next = 0, e^{-h} = 0
+        else:
+            h = lam[i - 1] - lam[i]
+            if prev_d is None or i == 1:  # first step, and the lower-order step into t = 0
+                d_prime = d
+            else:
+                r = float(prev_h / h)
+                d_prime = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * prev_d
+            x = float(sigma[i - 1] / sigma[i]) * x - float(alpha[i - 1] * np.expm1(-h)) * d_prime
+            prev_d, prev_h = d, h
+        if callback is not None:
+            callback(step, int(spaced.timestep_map[i]), x, d)
+    return x
