@@ -14,7 +14,7 @@ from speed.diffusion.gaussian_diffusion import (
 )
 from speed.diffusion.respace import SpacedDiffusion, respace, space_timesteps
 from speed.diffusion.schedules import get_named_beta_schedule
-from speed.diffusion.timesteps import build_timestep_sampler
+from speed.diffusion.timesteps import build_timestep_sampler, option_names
 
 
 def create_diffusion(
@@ -91,6 +91,9 @@ def create_diffusion(
     )
     return diffusion
 
+
+# The timestep-mode options that **timestep_options accepts, for config validation.
+create_diffusion.extra_config_keys = option_names
 
 __all__ = [
     "GaussianDiffusion",

@@ -1,0 +1,146 @@
+"""The config schema: every key a config may hold, its type, and how a value is checked.
+
+This is the one place that lists keys. A new root key is a new `RootConfig` field (with its
+default and a comment; also add it to configs/base.yaml and configs/README.md). A node's keys are
+the parameters of its `_target_` callable plus the runner keys listed in `NODES`.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+# Hydra's own keys, allowed in every node, with their types.
+HYDRA_KEYS: dict[str, Any] = {
+    "_target_": str,
+    "_convert_": str,
+    "_recursive_": bool,
+    "_partial_": bool,
+    "_args_": list,
+}
+
+# Phase subtrees: `train:`, `inference:`, `sample:` hold overrides of root keys and nodes for
+# that phase only; they are lifted to the root for their phase and dropped otherwise.
+PHASES = ("train", "inference", "sample")
+
+# Nodes built with `instantiate`, each with the keys the runners read from it (with their types)
+# that are not arguments of its `_target_`.
+NODES: dict[str, dict[str, Any]] = {
+    "model": {},
+    "diffusion": {},
+    "optimizer": {},
+    "data": {"batch_size": int, "num_workers": int, "pin_memory": bool},
+    "autoencoder": {},
+}
+
+
+@dataclasses.dataclass
+class RootConfig:
+    """Root keys with their types and defaults (configs/base.yaml repeats them with comments)."""
+
+    seed: int = 0  # base seed; training rank r of W uses seed * W + r
+    experiment_dir: str = "runs/default"  # run folder holding train/, inference/, sample/
+    num_classes: int | None = None  # label classes; null = from the dataset, 0 = unconditional
+    image_size: int = 0  # pixel side when sampling without a dataset; 0 = from the data
+    ckpt_path: str | None = None  # train: initial weights; inference/sample: checkpoint to use
+    resume: bool | str = False  # true = newest checkpoint of experiment_dir, or a checkpoint path
+    overwrite: bool = False  # allow a fresh run into an experiment_dir holding checkpoints
+    # training length, checkpoints and logs (in optimizer steps)
+    max_training_steps: int = 400000  # stop after this many optimizer steps
+    epoch: int = 1400  # ... or after this many passes over the data
+    global_batch_size: int | None = None  # images per step over all ranks; null = data.batch_size
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    ckpt_every: int = 50000  # steps between checkpoints
+    ckpt_keep: int = 0  # keep only the newest N checkpoints (0 = all)
+    ckpt_keep_every: int = 0  # never delete steps divisible by this (0 = none spared)
+    log_every: int = 100  # steps between log lines
+    sample_every: int = 0  # steps between sample grids during training (0 = never)
+    max_nonfinite: int = 10  # abort after this many non-finite losses in a row
+    # optimisation
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype
+    tf32: bool = True  # allow TF32 matmuls on Ampere+ GPUs
+    grad_clip: float | None = None  # max global gradient norm (null = no clipping)
+    compile: bool = False  # torch.compile the model
+    ema_rates: list[float] = dataclasses.field(default_factory=lambda: [0.9999])  # EMA decays
+    lr_schedule: Literal["constant", "warmup", "cosine", "linear_anneal"] = "constant"
+    warmup_steps: int = 0  # linear learning-rate warm-up steps
+    lr_anneal_steps: int = 0  # steps to anneal to zero; 0 = max_training_steps
+    # logging
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # wandb mode
+    tensorboard: bool = True  # write TensorBoard event files
+    project: str = "speed"  # wandb project name
+    # sampling
+    sampler: str = "ddpm"  # a name in speed.diffusion.samplers.SAMPLERS
+    num_steps: int = 250  # sampling steps
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
+    guidance_scale: float | list[float] = 1.0  # classifier-free guidance (1 = off)
+    clip_denoised: bool = False  # clip x0 predictions to [-1, 1]
+    use_ema_for_sampling: bool = True  # sample with EMA weights
+    num_samples: int = 50000  # inference: images over all ranks
+    per_proc_batch_size: int = 32  # inference: images per forward pass per rank
+    sample_classes: list[int] | None = None  # classes to draw (null = all, up to 10)
+    num_sample_seeds: int = 8  # sample: grid columns
+    denoise_strip: bool = False  # sample: also write x0 predictions along the trajectory
+
+
+ROOT_TYPES: dict[str, Any] = typing.get_type_hints(RootConfig)
+
+
+def root_defaults() -> dict[str, Any]:
+    """The root keys with their default values, as a plain dict."""
+    return dataclasses.asdict(RootConfig())
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value (None, bool, int, float, str, list, dict) fits an annotation.
+
+    Only bool, int, float, str, None, Literal, lists/tuples and dicts of them (and unions of these)
+    are judged; int is accepted for float. Anything else (Any, classes, callables, unresolved
+    string annotations) is accepted: it cannot be checked from a YAML value.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if origin in (list, tuple, collections.abc.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_fits, value, args))
+        return not args or all(_fits(item, args[0]) for item in value)
+    if origin in (dict, collections.abc.Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is None or annotation is type(None):
+        return value is None
+    return True
+
+
+def describe(annotation: Any) -> str:
+    """A short reading of an annotation for error messages, e.g. 'float or list of float'."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in args)
+    if origin is Literal:
+        return "one of " + "|".join(str(arg) for arg in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"list of {describe(args[0])}" if args else "list"
+    if annotation is None or annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def type_mismatch(value: Any, annotation: Any) -> str | None:
+    """None when `value` fits `annotation`, else what was expected (see `describe`)."""
+    return None if _fits(value, annotation) else describe(annotation)
