@@ -1,0 +1,81 @@
+"""All metrics, after ADM's evaluator: python -m evaluations.evaluator REF [SAMPLES] [options].
+
+Prints FID, sFID, IS, KID, precision, recall (and class accuracy for the domain classifier);
+`--out metrics.json` also writes them with the feature extractor of each. `--save-ref stats.npz`
+stores REF's statistics (add `--save-ref-features` for KID / precision / recall) so later runs
+can pass stats.npz as REF; SAMPLES may then be left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluations.cli import add_common_args, extractor_from_args, run
+from evaluations.evaluate import compute_metrics, format_report, source_stats
+from evaluations.image_io import load_source
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ref", help="reference .npz, image folder or statistics .npz")
+    parser.add_argument("samples", nargs="?", help="samples .npz or image folder")
+    add_common_args(parser)
+    parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    parser.add_argument("--save-ref", type=Path, default=None, help="save REF statistics here")
+    parser.add_argument(
+        "--save-ref-features", action="store_true", help="--save-ref also keeps the features"
+    )
+    parser.add_argument("--kid-subsets", type=int, default=100)
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--pr-k", type=int, default=3, help="precision/recall neighbourhood")
+    parser.add_argument("--is-split-size", type=int, default=5000, help="IS images per split")
+    parser.add_argument("--seed", type=int, default=0, help="KID subset draws")
+    args = parser.parse_args(argv)
+    if args.samples is None and args.save_ref is None:
+        parser.error("give SAMPLES, or --save-ref to only store REF's statistics")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def evaluate() -> int:
+        reference = load_source(args.ref, args.num_ref)
+        samples = None if args.samples is None else load_source(args.samples, args.num)
+        extractor = extractor_from_args(args)
+        if args.save_ref is not None:
+            reference = source_stats(
+                reference, extractor, args.batch_size, args.device, not args.quiet
+            )
+            reference.save(args.save_ref, with_features=args.save_ref_features)
+            print(f"saved reference statistics to {args.save_ref}")
+        if samples is None:
+            return 0
+        result = compute_metrics(
+            reference,
+            samples,
+            extractor,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.quiet,
+            kid_subsets=args.kid_subsets,
+            kid_subset_size=args.kid_subset_size,
+            pr_k=args.pr_k,
+            is_split_size=args.is_split_size,
+            seed=args.seed,
+        )
+        print(format_report(result))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {args.out}")
+        return 0
+
+    return run(evaluate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

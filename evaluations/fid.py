@@ -1,0 +1,44 @@
+"""FID between two image sets: python -m evaluations.fid REF SAMPLES [--features inception|domain].
+
+REF and SAMPLES are `.npz` files (arr_0 uint8 NHWC, as the inference phase writes), image folders,
+or (REF) a statistics `.npz` with `mu`/`sigma`. Prints the FID and the network that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from evaluations.cli import add_common_args, extractor_from_args, run
+from evaluations.evaluate import compute_metrics
+from evaluations.image_io import load_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ref", help="reference .npz, image folder or statistics .npz")
+    parser.add_argument("samples", help="samples .npz or image folder")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+
+    def fid() -> int:
+        reference = load_source(args.ref, args.num_ref)
+        samples = load_source(args.samples, args.num)
+        result = compute_metrics(
+            reference,
+            samples,
+            extractor_from_args(args),
+            which=("fid",),
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        print(f"FID: {result['fid']['value']:.4f}")
+        print(f"features: {result['extractor']}")
+        return 0
+
+    return run(fid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

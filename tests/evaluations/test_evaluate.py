@@ -1,0 +1,137 @@
+"""evaluations/evaluate.py: compute_metrics wiring, availability rules, statistics files."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evaluations import metrics
+from evaluations.evaluate import compute_metrics, format_report, source_stats
+from evaluations.image_io import ImageSource, load_source
+from evaluations.reference import FeatureStats
+
+
+@pytest.fixture
+def image_sets(tmp_path, random_images):
+    ref, fake = random_images(10, n=30, size=8), random_images(11, n=20, size=8)
+    np.savez(tmp_path / "ref.npz", arr_0=ref)
+    np.savez(tmp_path / "fake.npz", arr_0=fake, arr_1=np.arange(20) % 4)
+    (tmp_path / "fake").mkdir()
+    for i, image in enumerate(fake):
+        Image.fromarray(image[..., 0]).save(tmp_path / "fake" / f"{i:04d}.png")
+    return tmp_path, ref, fake
+
+
+def _metrics(ref, fake, extractor, **kw):
+    return compute_metrics(ref, fake, extractor, progress=False, kid_subset_size=10, **kw)
+
+
+def test_values_match_independent_feature_computation(
+    image_sets, tiny_extractor_cls, tiny_features
+):
+    root, ref, fake = image_sets
+    result = _metrics(
+        load_source(root / "ref.npz"), load_source(root / "fake.npz"), tiny_extractor_cls()
+    )
+    f_ref, f_fake = tiny_features(ref), tiny_features(fake)
+    expected_fid = metrics.frechet_distance(
+        *metrics.feature_statistics(f_fake), *metrics.feature_statistics(f_ref)
+    )
+    assert result["fid"]["value"] == pytest.approx(expected_fid, rel=1e-6)
+    assert result["fid"]["extractor"] == "tiny test extractor"
+    expected_kid = metrics.kernel_inception_distance(
+        f_fake, f_ref, 100, 10, np.random.default_rng(0)
+    )
+    assert (result["kid"]["value"], result["kid"]["std"]) == pytest.approx(expected_kid, rel=1e-6)
+    precision, recall = metrics.precision_recall(f_ref, f_fake, k=3)
+    assert result["precision"]["value"] == precision and result["recall"]["value"] == recall
+    assert result["samples"]["num_images"] == 20 and result["reference"]["num_images"] == 30
+
+
+def test_npz_and_folder_give_the_same_numbers(image_sets, tiny_extractor_cls):
+    root, _, _ = image_sets
+    ref = load_source(root / "ref.npz")
+    from_npz = _metrics(ref, load_source(root / "fake.npz"), tiny_extractor_cls())
+    from_folder = _metrics(ref, load_source(root / "fake"), tiny_extractor_cls())
+    for key in ("fid", "kid", "precision", "recall"):
+        assert from_folder[key] == from_npz[key]
+
+
+def test_metrics_without_logits_or_spatial_features_are_unavailable(image_sets, tiny_extractor_cls):
+    root, _, _ = image_sets
+    result = _metrics(
+        load_source(root / "ref.npz"), load_source(root / "fake.npz"), tiny_extractor_cls()
+    )
+    assert result["inception_score"] == {
+        "value": None,
+        "unavailable": "feature extractor has no logits",
+    }
+    assert result["sfid"]["value"] is None and "spatial" in result["sfid"]["unavailable"]
+    assert result["class_accuracy"]["value"] is None
+    report = format_report(result)
+    assert "IS: unavailable (feature extractor has no logits)" in report
+    assert "sFID: unavailable (" in report
+
+
+def test_inception_score_and_class_accuracy_from_logits(
+    image_sets, tiny_extractor_cls, tiny_features
+):
+    root, ref, fake = image_sets
+    extractor = tiny_extractor_cls(with_logits=True)
+    extractor.classifies_dataset_labels = True
+    ref_source = ImageSource("ref", ref, labels=np.zeros(30, np.int64))
+    result = _metrics(ref_source, load_source(root / "fake.npz"), extractor, is_split_size=10)
+    logits = tiny_features(fake)[:, :4] / 64.0  # TinyExtractor's logits: quadrant means / 64
+    assert result["inception_score"]["splits"] == 2
+    expected = metrics.inception_score(metrics.softmax(logits), splits=2)
+    assert result["inception_score"]["value"] == pytest.approx(expected[0], rel=1e-6)
+    hits = (logits.argmax(1) == np.arange(20) % 4).mean()
+    assert result["class_accuracy"]["value"] == pytest.approx(hits)
+    assert result["class_accuracy"]["reference_value"] == pytest.approx(
+        (tiny_features(ref)[:, :4].argmax(1) == 0).mean()
+    )
+
+
+def test_saved_reference_statistics_give_the_same_numbers(image_sets, tiny_extractor_cls):
+    root, _, _ = image_sets
+    extractor, fake = tiny_extractor_cls(), load_source(root / "fake.npz")
+    direct = _metrics(load_source(root / "ref.npz"), fake, extractor)
+    stats = source_stats(load_source(root / "ref.npz"), extractor, progress=False)
+    stats.save(root / "stats.npz", with_features=True)
+    stats.save(root / "stats_only.npz")
+    via_file = _metrics(load_source(root / "stats.npz"), fake, extractor)
+    assert via_file["fid"]["value"] == pytest.approx(direct["fid"]["value"], rel=1e-9)
+    assert via_file["kid"]["value"] == pytest.approx(direct["kid"]["value"], rel=1e-4)  # float32
+    assert via_file["precision"]["value"] == direct["precision"]["value"]
+    no_features = _metrics(load_source(root / "stats_only.npz"), fake, extractor)
+    assert no_features["fid"]["value"] == pytest.approx(direct["fid"]["value"], rel=1e-9)
+    assert "--save-ref-features" in no_features["kid"]["unavailable"]
+
+
+def test_statistics_of_another_extractor_are_refused(image_sets, tiny_extractor_cls):
+    root, _, _ = image_sets
+    FeatureStats(np.zeros(5), np.eye(5), "other net", "test").save(root / "other.npz")
+    with pytest.raises(ValueError, match="were made with 'other net'"):
+        _metrics(
+            load_source(root / "other.npz"), load_source(root / "fake.npz"), tiny_extractor_cls()
+        )
+
+
+def test_adm_statistics_are_used_only_with_the_tf_inception(
+    image_sets, tiny_extractor_cls, tiny_features
+):
+    root, ref, fake = image_sets
+    mu, sigma = np.full(5, 100.0), np.diag(np.arange(1.0, 6.0))
+    np.savez(root / "adm.npz", arr_0=ref, mu=mu, sigma=sigma)  # no 'extractor' key
+    extractor = tiny_extractor_cls()
+    plain = _metrics(load_source(root / "adm.npz"), load_source(root / "fake.npz"), extractor)
+    assert "ignored" in plain["reference"]["origin"]
+    expected_own = metrics.frechet_distance(
+        *metrics.feature_statistics(tiny_features(fake)),
+        *metrics.feature_statistics(tiny_features(ref)),
+    )
+    assert plain["fid"]["value"] == pytest.approx(expected_own, rel=1e-6)
+    extractor.tf_inception = True  # pretend: its features are what ADM's statistics hold
+    used = _metrics(load_source(root / "adm.npz"), load_source(root / "fake.npz"), extractor)
+    expected = metrics.frechet_distance(*metrics.feature_statistics(tiny_features(fake)), mu, sigma)
+    assert used["fid"]["value"] == pytest.approx(expected, rel=1e-6)
+    assert "precomputed statistics" in used["reference"]["origin"]
