@@ -1,0 +1,24 @@
+"""Datasets, the resumable sampler and the DataLoader.
+
+Every dataset yields (x, y): x float32 [C, H, W] in [-1, 1] (or a scaled latent for the latent
+cache), y an int64 label (0 when unconditional); and reports `resolution`, `num_channels`,
+`num_classes` (0 = unconditional), `class_names` (or None) and `is_latent`.
+"""
+
+from speed.data.animals import ANIMAL_CLASSES, AnimalMNIST, load_animal_mnist_arrays
+from speed.data.image_folder import ImageFolderDataset
+from speed.data.latent_cache import LatentCacheDataset, extract_latents
+from speed.data.npz import NpzDataset
+from speed.data.sampler import ResumableSampler, build_dataloader
+
+__all__ = [
+    "ANIMAL_CLASSES",
+    "AnimalMNIST",
+    "ImageFolderDataset",
+    "LatentCacheDataset",
+    "NpzDataset",
+    "ResumableSampler",
+    "build_dataloader",
+    "extract_latents",
+    "load_animal_mnist_arrays",
+]

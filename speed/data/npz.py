@@ -1,0 +1,63 @@
+"""Images stored in one `.npz` file in the ADM evaluator's layout: `arr_0` uint8 [N, H, W, C] (or
+[N, H, W] grayscale), optional `arr_1` integer labels [N]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from speed.data.transforms import random_hflip, to_tensor
+
+
+class NpzDataset(Dataset):
+    """x float32 [C, H, H] in [-1, 1], y int64 label (0 when the file has no `arr_1`).
+
+    Args:
+        path: the .npz file (config key `data.path`).
+        random_flip: mirror each image left-right with probability 1/2.
+    """
+
+    is_latent = False
+    class_names = None
+
+    def __init__(self, path: str, random_flip: bool = True):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.path: no .npz file at {path}")
+        with np.load(path) as data:
+            if "arr_0" not in data:
+                raise ValueError(f"data.path: {path} has no 'arr_0' (uint8 [N, H, W, C] images)")
+            images = data["arr_0"]
+            labels = data["arr_1"] if "arr_1" in data else None
+        if images.ndim == 3:
+            images = images[..., None]
+        if len(images) == 0:
+            raise ValueError(f"data.path: {path} holds no images")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2]:
+            raise ValueError(
+                f"data.path: arr_0 of {path} must be uint8 [N, H, H, C], got {images.dtype} "
+                f"{list(images.shape)}"
+            )
+        if labels is not None and (labels.shape != (len(images),) or labels.min() < 0):
+            raise ValueError(
+                f"data.path: arr_1 of {path} must hold {len(images)} labels >= 0, got "
+                f"{list(labels.shape)}"
+            )
+        self.images = images
+        self.labels = torch.from_numpy(
+            np.zeros(len(images), np.int64) if labels is None else labels.astype(np.int64)
+        )
+        self.num_classes = 0 if labels is None else int(labels.max()) + 1
+        self.num_channels = images.shape[3]
+        self.resolution = images.shape[1]
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_tensor(self.images[index])
+        return (random_hflip(x) if self.random_flip else x), self.labels[index]
