@@ -27,7 +27,7 @@ demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) main.py -c $(DEMO) -p train overwrite=true
 	$(PY) main.py -c $(DEMO) -p inference
 	$(PY) main.py -c $(DEMO) -p sample
-	$(PY) -m speed.data.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
+	$(PY) -m evaluations.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
 	$(PY) -m evaluations.fid $(RUNS)/reference.npz $$(ls -t $(RUNS)/inference/*.npz | head -n 1)
 
 clean:

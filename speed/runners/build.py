@@ -17,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from speed.config import ConfigError, instantiate
+from speed.config_schema import NODES
 from speed.models import describe_state_dict_mismatch
 from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
 
 # Keys of the `data` node read by the runners, not passed to the dataset class.
-DATA_LOADER_KEYS = ("batch_size", "num_workers", "pin_memory")
+DATA_LOADER_KEYS = tuple(NODES["data"])
 
 
 def build_dataset(cfg: DictConfig):

@@ -30,6 +30,21 @@ def derived_seed(seed: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def image_noise(channels: int, side: int, seed: int, indices: range) -> torch.Tensor:
+    """Starting noise [len(indices), C, side, side]; image i's noise depends on (seed, i) only."""
+    return torch.stack(
+        [
+            torch.randn(
+                channels,
+                side,
+                side,
+                generator=torch.Generator().manual_seed(derived_seed(seed, NOISE_STREAM, i)),
+            )
+            for i in indices
+        ]
+    )
+
+
 def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.ndarray | None:
     """Balanced labels: image i gets class i mod K over `sample_classes` (default: all K)."""
     if num_classes == 0:
@@ -60,17 +75,21 @@ def inference(cfg: DictConfig) -> Path:
         paths = [png_dir / f"{i:06d}.png" for i in indices]
         if all(p.is_file() for p in paths):
             continue
-        noise = torch.stack([
-            torch.randn(spec.channels, spec.side, spec.side,
-                        generator=torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, i)))
-            for i in indices
-        ]).to(device)
-        y = torch.from_numpy(labels[indices.start : indices.stop]).to(device) if labels is not None else None
+        noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
+        y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
+        sampler_seed = derived_seed(cfg.seed, SAMPLER_STREAM, b)
         images = generate(
-            model, diffusion, autoencoder, noise, y, sampler=cfg.sampler,
-            num_steps=cfg.num_steps, guidance_scale=scale,
-            generator=torch.Generator(device).manual_seed(derived_seed(cfg.seed, SAMPLER_STREAM, b)),
-            clip_denoised=cfg.clip_denoised, eta=cfg.eta,
+            model,
+            diffusion,
+            autoencoder,
+            noise,
+            None if y is None else y.to(device),
+            sampler=cfg.sampler,
+            num_steps=cfg.num_steps,
+            guidance_scale=scale,
+            generator=torch.Generator(device).manual_seed(sampler_seed),
+            clip_denoised=cfg.clip_denoised,
+            eta=cfg.eta,
         )
         for image, path in zip(to_uint8(images), paths):
             save_png(image, path)
@@ -84,9 +103,12 @@ def inference(cfg: DictConfig) -> Path:
 
 def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:
     """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels."""
-    images = np.stack([
-        np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB")) for i in range(num_samples)
-    ])
+    images = np.stack(
+        [
+            np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))
+            for i in range(num_samples)
+        ]
+    )
     arrays = {"arr_0": images}
     if labels is not None:
         arrays["arr_1"] = labels

@@ -84,8 +84,10 @@ def titled(picture: np.ndarray, title: str) -> np.ndarray:
 
 def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
     height = max(p.shape[0] for p in pictures)
-    padded = [np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0)), constant_values=255)
-              for p in pictures]
+    padded = [
+        np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0)), constant_values=255)
+        for p in pictures
+    ]
     return np.concatenate(padded, axis=1)
 
 
@@ -99,10 +101,18 @@ def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale, de
             snapshots.append(pred_xstart[: noise.shape[0]].clone())
 
     final = generate(
-        model, diffusion, autoencoder, noise, labels, sampler=cfg.sampler,
-        num_steps=cfg.num_steps, guidance_scale=scale,
-        generator=torch.Generator(device).manual_seed(cfg.seed), clip_denoised=cfg.clip_denoised,
-        eta=cfg.eta, callback=collect,
+        model,
+        diffusion,
+        autoencoder,
+        noise,
+        labels,
+        sampler=cfg.sampler,
+        num_steps=cfg.num_steps,
+        guidance_scale=scale,
+        generator=torch.Generator(device).manual_seed(cfg.seed),
+        clip_denoised=cfg.clip_denoised,
+        eta=cfg.eta,
+        callback=collect,
     )
     frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
     tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
@@ -122,7 +132,8 @@ class TrainingGridSampler:
         self.num_rows = len(rows) if rows else 1
         self.labels = (
             torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds)
-            if rows else None
+            if rows
+            else None
         )
         self.noise = grid_noise(spec, self.num_rows, cfg.num_sample_seeds, cfg.seed, device)
 
@@ -130,8 +141,18 @@ class TrainingGridSampler:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return None
         scale = scales_of(self.cfg)[0]
-        return render_grid(ema, diffusion, self.autoencoder, self.spec, self.cfg, scale,
-                           self.noise, self.labels, self.cfg.num_sample_seeds, self.device)
+        return render_grid(
+            ema,
+            diffusion,
+            self.autoencoder,
+            self.spec,
+            self.cfg,
+            scale,
+            self.noise,
+            self.labels,
+            self.cfg.num_sample_seeds,
+            self.device,
+        )
 
     @staticmethod
     def save(grid: np.ndarray, path: Path) -> None:
@@ -147,24 +168,43 @@ def sample(cfg: DictConfig) -> Path:
     diffusion = build_diffusion(cfg)
     rows = grid_rows(cfg, spec.num_classes)
     num_rows = len(rows) if rows else 1
-    labels = (torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds)
-              if rows else None)
+    labels = (
+        torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds) if rows else None
+    )
     noise = grid_noise(spec, num_rows, cfg.num_sample_seeds, cfg.seed, device)
     out_dir = Path(cfg.experiment_dir) / "sample"
     pictures = []
     for scale in scales_of(cfg):
-        grid = render_grid(model, diffusion, autoencoder, spec, cfg, scale, noise, labels,
-                           cfg.num_sample_seeds, device)
+        grid = render_grid(
+            model,
+            diffusion,
+            autoencoder,
+            spec,
+            cfg,
+            scale,
+            noise,
+            labels,
+            cfg.num_sample_seeds,
+            device,
+        )
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales_of(cfg)) > 1 else grid)
-    path = save_png(side_by_side(pictures) if len(pictures) > 1 else pictures[0],
-                    out_dir / f"{ckpt_path.stem}.png")
+    path = save_png(
+        side_by_side(pictures) if len(pictures) > 1 else pictures[0],
+        out_dir / f"{ckpt_path.stem}.png",
+    )
     if cfg.denoise_strip:
         first_column = slice(None, None, cfg.num_sample_seeds)
-        strip = denoising_strip(model, diffusion, autoencoder, cfg, noise[first_column],
-                                labels[first_column] if labels is not None else None,
-                                scales_of(cfg)[0], device)
+        strip = denoising_strip(
+            model,
+            diffusion,
+            autoencoder,
+            cfg,
+            noise[first_column],
+            labels[first_column] if labels is not None else None,
+            scales_of(cfg)[0],
+            device,
+        )
         save_png(strip, out_dir / f"{ckpt_path.stem}-denoising.png")
     save_config(cfg, out_dir / "config.yaml")
     print(f"sample: wrote {path}", flush=True)
     return path
-

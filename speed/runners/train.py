@@ -146,9 +146,10 @@ def train(cfg: DictConfig) -> Path:
     grids = TrainingGridSampler(cfg, spec, autoencoder, device) if cfg.sample_every else None
     stop_requested = {"flag": False}
     previous_handlers = _install_stop_handlers(stop_requested)
-    timestep_map = getattr(diffusion, "timestep_map", None)
+    timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
 
     def save(path_step: int) -> Path:
+        _check_ranks_in_sync(model)
         rng_states = all_gather_objects(get_rng_state())
         path = ckpt_dir / checkpoint_name(path_step)
         if dist.is_main:
@@ -193,20 +194,23 @@ def train(cfg: DictConfig) -> Path:
             last_micro = micro_step % cfg.grad_accum == 0
 
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
+            diffusion.timestep_sampler.set_step(step)
             t, weights = diffusion.timestep_sampler.sample(x.shape[0], device)
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
+            amp = torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype))
             with sync or train_model.no_sync():
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype)):
+                with amp:
                     terms = diffusion.training_losses(
                         train_model, x, t, model_kwargs={"y": y}, weights=weights
                     )
                     loss = terms["loss"].mean()
                 scaled = loss / cfg.grad_accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            per_sample = terms.get("mse", terms["loss"]).detach().float()
-            diffusion.timestep_sampler.update_with_losses(t, terms["loss"].detach())
-            t_original = timestep_map[t.cpu()] if timestep_map is not None else t.cpu()
-            interval.add(loss.detach(), t_original, per_sample.cpu(), x.shape[0])
+            # Unweighted per-sample losses: loss-by-region logs and the loss-aware samplers.
+            unweighted = sum(terms[k] for k in ("mse", "vb") if k in terms).detach().float()
+            diffusion.timestep_sampler.update_with_losses(t, unweighted)
+            per_sample = terms.get("mse", unweighted).detach().float()
+            interval.add(loss.detach(), timestep_map[t.cpu()], per_sample.cpu(), x.shape[0])
             if not last_micro:
                 continue
 
@@ -364,6 +368,14 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
         for path in ckpt_dir.glob("*.pt"):
             path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_ranks_in_sync(model: torch.nn.Module) -> None:
+    """All ranks must hold the same weights (DDP keeps them equal); fail loudly if not."""
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    checksums = all_gather_objects(checksum)
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"ranks hold different weights (parameter checksums {checksums})")
 
 
 def _install_stop_handlers(stop_requested: dict) -> dict:
