@@ -1,0 +1,47 @@
+"""Backbones: DiT (`dit.py`) and the ADM UNet (`unet.py`), with shared guidance and loading.
+
+Both take `forward(x, t, y=None)` and `forward_with_cfg(x, t, y, cfg_scale)`, and expose
+`num_classes`, `in_channels`, `out_channels` and `learn_sigma`, so the diffusion and the runners
+drive either one.
+"""
+
+from speed.models.dit import (
+    DiT,
+    DiT_B_2,
+    DiT_B_4,
+    DiT_B_8,
+    DiT_L_2,
+    DiT_L_4,
+    DiT_L_8,
+    DiT_models,
+    DiT_S_2,
+    DiT_S_4,
+    DiT_S_8,
+    DiT_XL_2,
+    DiT_XL_4,
+    DiT_XL_8,
+    build_dit,
+)
+from speed.models.loading import describe_state_dict_mismatch, load_pretrained
+from speed.models.unet import UNetModel
+
+__all__ = [
+    "DiT",
+    "DiT_models",
+    "DiT_XL_2",
+    "DiT_XL_4",
+    "DiT_XL_8",
+    "DiT_L_2",
+    "DiT_L_4",
+    "DiT_L_8",
+    "DiT_B_2",
+    "DiT_B_4",
+    "DiT_B_8",
+    "DiT_S_2",
+    "DiT_S_4",
+    "DiT_S_8",
+    "UNetModel",
+    "build_dit",
+    "describe_state_dict_mismatch",
+    "load_pretrained",
+]

@@ -1,0 +1,340 @@
+"""DiT: Scalable Diffusion Models with Transformers (Peebles & Xie, ICCV 2023).
+
+Same modules, state-dict keys, initialisation and numerics as the official `models.py`, so the
+official checkpoints load unchanged. Additions: attention through `scaled_dot_product_attention`,
+per-block gradient checkpointing, unconditional mode (`num_classes=0`), non-square inputs, and
+guidance of either DiT's 3 channels or all channels.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from timm.models.vision_transformer import Mlp, PatchEmbed
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from speed.models import guidance
+from speed.models.layers import attention, sincos_pos_embed_2d, timestep_embedding
+
+# Paper sizes: name -> (depth, hidden_size, num_heads); each comes with patch sizes 2, 4, 8.
+DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
+PATCH_SIZES = (2, 4, 8)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x [N, T, D] * (1 + scale [N, D]) + shift [N, D]."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    """t [N] -> 256-d sinusoid -> Linear-SiLU-Linear -> [N, hidden_size]."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+        self.frequency_embedding_size = frequency_embedding_size
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t_freq = timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels [N] -> [N, hidden_size], with label dropout for classifier-free guidance.
+
+    The table has num_classes rows plus, when `dropout_prob > 0`, the null label `num_classes`.
+    """
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.has_null_label = dropout_prob > 0
+        self.embedding_table = nn.Embedding(num_classes + int(self.has_null_label), hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def forward(
+        self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if (train and self.has_null_label) or force_drop_ids is not None:
+            labels = guidance.drop_labels(
+                labels, self.num_classes, self.dropout_prob, force_drop_ids
+            )
+        return self.embedding_table(labels)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with timm's parameter layout (`qkv`, `proj`).
+
+    `fused` picks `scaled_dot_product_attention` (default) or the written-out softmax.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fused = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(n, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, heads, T, dim / heads]
+        x = attention(q, k, v, fused=self.fused)
+        return self.proj(x.transpose(1, 2).reshape(n, tokens, dim))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning (DiT Fig. 3)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=tanh_gelu, drop=0)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x [N, T, D], c [N, D] -> [N, T, D]."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
+            c
+        ).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm then Linear to patch_size^2 * out_channels per token."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer over patches of a [N, in_channels, H, W] input.
+
+    Args:
+        input_size: input side H = W, or (H, W); each divisible by `patch_size`.
+        patch_size: side of the square patches (tokens = H W / patch_size^2).
+        in_channels: input channels (4 for SD-VAE latents, 1-3 in pixel space).
+        hidden_size, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP width ratio.
+        class_dropout_prob: label dropout for classifier-free guidance (adds the null label row).
+        num_classes: classes; 0 = unconditional (no label table, `y` ignored).
+        learn_sigma: also output the variance interpolation (2 * in_channels output channels).
+        grad_checkpointing: recompute each block in the backward pass (training only).
+        cfg_channels: leading channels mixed by `forward_with_cfg`: 3 (DiT's convention) or "all".
+    """
+
+    def __init__(
+        self,
+        input_size: int | tuple[int, int] = 32,
+        patch_size: int = 2,
+        in_channels: int = 4,
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        class_dropout_prob: float = 0.1,
+        num_classes: int = 1000,
+        learn_sigma: bool = True,
+        grad_checkpointing: bool = False,
+        cfg_channels: int | str = 3,
+    ):
+        super().__init__()
+        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"input_size {height}x{width} is not divisible by patch_size {patch_size}"
+            )
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if in_channels < 1 or num_classes < 0:
+            raise ValueError(
+                f"need in_channels >= 1, num_classes >= 0; got {in_channels}, {num_classes}"
+            )
+        self.input_size = (height, width)
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.learn_sigma = learn_sigma
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.num_heads = num_heads
+        self.num_classes = num_classes
+        self.grad_checkpointing = grad_checkpointing
+        self.guided_channels = guidance.guided_channel_count(cfg_channels, in_channels)
+
+        self.x_embedder = PatchEmbed(
+            (height, width), patch_size, in_channels, hidden_size, bias=True
+        )
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = (
+            LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
+        )
+        self.grid_size = (height // patch_size, width // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        # Fixed sin-cos table, stored as a frozen parameter like the official model.
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
+        )
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier-uniform linears (and patch projection), N(0, 0.02) embeddings, sin-cos
+        positions, and adaLN-Zero: every modulation and the output layer start at zero."""
+
+        def basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+        table = sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size)
+        self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
+        weight = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    @property
+    def has_null_label(self) -> bool:
+        """Whether the label table holds the null label `num_classes` (needed for guidance)."""
+        return self.y_embedder is not None and self.y_embedder.has_null_label
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, T, p * p * C] tokens -> [N, C, H, W] image."""
+        p, c = self.patch_size, self.out_channels
+        h, w = self.grid_size
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
+            raise ValueError(
+                f"DiT expects input [N, {self.in_channels}, {self.input_size[0]}, "
+                f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
+            )
+
+    def _condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Conditioning vector c = t_emb + y_emb [N, D]; y None means the null label."""
+        c = self.t_embedder(t)
+        if self.y_embedder is None:
+            return c
+        if y is None:
+            if not self.has_null_label:
+                raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
+            y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
+        return c + self.y_embedder(y, self.training)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
+        """x [N, C, H, W], timesteps t [N], labels y [N] (ignored if unconditional)
+        -> [N, out_channels, H, W]."""
+        self._check_input(x)
+        x = self.x_embedder(x) + self.pos_embed  # [N, T, D], T = H W / p^2
+        c = self._condition(t, y)  # [N, D]
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.blocks:
+            x = checkpoint(block, x, c, use_reentrant=False) if recompute else block(x, c)
+        x = self.final_layer(x, c)  # [N, T, p * p * out_channels]
+        return self.unpatchify(x)  # [N, out_channels, H, W]
+
+    def forward_with_cfg(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
+    ) -> torch.Tensor:
+        """Classifier-free guidance on a [cond; uncond] batch (see `speed.models.guidance`)."""
+        if not self.has_null_label:
+            raise ValueError(
+                "classifier-free guidance needs a class-conditional DiT trained with label "
+                "dropout (num_classes > 0, class_dropout_prob > 0)"
+            )
+        return guidance.forward_with_cfg(self.forward, x, t, y, cfg_scale, self.guided_channels)
+
+
+def _sized(size: str, patch_size: int):
+    depth, hidden_size, num_heads = DIT_SIZES[size]
+
+    def build(**kwargs) -> DiT:
+        return DiT(
+            depth=depth,
+            hidden_size=hidden_size,
+            patch_size=patch_size,
+            num_heads=num_heads,
+            **kwargs,
+        )
+
+    build.__name__ = build.__qualname__ = f"DiT_{size}_{patch_size}"
+    build.__doc__ = (
+        f"DiT-{size}/{patch_size}: depth {depth}, hidden {hidden_size}, heads {num_heads}."
+    )
+    return build
+
+
+DiT_models = {f"DiT-{s}/{p}": _sized(s, p) for s in DIT_SIZES for p in PATCH_SIZES}
+DiT_XL_2, DiT_XL_4, DiT_XL_8 = (DiT_models[f"DiT-XL/{p}"] for p in PATCH_SIZES)
+DiT_L_2, DiT_L_4, DiT_L_8 = (DiT_models[f"DiT-L/{p}"] for p in PATCH_SIZES)
+DiT_B_2, DiT_B_4, DiT_B_8 = (DiT_models[f"DiT-B/{p}"] for p in PATCH_SIZES)
+DiT_S_2, DiT_S_4, DiT_S_8 = (DiT_models[f"DiT-S/{p}"] for p in PATCH_SIZES)
+
+
+def build_dit(
+    name: str = "DiT-S/2",
+    input_size: int | tuple[int, int] = 32,
+    in_channels: int = 4,
+    num_classes: int = 1000,
+    learn_sigma: bool = True,
+    hidden_size: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+    patch_size: int | None = None,
+    mlp_ratio: float = 4.0,
+    class_dropout_prob: float = 0.1,
+    grad_checkpointing: bool = False,
+    cfg_channels: int | str = 3,
+) -> DiT:
+    """A DiT of a paper size by name (e.g. "DiT-XL/2"); any size argument given overrides it.
+
+    Config-friendly: `model: {_target_: speed.models.dit.build_dit, name: DiT-S/4, depth: 6}`.
+    """
+    if name not in DiT_models:
+        raise ValueError(f"unknown DiT model name {name!r}; choose one of {sorted(DiT_models)}")
+    size, patch = name[len("DiT-") :].split("/")
+    default_depth, default_hidden, default_heads = DIT_SIZES[size]
+    return DiT(
+        input_size=input_size,
+        patch_size=int(patch) if patch_size is None else patch_size,
+        in_channels=in_channels,
+        hidden_size=default_hidden if hidden_size is None else hidden_size,
+        depth=default_depth if depth is None else depth,
+        num_heads=default_heads if num_heads is None else num_heads,
+        mlp_ratio=mlp_ratio,
+        class_dropout_prob=class_dropout_prob,
+        num_classes=num_classes,
+        learn_sigma=learn_sigma,
+        grad_checkpointing=grad_checkpointing,
+        cfg_channels=cfg_channels,
+    )

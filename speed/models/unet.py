@@ -1,0 +1,443 @@
+"""The ADM UNet of guided-diffusion ("Diffusion Models Beat GANs on Image Synthesis", Dhariwal &
+Nichol 2021).
+
+Constructor arguments, layer order and state-dict keys follow guided-diffusion's `UNetModel`, so
+its checkpoints (e.g. the ImageNet 64x64 and 256x256 models) load with `strict=True`:
+
+    time_embed.{0,2}, label_emb,
+    input_blocks.{i}.{j}     (conv in, ResBlock, AttentionBlock, Downsample / down-ResBlock),
+    middle_block.{0,1,2}     (ResBlock, AttentionBlock, ResBlock),
+    output_blocks.{i}.{j}    (ResBlock on [h, skip], AttentionBlock, Upsample / up-ResBlock),
+    out.{0,2}                (GroupNorm, SiLU, zero-initialised conv).
+    ResBlock: in_layers.{0,2}, emb_layers.1, out_layers.{0,3}, skip_connection (when C changes).
+    AttentionBlock: norm, qkv (conv1d), proj_out (conv1d, zero-initialised).
+
+Differences: attention through `scaled_dot_product_attention`; gradient checkpointing per block
+with torch.utils.checkpoint; `forward(x, t, y=None)` and `forward_with_cfg` shared with DiT;
+optional label dropout (`class_dropout_prob`, an extra null-label row); only 2-D inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from speed.models import guidance
+from speed.models.layers import attention, timestep_embedding
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in its parameters' dtype (float32 beside a float16 torso) and cast back
+    to the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype)).type(x.dtype)
+
+
+def normalization(channels: int) -> nn.Module:
+    """GroupNorm with 32 groups (`channels` must be a multiple of 32)."""
+    return GroupNorm32(32, channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters (output convs start at zero) and return it."""
+    for p in module.parameters():
+        p.detach().zero_()
+    return module
+
+
+class TimestepBlock(nn.Module):
+    """A module whose forward takes the timestep embedding as a second argument."""
+
+
+class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
+    """Sequential that passes `emb` to the children that are TimestepBlocks."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+        return x
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour 2x upsampling, optionally followed by a 3x3 conv (`conv`)."""
+
+    def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
+        super().__init__()
+        self.use_conv = use_conv
+        if use_conv:
+            self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x) if self.use_conv else x
+
+
+class Downsample(nn.Module):
+    """2x downsampling: a stride-2 3x3 conv (`op`) or 2x2 average pooling."""
+
+    def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
+        super().__init__()
+        out_channels = out_channels or channels
+        if use_conv:
+            self.op = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1)
+        elif out_channels != channels:
+            raise ValueError("Downsample without a conv cannot change the channel count")
+        else:
+            self.op = nn.AvgPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ResBlock(TimestepBlock):
+    """Residual block conditioned on the timestep embedding, optionally resampling (up / down).
+
+    h = in_layers(x); h += emb_layers(emb) (or, with use_scale_shift_norm, the FiLM form
+    norm(h) * (1 + scale) + shift); h = out_layers(h); return skip_connection(x) + h.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = False,
+        up: bool = False,
+        down: bool = False,
+    ):
+        super().__init__()
+        self.out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
+        )
+        self.updown = up or down
+        if up:
+            self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
+        elif down:
+            self.h_upd, self.x_upd = Downsample(channels, False), Downsample(channels, False)
+        else:
+            self.h_upd = self.x_upd = nn.Identity()
+        emb_out = 2 * self.out_channels if use_scale_shift_norm else self.out_channels
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
+        self.out_layers = nn.Sequential(
+            normalization(self.out_channels),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
+            zero_module(nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)),
+        )
+        if self.out_channels == channels:
+            self.skip_connection = nn.Identity()
+        else:
+            self.skip_connection = nn.Conv2d(channels, self.out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """x [N, C, H, W], emb [N, E] -> [N, C_out, H', W']."""
+        if self.updown:  # resample between the activation and the first conv
+            h = self.h_upd(self.in_layers[:-1](x))
+            x = self.x_upd(x)
+            h = self.in_layers[-1](h)
+        else:
+            h = self.in_layers(x)
+        emb_out = self.emb_layers(emb).type(h.dtype)[..., None, None]
+        if self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[1:](h)
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the H * W positions, residual: x + proj_out(attn(qkv(norm(x)))).
+
+    Heads: `channels // num_head_channels` if num_head_channels != -1, else `num_heads`. The qkv
+    channels are split heads-first (legacy order: per head [q, k, v]) or, with
+    use_new_attention_order, qkv-first ([q of all heads, k ..., v ...]); both layouts matter for
+    loading guided-diffusion checkpoints. `fused` picks SDPA or the written-out softmax.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        use_new_attention_order: bool = False,
+    ):
+        super().__init__()
+        if num_head_channels != -1:
+            if channels % num_head_channels:
+                raise ValueError(
+                    f"channels {channels} not divisible by num_head_channels {num_head_channels}"
+                )
+            num_heads = channels // num_head_channels
+        if channels % num_heads:
+            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.use_new_attention_order = use_new_attention_order
+        self.fused = True
+        self.norm = normalization(channels)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        x = x.reshape(b, c, -1)  # [N, C, T]
+        qkv = self.qkv(self.norm(x))  # [N, 3C, T]
+        heads, ch, length = self.num_heads, c // self.num_heads, x.shape[-1]
+        if self.use_new_attention_order:
+            q, k, v = (z.reshape(b, heads, ch, length) for z in qkv.chunk(3, dim=1))
+        else:
+            q, k, v = qkv.reshape(b, heads, 3 * ch, length).split(ch, dim=2)
+        q, k, v = (z.transpose(-1, -2) for z in (q, k, v))  # [N, heads, T, ch]
+        h = attention(q, k, v, fused=self.fused).transpose(-1, -2).reshape(b, c, length)
+        return (x + self.proj_out(h)).reshape(b, c, *spatial)
+
+
+def _int_list(value, name: str) -> tuple:
+    """A tuple from a list/tuple, or from a comma string "1,2,4" (YAML- and CLI-friendly)."""
+    if isinstance(value, str):
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"{name}: expected comma-separated integers, got {value!r}") from None
+    return tuple(value)
+
+
+def attention_downsample_rates(attention_resolutions, image_size: int) -> tuple[int, ...]:
+    """Downsample rates ds at which attention is used.
+
+    A list/tuple is taken as guided-diffusion's UNetModel takes it: downsample rates (4 = at 1/4
+    resolution). A comma string is taken as guided-diffusion's scripts take it: resolutions in
+    pixels ("32,16,8" at image_size 64 -> (2, 4, 8)).
+    """
+    if not isinstance(attention_resolutions, str):
+        return tuple(int(ds) for ds in attention_resolutions)
+    resolutions = _int_list(attention_resolutions, "attention_resolutions")
+    bad = [r for r in resolutions if r <= 0 or image_size % r]
+    if bad:
+        raise ValueError(
+            f"attention_resolutions: {bad} do not divide image_size {image_size}; give resolutions "
+            "in pixels as a comma string, or downsample rates as a list"
+        )
+    return tuple(image_size // r for r in resolutions)
+
+
+class UNetModel(nn.Module):
+    """The ADM UNet with attention and timestep (and class) embedding.
+
+    Args (guided-diffusion's, in its order):
+        image_size: input side (also converts string attention_resolutions).
+        in_channels: input channels.
+        model_channels: base width; level l has channel_mult[l] * model_channels channels.
+        out_channels: output channels; None = in_channels * (2 if learn_sigma else 1).
+        num_res_blocks: ResBlocks per level (the decoder has one more).
+        attention_resolutions: downsample rates with attention, or a comma string of resolutions.
+        dropout: dropout in the ResBlocks.
+        channel_mult: width multiplier per level (or a comma string); 2^(levels-1) must divide the
+            input side.
+        conv_resample: learned convs (else average pooling / plain upsampling) to resample.
+        dims: 2 only (images).
+        num_classes: classes for class conditioning; None or 0 = unconditional (y ignored).
+        use_checkpoint: recompute each block in the backward pass (training only).
+        use_fp16: run the torso (convs) in float16, as guided-diffusion samples; for training
+            prefer the runner's `precision` (autocast with float32 weights).
+        num_heads, num_head_channels, num_heads_upsample: attention heads (a fixed head width if
+            num_head_channels != -1; num_heads_upsample -1 = num_heads).
+        use_scale_shift_norm: FiLM-like conditioning in the ResBlocks.
+        resblock_updown: resample with ResBlocks instead of Downsample / Upsample.
+        use_new_attention_order: split qkv before heads (QKVAttention) instead of after (legacy).
+    Extras:
+        learn_sigma: doubles the output channels when out_channels is None.
+        class_dropout_prob: label dropout for classifier-free guidance; > 0 adds the null label
+            row `num_classes` to `label_emb` (0 keeps guided-diffusion's keys and shapes).
+        cfg_channels: leading channels mixed by `forward_with_cfg` ("all" or an int).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        in_channels: int = 3,
+        model_channels: int = 128,
+        out_channels: int | None = None,
+        num_res_blocks: int = 2,
+        attention_resolutions: tuple[int, ...] | str = (4, 8),
+        dropout: float = 0.0,
+        channel_mult: tuple[float, ...] | str = (1, 2, 4, 8),
+        conv_resample: bool = True,
+        dims: int = 2,
+        num_classes: int | None = None,
+        use_checkpoint: bool = False,
+        use_fp16: bool = False,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        use_new_attention_order: bool = False,
+        learn_sigma: bool = False,
+        class_dropout_prob: float = 0.0,
+        cfg_channels: int | str = "all",
+    ):
+        super().__init__()
+        if dims != 2:
+            raise ValueError(f"dims={dims}: only 2-D inputs (dims=2) are supported")
+        channel_mult = _int_list(channel_mult, "channel_mult")
+        self.downsample_factor = 2 ** (len(channel_mult) - 1)
+        if image_size % self.downsample_factor:
+            raise ValueError(
+                f"image_size {image_size} must be divisible by 2^(len(channel_mult) - 1) = "
+                f"{self.downsample_factor}; change channel_mult or the image size"
+            )
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.learn_sigma = learn_sigma
+        self.out_channels = out_channels or in_channels * (2 if learn_sigma else 1)
+        self.num_classes = num_classes or 0
+        self.attention_resolutions = attention_downsample_rates(attention_resolutions, image_size)
+        self.use_checkpoint = use_checkpoint
+        self.guided_channels = guidance.guided_channel_count(cfg_channels, in_channels)
+        self.class_dropout_prob = class_dropout_prob
+        self.has_null_label = self.num_classes > 0 and class_dropout_prob > 0
+
+        time_embed_dim = model_channels * 4
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, time_embed_dim),
+            nn.SiLU(),
+            nn.Linear(time_embed_dim, time_embed_dim),
+        )
+        if self.num_classes:
+            rows = self.num_classes + int(self.has_null_label)
+            self.label_emb = nn.Embedding(rows, time_embed_dim)
+
+        def res_block(ch_in, ch_out, **updown):
+            return ResBlock(ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, **updown)
+
+        def attn_block(ch, heads):
+            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order)
+
+        # Encoder: num_res_blocks (ResBlock [+ attention]) per level, then a 2x downsampling.
+        ch = input_ch = int(channel_mult[0] * model_channels)
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
+        )
+        skip_chans, ds = [ch], 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [res_block(ch, int(mult * model_channels))]
+                ch = int(mult * model_channels)
+                if ds in self.attention_resolutions:
+                    layers.append(attn_block(ch, num_heads))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_chans.append(ch)
+            if level != len(channel_mult) - 1:
+                if resblock_updown:
+                    down = res_block(ch, ch, down=True)
+                else:
+                    down = Downsample(ch, conv_resample, ch)
+                self.input_blocks.append(TimestepEmbedSequential(down))
+                skip_chans.append(ch)
+                ds *= 2
+
+        self.middle_block = TimestepEmbedSequential(
+            res_block(ch, ch), attn_block(ch, num_heads), res_block(ch, ch)
+        )
+
+        # Decoder: num_res_blocks + 1 (ResBlock on [h, skip] [+ attention]) per level, then 2x up.
+        heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = [res_block(ch + skip_chans.pop(), int(model_channels * mult))]
+                ch = int(model_channels * mult)
+                if ds in self.attention_resolutions:
+                    layers.append(attn_block(ch, heads_up))
+                if level and i == num_res_blocks:
+                    if resblock_updown:
+                        layers.append(res_block(ch, ch, up=True))
+                    else:
+                        layers.append(Upsample(ch, conv_resample, ch))
+                    ds //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(
+            normalization(ch),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(input_ch, self.out_channels, 3, padding=1)),
+        )
+        if use_fp16:
+            self.convert_to_fp16()
+
+    def _convert_torso(self, dtype: torch.dtype) -> None:
+        """Cast the conv weights of the encoder, middle and decoder (guided-diffusion's fp16)."""
+        for part in (self.input_blocks, self.middle_block, self.output_blocks):
+            for module in part.modules():
+                if isinstance(module, nn.Conv1d | nn.Conv2d):
+                    module.to(dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torso's dtype (float16 after `convert_to_fp16`): the input is cast to it."""
+        return self.input_blocks[0][0].weight.dtype
+
+    def convert_to_fp16(self) -> None:
+        self._convert_torso(torch.float16)
+
+    def convert_to_fp32(self) -> None:
+        self._convert_torso(torch.float32)
+
+    def _embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Timestep (+ label) embedding [N, 4 * model_channels]; y None means the null label."""
+        t_freq = timestep_embedding(t, self.model_channels)
+        emb = self.time_embed(t_freq.to(self.time_embed[0].weight.dtype))
+        if not self.num_classes:
+            return emb
+        if y is None:
+            if not self.has_null_label:
+                raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
+            y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
+        elif self.training and self.has_null_label:
+            y = guidance.drop_labels(y, self.num_classes, self.class_dropout_prob)
+        return emb + self.label_emb(y)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
+        """x [N, C, H, W], timesteps t [N], labels y [N] (ignored if unconditional)
+        -> [N, out_channels, H, W]."""
+        f = self.downsample_factor
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"UNet expects input [N, {self.in_channels}, H, W] with H and W divisible by {f} "
+                f"(2^(len(channel_mult) - 1)), got {list(x.shape)}"
+            )
+        emb = self._embed(t, y)
+        recompute = self.use_checkpoint and self.training and torch.is_grad_enabled()
+
+        def run(block, h):
+            return checkpoint(block, h, emb, use_reentrant=False) if recompute else block(h, emb)
+
+        skips = []
+        h = x.type(self.dtype)
+        for block in self.input_blocks:
+            h = run(block, h)
+            skips.append(h)
+        h = run(self.middle_block, h)
+        for block in self.output_blocks:
+            h = run(block, torch.cat([h, skips.pop()], dim=1))
+        return self.out(h.type(x.dtype))
+
+    def forward_with_cfg(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
+    ) -> torch.Tensor:
+        """Classifier-free guidance on a [cond; uncond] batch (see `speed.models.guidance`)."""
+        if not self.has_null_label:
+            raise ValueError(
+                "classifier-free guidance needs a class-conditional UNet trained with label "
+                "dropout (num_classes > 0, class_dropout_prob > 0)"
+            )
+        return guidance.forward_with_cfg(self.forward, x, t, y, cfg_scale, self.guided_channels)
