@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,13 +10,14 @@ import torch
 from speed.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
+MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
 
 def test_torchrun_two_processes_train_in_sync(tmp_path, demo_config, tiny_overrides):
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "main.py", "-c", demo_config, "-p", "train", *tiny_overrides(run, steps=3),
+        MAIN, "-c", demo_config, "-p", "train", *tiny_overrides(run, steps=3),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

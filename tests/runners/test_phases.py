@@ -61,3 +61,14 @@ def test_fresh_run_refuses_a_used_experiment_dir(tmp_path, demo_config, tiny_ove
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(load_config(demo_config, "train", overrides))
     train(load_config(demo_config, "train", overrides + ["overwrite=true"]))
+
+
+def test_unet_backbone_trains_and_samples(tmp_path, demo_config, tiny_overrides):
+    unet_config = demo_config.replace("base.yaml", "unet.yaml")
+    run = tmp_path / "unet"
+    overrides = [o for o in tiny_overrides(run, steps=1) if not o.startswith("model.")]
+    overrides += ["sample_classes=[1]"]
+    last = train(load_config(unet_config, "train", overrides))
+    assert set(load_checkpoint(last)["model"]) >= {"input_blocks.0.0.weight", "label_emb.weight"}
+    grid = sample(load_config(unet_config, "sample", overrides))
+    assert grid.is_file()
