@@ -184,6 +184,7 @@ class DiT(nn.Module):
         self.y_embedder = (
             LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
         )
+        self.class_dropout_prob = class_dropout_prob
         self.grid_size = (height // patch_size, width // patch_size)
         num_patches = self.grid_size[0] * self.grid_size[1]
         # Fixed sin-cos table, stored as a frozen parameter like the official model.
@@ -240,7 +241,9 @@ class DiT(nn.Module):
                 f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
             )
 
-    def _condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _condition(
+        self, t: torch.Tensor, y: torch.Tensor | None, force_drop_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         """Conditioning vector c = t_emb + y_emb [N, D]; y None means the null label."""
         c = self.t_embedder(t)
         if self.y_embedder is None:
@@ -249,14 +252,21 @@ class DiT(nn.Module):
             if not self.has_null_label:
                 raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
             y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-        return c + self.y_embedder(y, self.training)
+        return c + self.y_embedder(y, self.training, force_drop_ids)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+    ):
         """x [N, C, H, W], timesteps t [N], labels y [N] (ignored if unconditional)
-        -> [N, out_channels, H, W]."""
+        -> [N, out_channels, H, W]. `force_drop_ids` [N] (1 = use the null label) replaces the
+        random label dropout of training, so the caller controls it."""
         self._check_input(x)
         x = self.x_embedder(x) + self.pos_embed  # [N, T, D], T = H W / p^2
-        c = self._condition(t, y)  # [N, D]
+        c = self._condition(t, y, force_drop_ids)  # [N, D]
         recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, c, use_reentrant=False) if recompute else block(x, c)

@@ -392,7 +392,9 @@ class UNetModel(nn.Module):
     def convert_to_fp32(self) -> None:
         self._convert_torso(torch.float32)
 
-    def _embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _embed(
+        self, t: torch.Tensor, y: torch.Tensor | None, force_drop_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         """Timestep (+ label) embedding [N, 4 * model_channels]; y None means the null label."""
         t_freq = timestep_embedding(t, self.model_channels)
         emb = self.time_embed(t_freq.to(self.time_embed[0].weight.dtype))
@@ -402,20 +404,27 @@ class UNetModel(nn.Module):
             if not self.has_null_label:
                 raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
             y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-        elif self.training and self.has_null_label:
-            y = guidance.drop_labels(y, self.num_classes, self.class_dropout_prob)
+        elif self.has_null_label and (self.training or force_drop_ids is not None):
+            y = guidance.drop_labels(y, self.num_classes, self.class_dropout_prob, force_drop_ids)
         return emb + self.label_emb(y)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+    ):
         """x [N, C, H, W], timesteps t [N], labels y [N] (ignored if unconditional)
-        -> [N, out_channels, H, W]."""
+        -> [N, out_channels, H, W]. `force_drop_ids` [N] (1 = use the null label) replaces the
+        random label dropout of training, so the caller controls it."""
         f = self.downsample_factor
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % f or x.shape[3] % f:
             raise ValueError(
                 f"UNet expects input [N, {self.in_channels}, H, W] with H and W divisible by {f} "
                 f"(2^(len(channel_mult) - 1)), got {list(x.shape)}"
             )
-        emb = self._embed(t, y)
+        emb = self._embed(t, y, force_drop_ids)
         recompute = self.use_checkpoint and self.training and torch.is_grad_enabled()
 
         def run(block, h):

@@ -21,13 +21,9 @@ from speed.generation import generate
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
+from speed.utils.seeding import derived_seed
 
 NOISE_STREAM, SAMPLER_STREAM = 0, 1
-
-
-def derived_seed(seed: int, stream: int, index: int) -> int:
-    """An independent 63-bit seed for (run seed, purpose, index)."""
-    return int(np.random.SeedSequence([seed, stream, index]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def image_noise(channels: int, side: int, seed: int, indices: range) -> torch.Tensor:

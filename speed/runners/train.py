@@ -43,9 +43,10 @@ from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier,
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.logging import RunLogger
 from speed.utils.lr_schedule import build_lr_scheduler
-from speed.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from speed.utils.seeding import derived_seed, get_rng_state, seed_everything, set_rng_state
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
 
 
 class NonFiniteLossError(RuntimeError):
@@ -147,6 +148,7 @@ def train(cfg: DictConfig) -> Path:
     stop_requested = {"flag": False}
     previous_handlers = _install_stop_handlers(stop_requested)
     timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
+    label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
 
     def save(path_step: int) -> Path:
         _check_ranks_in_sync(model)
@@ -189,19 +191,34 @@ def train(cfg: DictConfig) -> Path:
             y = y.to(device, non_blocking=True)
             with torch.no_grad():
                 x = x if dataset.is_latent else autoencoder.encode(x)
+            micro_index = micro_step % cfg.grad_accum
             batches_in_epoch += 1
             micro_step += 1
             last_micro = micro_step % cfg.grad_accum == 0
 
+            # This micro-batch's share of the step's randomness (timesteps, noise, label dropout).
+            if micro_index == 0:
+                diffusion.timestep_sampler.set_step(step)
+                randomness = _StepRandomness.draw(
+                    diffusion.timestep_sampler,
+                    derived_seed(cfg.seed, STEP_NOISE_STREAM, step),
+                    micro_batch * dist.world_size * cfg.grad_accum,
+                    tuple(x.shape[1:]),
+                    label_drop_prob,
+                )
+            positions = dist.rank + dist.world_size * (
+                micro_index * micro_batch + torch.arange(x.shape[0])
+            )
+            t, weights, noise, drop = randomness.take(positions, device)
+            model_kwargs = {"y": y, "force_drop_ids": drop} if label_drop_prob else {"y": y}
+
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
-            diffusion.timestep_sampler.set_step(step)
-            t, weights = diffusion.timestep_sampler.sample(x.shape[0], device)
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
             amp = torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype))
             with sync or train_model.no_sync():
                 with amp:
                     terms = diffusion.training_losses(
-                        train_model, x, t, model_kwargs={"y": y}, weights=weights
+                        train_model, x, t, model_kwargs=model_kwargs, noise=noise, weights=weights
                     )
                     loss = terms["loss"].mean()
                 scaled = loss / cfg.grad_accum
@@ -279,6 +296,30 @@ def train(cfg: DictConfig) -> Path:
     _restore_handlers(previous_handlers)
     logger.close()
     return last_ckpt
+
+
+class _StepRandomness:
+    """The random draws of one optimizer step for its whole global batch.
+
+    Drawn from a generator seeded by (seed, step) on every rank; sample j of the global batch
+    (rank r, micro-batch m, row i: j = r + W (m b + i)) always gets the same timestep, noise and
+    label-dropout draw, so 1 process with batch B, W processes with B / W each, and B / A with A
+    accumulation steps all compute the same update, and a resumed run redraws the same numbers.
+    """
+
+    def __init__(self, t, weights, noise, drop):
+        self.t, self.weights, self.noise, self.drop = t, weights, noise, drop
+
+    @classmethod
+    def draw(cls, timestep_sampler, seed: int, size: int, shape: tuple, drop_prob: float):
+        generator = torch.Generator().manual_seed(seed)
+        t, weights = timestep_sampler.sample(size, "cpu", generator=generator)
+        noise = torch.randn((size, *shape), generator=generator)
+        drop = (torch.rand(size, generator=generator) < drop_prob).long()
+        return cls(t, weights, noise, drop)
+
+    def take(self, positions: torch.Tensor, device: torch.device):
+        return tuple(v[positions].to(device) for v in (self.t, self.weights, self.noise, self.drop))
 
 
 class _IntervalStats:

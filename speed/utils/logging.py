@@ -1,6 +1,6 @@
 """Run logging: stdout, TensorBoard and wandb (offline unless WANDB_MODE says otherwise).
 
-Only rank 0 creates writers; on other ranks every method is a no-op, so callers never branch on rank.
+Only rank 0 creates writers; on other ranks every method is a no-op, so callers need no rank checks.
 """
 
 from __future__ import annotations

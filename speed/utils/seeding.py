@@ -15,6 +15,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def derived_seed(seed: int, *path: int) -> int:
+    """An independent 63-bit seed for (run seed, purpose, index, ...) via numpy's SeedSequence."""
+    state = np.random.SeedSequence([seed, *path]).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
 def get_rng_state() -> dict:
     """Every generator's state of this process, for a checkpoint."""
     state = {

@@ -1,4 +1,5 @@
-"""Two processes under torchrun (gloo on CPU) train together and stay in sync."""
+"""Two processes under torchrun (gloo on CPU) train together, in sync, and compute the same
+update as one process with the same global batch."""
 
 import subprocess
 import sys
@@ -7,17 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from speed.config import load_config
+from speed.runners.train import train
 from speed.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
 
-def test_torchrun_two_processes_train_in_sync(tmp_path, demo_config, tiny_overrides):
+def test_torchrun_two_processes_equal_one_with_the_same_global_batch(
+    tmp_path, demo_config, tiny_overrides
+):
+    common = ["data.random_flip=false", "sample_every=0"]
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        MAIN, "-c", demo_config, "-p", "train", *tiny_overrides(run, steps=3),
+        MAIN, "-c", demo_config, "-p", "train", *tiny_overrides(run, steps=3), *common,
+        "data.batch_size=2",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -26,3 +33,8 @@ def test_torchrun_two_processes_train_in_sync(tmp_path, demo_config, tiny_overri
     state = load_checkpoint(run / "train/checkpoints/0000003.pt")
     assert len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+    single = tiny_overrides(tmp_path / "single", steps=3) + common  # batch 4 in one process
+    reference = load_checkpoint(train(load_config(demo_config, "train", single)))
+    for name, tensor in reference["model"].items():
+        torch.testing.assert_close(state["model"][name], tensor, atol=1e-5, rtol=0, msg=name)

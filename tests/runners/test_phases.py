@@ -72,3 +72,23 @@ def test_unet_backbone_trains_and_samples(tmp_path, demo_config, tiny_overrides)
     assert set(load_checkpoint(last)["model"]) >= {"input_blocks.0.0.weight", "label_emb.weight"}
     grid = sample(load_config(unet_config, "sample", overrides))
     assert grid.is_file()
+
+
+def _final_weights(cfg):
+    return load_checkpoint(train(cfg))["model"]
+
+
+def test_grad_accumulation_equals_the_full_batch(tmp_path, demo_config, tiny_overrides):
+    common = ["data.random_flip=false", "log_every=2", "sample_every=0"]
+    full = tiny_overrides(tmp_path / "full", steps=2) + common + ["data.batch_size=8"]
+    accum = tiny_overrides(tmp_path / "acc", steps=2) + common + ["grad_accum=2"]
+    a = _final_weights(load_config(demo_config, "train", full))
+    b = _final_weights(load_config(demo_config, "train", accum))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, demo_config, tiny_overrides):
+    overrides = tiny_overrides(tmp_path / "bf16", steps=1) + ["precision=bf16", "sample_every=0"]
+    weights = _final_weights(load_config(demo_config, "train", overrides))
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
