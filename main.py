@@ -1,6 +1,7 @@
 """speed: python main.py -c CONFIG -p PHASE [key=value ...]  (also under torchrun).
 
-Phases: train, inference, sample, config (print the resolved config and exit).
+Phases: train, inference, sample, extract (encode a dataset into a latent cache), config (print
+the resolved config and exit).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ PHASES = {
     "train": "speed.runners.train:train",
     "inference": "speed.runners.inference:inference",
     "sample": "speed.runners.sample:sample",
+    "extract": "speed.runners.extract:extract",
     "config": None,
 }
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
