@@ -7,16 +7,17 @@ Batches whose PNGs are all on disk are skipped, so a killed run resumes where it
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from speed.config import save_config
+from speed.config import ConfigError, save_config
 from speed.generation import generate
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import barrier, init_distributed
@@ -61,6 +62,8 @@ def inference(cfg: DictConfig) -> Path:
     npz_path = root / f"{ckpt_path.stem}.npz"
     if dist.is_main:
         save_config(cfg, root / "config.yaml")
+        _claim_png_dir(png_dir, cfg)
+    barrier()
 
     num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     labels = sample_labels(cfg, spec.num_classes, num_samples)
@@ -95,6 +98,29 @@ def inference(cfg: DictConfig) -> Path:
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
     barrier()
     return npz_path
+
+
+SETTINGS_KEYS = (
+    "seed", "sampler", "num_steps", "eta", "guidance_scale", "clip_denoised",
+    "use_ema_for_sampling", "per_proc_batch_size", "sample_classes", "diffusion",
+)  # fmt: skip
+
+
+def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
+    """Record the sampling settings beside the PNGs; PNGs made with other settings are never
+    reused: a mismatch is refused, or cleared with overwrite=true."""
+    settings = {key: OmegaConf.to_container(cfg)[key] for key in SETTINGS_KEYS}
+    record = png_dir / "settings.json"
+    if record.is_file() and json.loads(record.read_text()) != settings:
+        if not cfg.overwrite:
+            raise ConfigError(
+                f"{png_dir} holds images sampled with other settings; pass overwrite=true to "
+                "replace them or choose another experiment_dir"
+            )
+        for old in png_dir.glob("*.png"):
+            old.unlink()
+    png_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=1))
 
 
 def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:

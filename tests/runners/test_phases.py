@@ -92,3 +92,14 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, demo_config, tiny_overrides):
     overrides = tiny_overrides(tmp_path / "bf16", steps=1) + ["precision=bf16", "sample_every=0"]
     weights = _final_weights(load_config(demo_config, "train", overrides))
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+
+
+def test_inference_never_reuses_images_of_other_settings(tmp_path, demo_config, tiny_overrides):
+    run = tmp_path / "run"
+    train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
+    inference(load_config(demo_config, "inference", tiny_overrides(run, steps=1)))
+    changed = tiny_overrides(run, steps=1) + ["num_steps=2"]
+    with pytest.raises(ConfigError, match="other settings"):
+        inference(load_config(demo_config, "inference", changed))
+    npz = inference(load_config(demo_config, "inference", changed + ["overwrite=true"]))
+    assert np.load(npz)["arr_0"].shape[0] == 6
