@@ -23,26 +23,6 @@ SEED = 3
 FILES = [f"{cls}/{i}.png" for cls, items in (("a", range(3)), ("b", range(3, 6))) for i in items]
 
 
-@pytest.fixture(scope="module")
-def tiny_vae_dir(tmp_path_factory):
-    """An AutoencoderKL with 2 blocks (downsample 2) and 4 latent channels, saved locally."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=16,
-    )
-    folder = tmp_path_factory.mktemp("tiny_vae")
-    vae.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def experiment(tmp_path, tiny_vae_dir):
     """(config path, root overrides, the images as uint8 [6, 16, 20, 3]) of a tiny latent run."""

@@ -103,3 +103,11 @@ def test_inference_never_reuses_images_of_other_settings(tmp_path, demo_config, 
         inference(load_config(demo_config, "inference", changed))
     npz = inference(load_config(demo_config, "inference", changed + ["overwrite=true"]))
     assert np.load(npz)["arr_0"].shape[0] == 6
+
+
+def test_resuming_with_another_architecture_names_the_keys(tmp_path, demo_config, tiny_overrides):
+    run = tmp_path / "run"
+    train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
+    wider = tiny_overrides(run, steps=2) + ["resume=true", "model.hidden_size=64"]
+    with pytest.raises(ConfigError, match=r"does not fit the configured model: .*shape"):
+        train(load_config(demo_config, "train", wider))

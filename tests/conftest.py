@@ -1,4 +1,5 @@
-"""A tiny randomly initialised AutoencoderKL saved as a local diffusers folder."""
+"""Fixtures shared by every test folder: a tiny randomly initialised AutoencoderKL saved as a
+local diffusers folder."""
 
 import pytest
 import torch

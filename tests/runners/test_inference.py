@@ -1,0 +1,54 @@
+"""Inference: images depend on the seed and image index only (not on the number of processes),
+and an interrupted run resumes to the same `.npz`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speed.config import load_config
+from speed.runners.inference import inference
+from speed.runners.train import train
+
+MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
+
+
+@pytest.fixture
+def trained_run(tmp_path, demo_config, tiny_overrides):
+    run = tmp_path / "run"
+    train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
+    return run
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_make_identical_images(trained_run, demo_config, tiny_overrides):
+    overrides = tiny_overrides(trained_run, steps=1) + ["per_proc_batch_size=2"]
+    single = np.load(inference(load_config(demo_config, "inference", overrides)))["arr_0"]
+    other_dir = trained_run.parent / "two"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        MAIN, "-c", demo_config, "-p", "inference", *overrides,
+        f"ckpt_path={trained_run / 'train/checkpoints/0000001.pt'}",
+        f"experiment_dir={other_dir}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    double = np.load(other_dir / "inference/0000001.npz")["arr_0"]
+    assert np.array_equal(single, double)
+
+
+def test_interrupted_inference_resumes_to_the_same_npz(trained_run, demo_config, tiny_overrides):
+    cfg = load_config(demo_config, "inference", tiny_overrides(trained_run, steps=1))
+    first = np.load(inference(cfg))
+    png_dir = trained_run / "inference/0000001"
+    kept = png_dir / "000000.png"
+    kept_mtime = kept.stat().st_mtime_ns
+    for name in ("000004.png", "000005.png"):  # as if killed before the last batch
+        (png_dir / name).unlink()
+    (trained_run / "inference/0000001.npz").unlink()
+    second = np.load(inference(cfg))
+    assert np.array_equal(first["arr_0"], second["arr_0"])
+    assert np.array_equal(first["arr_1"], second["arr_1"])
+    assert kept.stat().st_mtime_ns == kept_mtime  # finished batches are not redrawn
