@@ -41,6 +41,13 @@ def test_train_inference_sample_write_every_file(tmp_path, demo_config, tiny_ove
     assert grid.shape == (3 * (2 * 30 + 2), 3 * (3 * 30 + 2))
     assert (run / "sample/config.yaml").is_file()
 
+    extras = ["guidance_scale=[1,4]", "denoise_strip=true"]
+    sample(load_config(demo_config, "sample", tiny_overrides(run) + extras))
+    pair = np.asarray(Image.open(run / "sample/0000002.png"))
+    assert pair.shape[1] == 2 * (grid.shape[1] + 8)  # two captioned grids side by side
+    strip = np.asarray(Image.open(run / "sample/0000002-denoising.png"))
+    assert strip.shape[0] == grid.shape[0]  # one row per class, snapshots across
+
 
 def test_resume_is_the_same_run(tmp_path, demo_config, tiny_overrides):
     straight = train(load_config(demo_config, "train", tiny_overrides(tmp_path / "a", steps=4)))
