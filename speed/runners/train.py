@@ -74,6 +74,7 @@ def train(cfg: DictConfig) -> Path:
     # ---- Objects. ----
     dataset = build_dataset(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
+    _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
     diffusion = build_diffusion(cfg)
@@ -409,6 +410,19 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
         for path in ckpt_dir.glob("*.pt"):
             path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_latent_cache(dataset, autoencoder) -> None:
+    """A latent cache must be decoded by the autoencoder that wrote it (sample grids, inference)."""
+    if not dataset.is_latent:
+        return
+    made_by = dataset.metadata.get("autoencoder"), dataset.scale
+    if made_by != (autoencoder.name, autoencoder.scale):
+        raise ConfigError(
+            f"data: the latent cache was written by {made_by[0]} (scale {made_by[1]}) but "
+            f"autoencoder is {autoencoder.name} (scale {autoencoder.scale}); set autoencoder to "
+            "the one used by -p extract"
+        )
 
 
 def _check_ranks_in_sync(model: torch.nn.Module) -> None:

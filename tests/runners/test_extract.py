@@ -123,3 +123,12 @@ def test_extract_refuses_a_latent_dataset(experiment, tmp_path):
         extract(cfg)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run/latents").exists()
+
+
+def test_training_refuses_a_cache_of_another_autoencoder(experiment):
+    config, overrides, _ = experiment
+    cache = extract(load_config(config, "extract", overrides))
+    on_cache = [*overrides, "data._target_=speed.data.LatentCacheDataset", f"data.path={cache}"]
+    mismatched = [*on_cache, "autoencoder._target_=speed.autoencoders.Identity"]
+    with pytest.raises(ConfigError, match="latent cache was written by sd-vae"):
+        train(load_config(config, "train", mismatched))

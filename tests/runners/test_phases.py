@@ -118,3 +118,16 @@ def test_resuming_with_another_architecture_names_the_keys(tmp_path, demo_config
     wider = tiny_overrides(run, steps=2) + ["resume=true", "model.hidden_size=64"]
     with pytest.raises(ConfigError, match=r"does not fit the configured model: .*shape"):
         train(load_config(demo_config, "train", wider))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, demo_config, tiny_overrides):
+    common = ["sample_every=0", "data.random_flip=false"]
+    eager = _final_weights(
+        load_config(demo_config, "train", tiny_overrides(tmp_path / "e") + common)
+    )
+    compiled = tiny_overrides(tmp_path / "c") + common + ["compile=true"]
+    weights = _final_weights(load_config(demo_config, "train", compiled))
+    assert set(weights) == set(eager)  # plain state-dict keys, no torch.compile prefix
+    for name in eager:
+        torch.testing.assert_close(weights[name], eager[name], atol=1e-4, rtol=0, msg=name)
