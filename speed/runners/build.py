@@ -25,9 +25,10 @@ from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
 DATA_LOADER_KEYS = tuple(NODES["data"])
 
 
-def build_dataset(cfg: DictConfig):
+def build_dataset(cfg: DictConfig, **kwargs):
+    """The `data` node's dataset (its loader keys left out); kwargs override its arguments."""
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_LOADER_KEYS])
-    return instantiate(node)
+    return instantiate(node, **kwargs)
 
 
 def build_autoencoder(cfg: DictConfig) -> nn.Module:

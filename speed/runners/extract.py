@@ -12,11 +12,11 @@ import inspect
 from pathlib import Path
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from speed.config import ConfigError, instantiate, save_config
+from speed.config import ConfigError, save_config
 from speed.data import extract_latents
-from speed.runners.build import DATA_LOADER_KEYS, build_autoencoder
+from speed.runners.build import build_autoencoder, build_dataset
 from speed.utils.distributed import barrier, init_distributed
 
 CACHE_TARGET = "speed.data.LatentCacheDataset"
@@ -46,9 +46,8 @@ def extract(cfg: DictConfig) -> Path:
     barrier()
 
     # ---- Objects: the dataset without random flips (the cache stores both mirrors). ----
-    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_LOADER_KEYS])
     takes_flip = "random_flip" in inspect.signature(dataset_class).parameters
-    dataset = instantiate(node, **({"random_flip": False} if takes_flip else {}))
+    dataset = build_dataset(cfg, **({"random_flip": False} if takes_flip else {}))
     autoencoder = build_autoencoder(cfg)
 
     # ---- Encode this rank's share; rank 0 records the config. ----

@@ -47,14 +47,23 @@ def grid_noise(spec: DataSpec, rows: int, seeds: int, seed: int, device) -> torc
     return torch.stack(columns * rows).to(device)
 
 
+def grid_inputs(cfg: DictConfig, spec: DataSpec, device):
+    """(noise, labels) of a grid: one row per class of `grid_rows` (labels None if uncond)."""
+    rows = grid_rows(cfg, spec.num_classes)
+    seeds = cfg.num_sample_seeds
+    labels = torch.tensor(rows, device=device).repeat_interleave(seeds) if rows else None
+    noise = grid_noise(spec, len(rows) if rows else 1, seeds, cfg.seed, device)
+    return noise, labels
+
+
 def scales_of(cfg: DictConfig) -> list[float]:
     value = cfg.guidance_scale
     return [float(s) for s in value] if isinstance(value, (list, ListConfig)) else [float(value)]
 
 
-def render_grid(model, diffusion, autoencoder, spec, cfg, scale, noise, labels, seeds, device):
-    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
-    images = generate(
+def generate_from_config(model, diffusion, autoencoder, cfg, noise, labels, scale, **extra):
+    """`generate` with the config's sampler, steps, eta, clipping and seed."""
+    return generate(
         model,
         diffusion,
         autoencoder,
@@ -63,13 +72,20 @@ def render_grid(model, diffusion, autoencoder, spec, cfg, scale, noise, labels, 
         sampler=cfg.sampler,
         num_steps=cfg.num_steps,
         guidance_scale=scale,
-        generator=torch.Generator(device).manual_seed(cfg.seed),
-        progress=True,
+        generator=torch.Generator(noise.device).manual_seed(cfg.seed),
         clip_denoised=cfg.clip_denoised,
         eta=cfg.eta,
+        **extra,
+    )
+
+
+def render_grid(model, diffusion, autoencoder, cfg, scale, noise, labels):
+    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
+    images = generate_from_config(
+        model, diffusion, autoencoder, cfg, noise, labels, scale, progress=True
     )
     tiles = to_uint8(images)
-    return upscale(make_grid(tiles, nrow=seeds), _enlarge_factor(tiles.shape[1]))
+    return upscale(make_grid(tiles, nrow=cfg.num_sample_seeds), _enlarge_factor(tiles.shape[1]))
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
@@ -91,7 +107,7 @@ def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
     return np.concatenate(padded, axis=1)
 
 
-def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale, device):
+def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale):
     """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample."""
     keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
     snapshots = []
@@ -100,19 +116,8 @@ def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale, de
         if step_index in keep:
             snapshots.append(pred_xstart[: noise.shape[0]].clone())
 
-    final = generate(
-        model,
-        diffusion,
-        autoencoder,
-        noise,
-        labels,
-        sampler=cfg.sampler,
-        num_steps=cfg.num_steps,
-        guidance_scale=scale,
-        generator=torch.Generator(device).manual_seed(cfg.seed),
-        clip_denoised=cfg.clip_denoised,
-        eta=cfg.eta,
-        callback=collect,
+    final = generate_from_config(
+        model, diffusion, autoencoder, cfg, noise, labels, scale, callback=collect
     )
     frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
     tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
@@ -127,36 +132,16 @@ class TrainingGridSampler:
     """Grids during training: fixed noise and classes, EMA weights, rank 0 only."""
 
     def __init__(self, cfg: DictConfig, spec: DataSpec, autoencoder, device):
-        self.cfg, self.spec, self.autoencoder, self.device = cfg, spec, autoencoder, device
-        rows = grid_rows(cfg, spec.num_classes)
-        self.num_rows = len(rows) if rows else 1
-        self.labels = (
-            torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds)
-            if rows
-            else None
-        )
-        self.noise = grid_noise(spec, self.num_rows, cfg.num_sample_seeds, cfg.seed, device)
+        self.cfg, self.autoencoder = cfg, autoencoder
+        self.noise, self.labels = grid_inputs(cfg, spec, device)
 
     def render(self, ema, diffusion) -> np.ndarray | None:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return None
         scale = scales_of(self.cfg)[0]
         return render_grid(
-            ema,
-            diffusion,
-            self.autoencoder,
-            self.spec,
-            self.cfg,
-            scale,
-            self.noise,
-            self.labels,
-            self.cfg.num_sample_seeds,
-            self.device,
+            ema, diffusion, self.autoencoder, self.cfg, scale, self.noise, self.labels
         )
-
-    @staticmethod
-    def save(grid: np.ndarray, path: Path) -> None:
-        save_png(grid, path)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -166,28 +151,13 @@ def sample(cfg: DictConfig) -> Path:
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
-    rows = grid_rows(cfg, spec.num_classes)
-    num_rows = len(rows) if rows else 1
-    labels = (
-        torch.tensor(rows, device=device).repeat_interleave(cfg.num_sample_seeds) if rows else None
-    )
-    noise = grid_noise(spec, num_rows, cfg.num_sample_seeds, cfg.seed, device)
+    noise, labels = grid_inputs(cfg, spec, device)
     out_dir = Path(cfg.experiment_dir) / "sample"
+    scales = scales_of(cfg)
     pictures = []
-    for scale in scales_of(cfg):
-        grid = render_grid(
-            model,
-            diffusion,
-            autoencoder,
-            spec,
-            cfg,
-            scale,
-            noise,
-            labels,
-            cfg.num_sample_seeds,
-            device,
-        )
-        pictures.append(titled(grid, f"guidance {scale:g}") if len(scales_of(cfg)) > 1 else grid)
+    for scale in scales:
+        grid = render_grid(model, diffusion, autoencoder, cfg, scale, noise, labels)
+        pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
         side_by_side(pictures) if len(pictures) > 1 else pictures[0],
         out_dir / f"{ckpt_path.stem}.png",
@@ -201,8 +171,7 @@ def sample(cfg: DictConfig) -> Path:
             cfg,
             noise[first_column],
             labels[first_column] if labels is not None else None,
-            scales_of(cfg)[0],
-            device,
+            scales[0],
         )
         save_png(strip, out_dir / f"{ckpt_path.stem}-denoising.png")
     save_config(cfg, out_dir / "config.yaml")

@@ -41,6 +41,7 @@ from speed.utils.checkpoint import (
 )
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
+from speed.utils.images import save_png
 from speed.utils.logging import RunLogger
 from speed.utils.lr_schedule import build_lr_scheduler
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything, set_rng_state
@@ -278,7 +279,7 @@ def train(cfg: DictConfig) -> Path:
                 grid = grids.render(emas[0], diffusion)
                 if grid is not None:
                     logger.image(step, "samples", grid)
-                    grids.save(grid, run_dir / "samples" / f"{step:07d}.png")
+                    save_png(grid, run_dir / "samples" / f"{step:07d}.png")
             if flags[1] > 0:
                 last_ckpt = save(step)
                 logger.scalars(step, {"preempted": 1})
