@@ -1,15 +1,19 @@
 """speed: python main.py -c CONFIG -p PHASE [key=value ...]  (also under torchrun).
 
 Phases: train, inference, sample, extract (encode a dataset into a latent cache), config (print
-the resolved config and exit).
+the resolved config and exit). With -m/--multirun, swept values (`diffusion.k=1,5,10`,
+`range(...)`, `choice(...)`, `config=glob(...)`) run one experiment per combination, each in
+`<experiment_dir>/sweep/<key=value,...>/` (see README "Sweeps and clusters").
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from speed.config import ConfigError, config_to_yaml, load_config
 
@@ -28,22 +32,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-c", "--config", required=True, help="experiment YAML under configs/")
     parser.add_argument("-p", "--phase", required=True, choices=sorted(PHASES))
     parser.add_argument(
+        "-m", "--multirun", action="store_true", help="one run per combination of swept values"
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the config resolved for PHASE and exit"
     )
     parser.add_argument("overrides", nargs="*", help="key=value or phase.key=value overrides")
     return parser.parse_args(argv)
 
 
+def run_phase(phase: str, cfg) -> None:
+    module_name, fn_name = PHASES[phase].split(":")
+    getattr(importlib.import_module(module_name), fn_name)(cfg)
+
+
+def multirun(args: argparse.Namespace, phase: str, show: bool) -> None:
+    """-m: print every run's config (`-p config`), or run the sweep."""
+    from speed.sweep.launch import plan_sweep, run_sweep
+
+    if show:
+        sweep, configs = plan_sweep(args.config, phase, args.overrides)
+        for run, cfg in zip(sweep.runs, configs):
+            print(f"# {sweep.sweep_dir / run.name}\n{config_to_yaml(cfg)}", end="")
+        return
+    script = Path(__file__).resolve()
+    run_sweep(args.config, phase, args.overrides, functools.partial(run_phase, phase), script)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     phase = "train" if args.phase == "config" else args.phase
+    show = args.phase == "config" or args.print_config
     try:
+        if args.multirun:
+            multirun(args, phase, show)
+            return 0
         cfg = load_config(args.config, phase, args.overrides)
-        if args.phase == "config" or args.print_config:
+        if show:
             print(config_to_yaml(cfg), end="")
             return 0
-        module_name, fn_name = PHASES[args.phase].split(":")
-        getattr(importlib.import_module(module_name), fn_name)(cfg)
+        run_phase(phase, cfg)
     except USER_ERRORS as error:
         if os.environ.get("SPEED_DEBUG"):
             raise

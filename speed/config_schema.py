@@ -34,6 +34,7 @@ NODES: dict[str, dict[str, Any]] = {
     "optimizer": {},
     "data": {"batch_size": int, "num_workers": int, "pin_memory": bool},
     "autoencoder": {},
+    "slurm": {},  # launcher=slurm: speed.sweep.slurm.SlurmSettings, each sweep run's job
 }
 
 
@@ -84,6 +85,8 @@ class RootConfig:
     sample_classes: list[int] | None = None  # classes to draw (null = all, up to 10)
     num_sample_seeds: int = 8  # sample: grid columns
     denoise_strip: bool = False  # sample: also write x0 predictions along the trajectory
+    # sweeps (main.py -m)
+    launcher: Literal["local", "slurm"] = "local"  # runs here one by one, or a SLURM job each
 
 
 ROOT_TYPES: dict[str, Any] = typing.get_type_hints(RootConfig)

@@ -1,10 +1,13 @@
-"""Run logging: stdout, TensorBoard and wandb (offline unless WANDB_MODE says otherwise).
+"""Run logging: stdout, TensorBoard, wandb (offline unless WANDB_MODE says otherwise) and
+`metrics.jsonl` (one JSON object per log line, `{"step": ..., "loss": ...}`, appended across
+resumes; `read_metrics` reads it back for tables).
 
 Only rank 0 creates writers; on other ranks every method is a no-op, so callers need no rank checks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,13 +16,15 @@ import numpy as np
 from speed.utils.distributed import get_rank
 
 WANDB_MODES = ("offline", "online", "disabled")
+METRICS_FILE = "metrics.jsonl"
 
 
 class RunLogger:
-    """Writes scalars and images of one phase to stdout, TensorBoard and wandb.
+    """Writes scalars and images of one phase to stdout, TensorBoard and wandb, and the scalars
+    to `log_dir/metrics.jsonl`.
 
     Args:
-        log_dir: folder for `tensorboard/` and `wandb/` files.
+        log_dir: folder for `tensorboard/`, `wandb/` and `metrics.jsonl`.
         config: resolved config (a plain dict) stored with the wandb run.
         wandb_mode: offline | online | disabled; the WANDB_MODE environment variable wins.
         tensorboard: write TensorBoard event files.
@@ -38,6 +43,7 @@ class RunLogger:
         self.enabled = get_rank() == 0
         self._tb = None
         self._wandb = None
+        self._jsonl = None
         if not self.enabled:
             return
         log_dir = Path(log_dir)
@@ -55,6 +61,7 @@ class RunLogger:
             self._wandb = wandb.init(
                 project=project, name=name, dir=str(log_dir), config=config, mode=mode
             )
+        self._jsonl = open(log_dir / METRICS_FILE, "a")  # closed in close()
 
     def scalars(self, step: int, values: dict[str, float], echo: bool = True) -> None:
         """Log a dict of scalars at `step` (printed on one line when `echo`)."""
@@ -63,6 +70,8 @@ class RunLogger:
         if echo:
             text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items() if "/" not in k)
             print(f"[step {step:07d}] {text}", flush=True)
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, step)
@@ -81,10 +90,26 @@ class RunLogger:
             self._wandb.log({tag: wandb.Image(image)}, step=step)
 
     def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def read_metrics(log_dir: str | os.PathLike) -> list[dict]:
+    """The log lines RunLogger wrote to `log_dir/metrics.jsonl`, oldest first ([] if none); a line
+    cut short by a killed process is left out."""
+    path = Path(log_dir) / METRICS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    metrics = []
+    for line in lines:
+        try:
+            metrics.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return metrics
 
 
 def _fmt(value: float) -> str:

@@ -1,0 +1,119 @@
+"""Where each run of a sweep stands, read from its files, and the sweep's index `sweep.yaml`.
+
+A train run is done when its checkpoint at `max_training_steps` exists, and resumable when it
+has any checkpoint. An inference run is done when the `.npz` of the checkpoint it would sample
+exists and `inference/config.yaml` holds the same config (other settings sample again). Other
+phases always run.
+
+`<experiment_dir>/sweep/sweep.yaml` lists every run a sweep command has named (later commands
+add theirs), with its folder, config file, overrides, swept values and, per phase, its status:
+pending, running, done, failed or submitted (with the SLURM job id).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig
+
+from speed.config import config_to_yaml
+from speed.runners.build import sampling_checkpoint
+from speed.sweep.expand import SWEEP_FOLDER, Sweep
+from speed.utils.checkpoint import checkpoint_name, latest_checkpoint
+
+RECORD_FILE = "sweep.yaml"
+DONE, RESUME, NEW = "done", "resume", "new"
+
+
+def run_state(phase: str, cfg: DictConfig) -> str:
+    """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
+
+    Inference raises FileNotFoundError when the run has no checkpoint to sample.
+    """
+    run_dir = Path(cfg.experiment_dir)
+    if phase == "train":
+        ckpt_dir = run_dir / "train" / "checkpoints"
+        if (ckpt_dir / checkpoint_name(cfg.max_training_steps)).is_file():
+            return DONE
+        return RESUME if latest_checkpoint(ckpt_dir) is not None else NEW
+    if phase == "inference":
+        out_dir = run_dir / "inference"
+        stem = sampling_checkpoint(cfg).stem
+        saved = out_dir / "config.yaml"
+        same = saved.is_file() and saved.read_text() == config_to_yaml(cfg)
+        if same and (out_dir / f"{stem}.npz").is_file():
+            return DONE
+        return RESUME if same and (out_dir / stem).is_dir() else NEW
+    return NEW
+
+
+def find_sweep_dir(path: str | os.PathLike) -> Path:
+    """The sweep folder of an experiment_dir (`<path>/sweep`), or `path` itself if it is one."""
+    path = Path(path)
+    for folder in (path / SWEEP_FOLDER, path):
+        if (folder / RECORD_FILE).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no {SWEEP_FOLDER}/{RECORD_FILE} under {path}; give the experiment_dir of a sweep "
+        "(run one with main.py -m first)"
+    )
+
+
+def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parsed sweep.yaml of `sweep_dir` ({} when there is none)."""
+    path = Path(sweep_dir) / RECORD_FILE
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def record_sweep(sweep: Sweep, states: list[str]) -> dict[str, Any]:
+    """Add the sweep's runs to its sweep.yaml; runs already listed keep their statuses, except
+    that runs found DONE on disk (e.g. by a SLURM job) are marked done."""
+    record = read_record(sweep.sweep_dir)
+    runs = {entry["name"]: entry for entry in record.get("runs", [])}
+    for run, state in zip(sweep.runs, states):
+        entry = runs.setdefault(run.name, {"name": run.name, "status": {}})
+        entry.update(
+            dir=str(run.run_dir(sweep.sweep_dir)),
+            config=str(run.config),
+            overrides=list(run.overrides),
+            params=run.params,
+        )
+        entry["status"].setdefault(sweep.phase, "pending")
+        if state == DONE:
+            entry["status"][sweep.phase] = DONE
+    keys = list(dict.fromkeys([*record.get("keys", []), *sweep.keys]))
+    record.update(config=str(sweep.config), keys=keys, runs=list(runs.values()))
+    _write_record(sweep.sweep_dir, record)
+    return record
+
+
+def set_status(sweep_dir: Path, name: str, phase: str, status: str, job: str | None = None):
+    """Record `status` (and a SLURM job id) of run `name` in `phase`."""
+    record = read_record(sweep_dir)
+    entry = next(e for e in record["runs"] if e["name"] == name)
+    entry["status"][phase] = status
+    if job is not None:
+        entry.setdefault("jobs", {})[phase] = job
+    _write_record(sweep_dir, record)
+
+
+def recorded_job(sweep_dir: Path, name: str, phase: str) -> str | None:
+    """The SLURM job id last submitted for run `name` in `phase`, if any."""
+    for entry in read_record(sweep_dir).get("runs", []):
+        if entry["name"] == name:
+            return entry.get("jobs", {}).get(phase)
+    return None
+
+
+def _write_record(sweep_dir: Path, record: dict) -> None:
+    """Atomic write: a temporary file renamed into place."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / RECORD_FILE
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False, default_flow_style=None))
+    os.replace(tmp, path)
