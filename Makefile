@@ -5,7 +5,10 @@ STAMP  := $(VENV)/.installed
 DEMO   := configs/image/animals/base.yaml
 RUNS   := runs/animals
 
-.PHONY: install test lint demo clean
+ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/k5,ablations/lam06])
+STEPS  ?= 2400
+
+.PHONY: install test lint demo ablations clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +32,16 @@ demo: install
 	$(PY) main.py -c $(DEMO) -p sample
 	$(PY) -m evaluations.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
 	$(PY) -m evaluations.fid $(RUNS)/reference.npz $$(ls -t $(RUNS)/inference/*.npz | head -n 1)
+
+# The SpeeD paper's ablation table (baseline, SpeeD, k, lam, components) on the demo dataset:
+# a 12-run sweep, its samples, domain FID and one summary table (`make ablations STEPS=800`: quick).
+ablations: install
+	$(PY) main.py -c $(DEMO) -p train -m '$(ABLATIONS)' max_training_steps=$(STEPS)
+	$(PY) main.py -c $(DEMO) -p inference -m '$(ABLATIONS)' max_training_steps=$(STEPS)
+	test -f $(RUNS)/reference.npz || $(PY) -m evaluations.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
+	test -f runs/domain_classifier.pt || $(PY) -m evaluations.domain_classifier --out runs/domain_classifier.pt
+	$(PY) -m speed.sweep.evaluate $(RUNS) --ref $(RUNS)/reference.npz --features domain
+	$(PY) -m speed.sweep.summary $(RUNS)
 
 clean:
 	rm -rf $(VENV) runs
