@@ -7,8 +7,8 @@ and respaces `diffusion`'s original schedule to `num_steps` itself; `model(x, t,
 is always called with original timesteps (long [N]). Classifier-free guidance is a property of the
 model passed in (e.g. `model.forward_with_cfg` with `cfg_scale` in model_kwargs), so every sampler
 supports it unchanged. Common options: `clip_denoised` (default False) and `callback`
-(fn(step_index, t, x, pred_xstart) after each step); `eta` for "ddim". An unknown option raises
-TypeError naming it.
+(fn(step_index, t, x, pred_xstart) after each step); `eta` for "ddim"; `grid` ("logSNR" or
+"time_uniform") for "dpm_solver++". An unknown option raises TypeError naming it.
 
 Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "plms", "dpm_solver++" (2M).
 """
