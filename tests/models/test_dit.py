@@ -227,12 +227,16 @@ def test_grayscale_input_and_no_learned_sigma():
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 900]), torch.tensor([0, 4])
-    grads = []
+    grads, losses, keys = [], [], []
     for flag in (False, True):
         model = randomize_(tiny_dit(grad_checkpointing=flag, class_dropout_prob=0.0)).train()
-        model(x, t, y).square().sum().backward()
+        loss = model(x, t, y).square().sum()
+        loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    assert grads[0].keys() == grads[1].keys()
+        losses.append(loss.detach())
+        keys.append(list(model.state_dict()))
+    assert keys[0] == keys[1] and grads[0].keys() == grads[1].keys()
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
 

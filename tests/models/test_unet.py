@@ -207,12 +207,17 @@ def test_state_dict_round_trip_gives_identical_outputs(tmp_path):
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([1, 900]), torch.tensor([0, 2])
-    grads = []
+    grads, losses, keys = [], [], []
     for flag in (False, True):
         model = randomize_(tiny_unet(use_checkpoint=flag, dropout=0.3)).train()
         torch.manual_seed(0)  # same dropout masks; checkpointing must replay them
-        model(x, t, y).square().sum().backward()
+        loss = model(x, t, y).square().sum()
+        loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
+        losses.append(loss.detach())
+        keys.append(list(model.state_dict()))
+    assert keys[0] == keys[1]
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
 

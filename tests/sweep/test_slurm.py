@@ -86,7 +86,7 @@ def test_settings_are_checked(word, message):
 def _sweep(tmp_path, *extra) -> list[str]:
     return [
         "-c", FASTER, "-p", "train", "-m", "diffusion.k=1,5", "launcher=slurm",
-        "slurm.nodes=2", f"experiment_dir={tmp_path}", *extra,
+        "slurm.nodes=2", "max_training_steps=2400", f"experiment_dir={tmp_path}", *extra,
     ]  # fmt: skip
 
 
