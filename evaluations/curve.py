@@ -165,13 +165,15 @@ def evaluate_run(
     batch_size: int = 50,  # images per feature-extraction batch
     device=None,  # feature extraction device (default: CUDA if available)
     keep_samples: bool = False,
+    steps: Iterable[int] | None = None,
 ) -> dict[int, dict]:
     """Score the run's checkpoints; returns step -> {"fid", ["class_accuracy"], "extractor",
     "num_samples", "checkpoint"} for every evaluated step, old and new.
 
-    `num_samples` defaults to the config's. `tag` names the results file and samples folder
-    (default `default_tag`). Under torchrun every rank samples and rank 0 scores and writes;
-    `ref_stats` is needed on rank 0 only.
+    `num_samples` defaults to the config's. `steps` limits the scoring to the checkpoints of
+    those training steps (instead of every `every`-th). `tag` names the results file and
+    samples folder (default `default_tag`). Under torchrun every rank samples and rank 0 scores
+    and writes; `ref_stats` is needed on rank 0 only.
     """
     dist = init_distributed()
     overrides = list(overrides)
@@ -192,7 +194,10 @@ def evaluate_run(
         cfg = load_config(config_path, "inference", overrides + ckpt_overrides)
         settings = _sampling_settings(cfg, extractor, ref_stats)
         results = _load_results(results_path, settings)
-        todo = [p for p in select_checkpoints(ckpts, every) if int(p.stem) not in results]
+        chosen = select_checkpoints(ckpts, every)
+        if steps is not None:
+            chosen = [p for p in ckpts if int(p.stem) in set(steps)]
+        todo = [p for p in chosen if int(p.stem) not in results]
     for ckpt in all_gather_objects(todo)[0]:
         cfg = load_config(
             config_path, "inference", [*overrides, *ckpt_overrides, f"ckpt_path={ckpt}"]

@@ -174,6 +174,18 @@ class DomainFeatures(FeatureExtractor):
         return {"features": features, "logits": logits}
 
 
+def ensure_domain_classifier(path: str | os.PathLike | None = None) -> Path:
+    """The domain classifier file at `path` (default DEFAULT_DOMAIN_PATH), trained on
+    animal-mnist with the default settings first if it does not exist yet."""
+    path = Path(DEFAULT_DOMAIN_PATH if path is None else path)
+    if not path.is_file():
+        from speed.data.animals import load_animal_mnist_arrays
+
+        print(f"training the domain classifier once -> {path}", flush=True)
+        train_domain_classifier(*load_animal_mnist_arrays(), path, progress=False)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the animal-mnist domain classifier.")
     parser.add_argument("--out", type=Path, default=DEFAULT_DOMAIN_PATH, help="weights file")

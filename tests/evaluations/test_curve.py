@@ -184,6 +184,20 @@ def test_evaluate_run_scores_each_checkpoint_and_skips_on_rerun(
         curve.evaluate_run(DEMO_CONFIG, ref, extractor, 8, [*overrides, "num_steps=3"], **kwargs)
 
 
+def test_evaluate_run_scores_only_the_chosen_steps(
+    trained_run, count_inference, tiny_extractor_cls, random_images
+):
+    _, overrides = trained_run
+    extractor = tiny_extractor_cls()
+    real = ImageSource("ref", random_images(8, n=16, size=28))
+    ref = source_stats(real, extractor, progress=False)
+    kwargs = dict(every=1, progress=False, tag="chosen")
+    results = curve.evaluate_run(DEMO_CONFIG, ref, extractor, 4, overrides, steps=[2], **kwargs)
+    assert sorted(results) == [2] and [int(Path(c).stem) for c in count_inference] == [2]
+    results = curve.evaluate_run(DEMO_CONFIG, ref, extractor, 4, overrides, **kwargs)
+    assert sorted(results) == [1, 2] and len(count_inference) == 2  # step 2 was kept
+
+
 def test_command_line_writes_csv_png_and_reuses_reference_and_results(
     trained_run, count_inference, random_images, monkeypatch, tmp_path, capsys
 ):

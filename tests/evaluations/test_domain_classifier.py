@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluations import domain_classifier
 from evaluations.domain_classifier import DomainFeatures, main, train_domain_classifier
 from evaluations.features import extract_features
 
@@ -74,3 +75,15 @@ def test_cli_trains_on_the_dataset_loader(tmp_path, monkeypatch, capsys):
     assert main(["--out", str(tmp_path / "dc.pt"), "--epochs", "1"]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
     assert DomainFeatures(tmp_path / "dc.pt").meta["num_train"] == 18
+
+
+def test_ensure_domain_classifier_trains_once_when_missing(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, (8, 8, 8), dtype=np.uint8), np.arange(8) % 2
+    monkeypatch.setattr("speed.data.animals.load_animal_mnist_arrays", lambda: (images, labels))
+    path = domain_classifier.ensure_domain_classifier(tmp_path / "domain.pt")
+    assert DomainFeatures(path).meta["num_classes"] == 2
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setattr(domain_classifier, "train_domain_classifier", None)  # not called again
+    assert domain_classifier.ensure_domain_classifier(path) == path
+    assert path.stat().st_mtime_ns == stamp
