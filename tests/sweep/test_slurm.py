@@ -98,7 +98,8 @@ def test_slurm_sweep_writes_a_job_script_per_run_without_submitting(tmp_path, cl
         assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=8" in script
         assert TORCHRUN_2X8 in script
         assert (
-            f" -p train launcher=slurm slurm.nodes=2 slurm.submit=false diffusion.k={k} " in script
+            f" -p train launcher=slurm slurm.nodes=2 max_training_steps=2400 slurm.submit=false "
+            f"diffusion.k={k} " in script
         )
         assert script.rstrip().endswith(f"resume=true experiment_dir={run}")
         assert not (run / "train").exists()  # nothing ran here
