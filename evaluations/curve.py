@@ -194,9 +194,11 @@ def evaluate_run(
         cfg = load_config(config_path, "inference", overrides + ckpt_overrides)
         settings = _sampling_settings(cfg, extractor, ref_stats)
         results = _load_results(results_path, settings)
-        chosen = select_checkpoints(ckpts, every)
-        if steps is not None:
-            chosen = [p for p in ckpts if int(p.stem) in set(steps)]
+        if steps is None:
+            chosen = select_checkpoints(ckpts, every)
+        else:
+            wanted = set(steps)
+            chosen = [p for p in ckpts if int(p.stem) in wanted]
         todo = [p for p in chosen if int(p.stem) not in results]
     for ckpt in all_gather_objects(todo)[0]:
         cfg = load_config(

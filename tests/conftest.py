@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: a tiny randomly initialised AutoencoderKL saved as a
-local diffusers folder, and the demo config shrunk to a seconds-long run writing into tmp_path."""
+local diffusers folder, the demo config shrunk to a seconds-long run writing into tmp_path, and
+`single_thread` for folders of tiny-tensor tests (their conftest makes it autouse)."""
 
 from pathlib import Path
 
@@ -61,3 +62,13 @@ def demo_config() -> str:
 def tiny_overrides():
     """fn(experiment_dir, steps=2) -> overrides for a seconds-long run of the demo config."""
     return _tiny_overrides
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for the test: tiny tensors gain nothing from threads, and on a busy
+    shared CPU they make each small op wait (observed: 100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
