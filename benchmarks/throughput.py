@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from speed.diffusion import create_diffusion
 from speed.models import UNetModel, build_dit
+from speed.runners.build import fused_kwargs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENT_SHAPE = (4, 32, 32)  # SD-VAE latents of 256x256 images
@@ -237,7 +238,7 @@ def measure(case: Case, device: torch.device, warmup: int, repeats: int) -> dict
     mode = MODES[case.mode]
     model = build_model(case.model, mode.checkpointing).to(device).train()
     diffusion = create_diffusion("", learn_sigma=True)
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = fused_kwargs(torch.optim.AdamW, device)  # as the train phase
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, **fused)
     flops = step_flops(model, diffusion, case.batch_size, device)
     x = torch.randn(case.batch_size, *LATENT_SHAPE, device=device)

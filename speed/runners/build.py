@@ -126,10 +126,17 @@ def build_diffusion(cfg: DictConfig):
     return instantiate(cfg.diffusion)
 
 
+def fused_kwargs(optimizer_class: type, device: torch.device) -> dict:
+    """{"fused": True} where `optimizer_class` has a fused kernel for `device` (AdamW: CUDA and,
+    since torch 2.4, CPU, where it is 3-4x faster than the foreach path), else {}."""
+    takes_fused = "fused" in inspect.signature(optimizer_class).parameters
+    return {"fused": True} if takes_fused and device.type in ("cuda", "cpu") else {}
+
+
 def build_optimizer(cfg: DictConfig, model: nn.Module, device: torch.device):
-    """Optimizer over `model`'s parameters; fused CUDA kernels when the optimizer has them."""
+    """Optimizer over `model`'s parameters; fused kernels when the optimizer has them (an explicit
+    `optimizer.fused` in the config wins)."""
     extra = {}
-    params = inspect.signature(get_object(cfg.optimizer._target_)).parameters
-    if device.type == "cuda" and "fused" in params and "fused" not in cfg.optimizer:
-        extra["fused"] = True
+    if "fused" not in cfg.optimizer:
+        extra = fused_kwargs(get_object(cfg.optimizer._target_), device)
     return instantiate(cfg.optimizer, params=model.parameters(), **extra)

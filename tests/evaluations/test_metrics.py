@@ -31,15 +31,19 @@ def test_feature_statistics_are_mean_and_unbiased_covariance():
     np.testing.assert_allclose(sigma, centred.T @ centred / 49, rtol=1e-12)
 
 
-def test_fid_matches_independent_scipy_formula():
+def test_fid_matches_ttur_scipy_sqrtm_formula():
     mu1, s1 = feature_statistics(_random_features(1))
     mu2, s2 = feature_statistics(_random_features(2, shift=0.3))
-    # d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)), via an eigen-decomposition:
-    # S1 S2 is similar to the symmetric S1^(1/2) S2 S1^(1/2), so tr sqrt = sum sqrt(eigenvalues).
-    r1 = scipy.linalg.sqrtm(s1).real
-    eig = np.linalg.eigvalsh(r1 @ s2 @ r1)
-    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(eig).sum()
+    # TTUR / pytorch-fid: d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)).
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_rejects_a_matrix_that_is_not_a_covariance():
+    mu, sigma = feature_statistics(_random_features(7))
+    with pytest.raises(ValueError, match="not covariance"):
+        frechet_distance(mu, sigma, mu, -sigma)
 
 
 def test_fid_of_a_set_with_itself_is_zero():
