@@ -6,8 +6,9 @@
 Both methods train the demo experiment (configs/image/animals/{base,faster}.yaml: same model,
 data, batch, optimizer and steps; only the timestep sampling and loss weights differ) from the
 same seeds, with the DiT narrowed to 1.3M parameters, AdamW at 1e-3 and 1200 steps so the whole
-benchmark fits in 2 hours on a 2-core CPU (`Plan.model`, `Plan.training`; pass `model.hidden_size=192 model.depth=6
-model.num_heads=3` for the demo's own size, `--steps` for a longer budget). Every checkpoint is
+benchmark fits in 2 hours on a 2-core CPU (`Plan.model`, `Plan.training`; pass
+`model.hidden_size=192 model.depth=6 model.num_heads=3` for the demo's own size, `--steps` for a
+longer budget). Every checkpoint is
 sampled with the same per-image seeds (DDIM, no guidance, as in the paper's FID) and scored with
 the demo's fast domain-classifier FID; the last one also with Inception FID. The speed-up of a
 seed is steps the baseline needs to reach its own final FID divided by steps SpeeD needs to
