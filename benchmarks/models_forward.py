@@ -137,13 +137,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's architecture and core count."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cpu = f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
     meta = {
-        "device": cpu if device.type == "cpu" else args.device,
+        "device": device_name(args.device),
         "threads": args.threads,
         "torch": torch.__version__,
         "batch_size": args.batch_size,

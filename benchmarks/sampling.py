@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from throughput import device_name
+from models_forward import device_name
 
 from evaluations.cli import run
 from evaluations.domain_classifier import DEFAULT_DOMAIN_PATH, ensure_domain_classifier

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from models_forward import time_stage, written_out_attention
+from models_forward import device_name, time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.diffusion import create_diffusion
@@ -427,13 +426,6 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-
-
-def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's architecture and core count."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def memory_method(device: str) -> str:
