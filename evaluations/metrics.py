@@ -45,33 +45,27 @@ def frechet_distance(
         )
     diff = mu1 - mu2
     root1 = _psd_sqrt(sigma1, "sigma1")
-    product_eigenvalues = _psd_eigenvalues(root1 @ sigma2 @ root1, "sigma1 sigma2")
-    trace_sqrt = np.sqrt(product_eigenvalues).sum()
+    product = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    trace_sqrt = np.sqrt(_nonnegative(product, "sigma1 sigma2")).sum()
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
-
-
-def _psd_eigenvalues(matrix: np.ndarray, name: str) -> np.ndarray:
-    """Eigenvalues of a symmetric positive semi-definite matrix, rounding noise clipped to 0; a
-    clearly negative one means the input was not a covariance."""
-    eigenvalues = np.linalg.eigvalsh(matrix)
-    _check_psd(eigenvalues, name)
-    return np.clip(eigenvalues, 0.0, None)
 
 
 def _psd_sqrt(matrix: np.ndarray, name: str) -> np.ndarray:
     """Symmetric square root of a positive semi-definite matrix."""
     eigenvalues, vectors = np.linalg.eigh(matrix)
-    _check_psd(eigenvalues, name)
-    return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
+    return (vectors * np.sqrt(_nonnegative(eigenvalues, name))) @ vectors.T
 
 
-def _check_psd(eigenvalues: np.ndarray, name: str) -> None:
+def _nonnegative(eigenvalues: np.ndarray, name: str) -> np.ndarray:
+    """Eigenvalues of a positive semi-definite matrix with rounding noise clipped to 0; a clearly
+    negative one means the input was not a covariance."""
     tolerance = 1e-6 * max(abs(eigenvalues).max(initial=0.0), 1e-300)
     if eigenvalues.min(initial=0.0) < -tolerance:
         raise ValueError(
             f"FID: {name} has eigenvalue {eigenvalues.min():.3g} < 0: not covariance matrices "
             "(pass the statistics of feature_statistics)"
         )
+    return np.clip(eigenvalues, 0.0, None)
 
 
 def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:

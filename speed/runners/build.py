@@ -136,7 +136,6 @@ def fused_kwargs(optimizer_class: type, device: torch.device) -> dict:
 def build_optimizer(cfg: DictConfig, model: nn.Module, device: torch.device):
     """Optimizer over `model`'s parameters; fused kernels when the optimizer has them (an explicit
     `optimizer.fused` in the config wins)."""
-    extra = {}
-    if "fused" not in cfg.optimizer:
-        extra = fused_kwargs(get_object(cfg.optimizer._target_), device)
+    target = get_object(cfg.optimizer._target_)
+    extra = {} if "fused" in cfg.optimizer else fused_kwargs(target, device)
     return instantiate(cfg.optimizer, params=model.parameters(), **extra)
