@@ -194,7 +194,8 @@ class AttentionBlock(nn.Module):
             q, k, v = (z.reshape(b, heads, ch, length) for z in qkv.chunk(3, dim=1))
         else:
             q, k, v = qkv.reshape(b, heads, 3 * ch, length).split(ch, dim=2)
-        q, k, v = (z.transpose(-1, -2) for z in (q, k, v))  # [N, heads, T, ch]
+        # [N, heads, T, ch], contiguous: SDPA takes its fused kernels only when d is the inner axis
+        q, k, v = (z.transpose(-1, -2).contiguous() for z in (q, k, v))
         h = attention(q, k, v, fused=self.fused).transpose(-1, -2).reshape(b, c, length)
         return (x + self.proj_out(h)).reshape(b, c, *spatial)
 

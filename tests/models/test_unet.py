@@ -159,6 +159,19 @@ def test_attention_block_layouts(new_order, fused):
     np.testing.assert_allclose(got.reshape(2, channels, 12).numpy(), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("new_order", [False, True])
+def test_attention_block_takes_sdpas_fused_kernel(new_order):
+    """q, k, v reach SDPA with the head dimension innermost; strided views fall back to the
+    math path (softmax written out: slower on CPU, and no flash kernel on GPU)."""
+    block = randomize_(AttentionBlock(64, num_head_channels=32, use_new_attention_order=new_order))
+    x = torch.randn(2, 64, 4, 4, requires_grad=True)
+    with torch.profiler.profile() as prof:
+        block(x).sum().backward()
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::scaled_dot_product_attention" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops
+
+
 def test_resblock_down_with_scale_shift_matches_equations():
     block = randomize_(ResBlock(32, 16, 0.0, 64, use_scale_shift_norm=True, down=True)).double()
     x, emb = torch.randn(2, 32, 8, 8, dtype=torch.float64), torch.randn(2, 16, dtype=torch.float64)
