@@ -137,11 +137,32 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_isa() -> str:
+    """The vector ISA torch dispatches to on this CPU, plus '-amx' where the CPU has AMX-BF16
+    tiles (which oneDNN uses for bfloat16 matmuls), e.g. 'avx2' or 'avx512-amx'."""
+    isa = torch.backends.cpu.get_cpu_capability().lower()
+    return f"{isa}-amx" if "amx_bf16" in _cpu_info("flags").split() else isa
+
+
+def _cpu_info(field: str, path: Path = Path("/proc/cpuinfo")) -> str:
+    """One field of the first processor in /proc/cpuinfo ('' where there is none, e.g. macOS)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
+    return ""
+
+
 def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's architecture and core count."""
+    """The GPU's name, or the CPU's model, core count and ISA (2-core boxes differ 2.6x)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    model = _cpu_info("model name") or platform.processor() or platform.machine()
+    return f"cpu ({model}, {os.cpu_count()} cores, {cpu_isa()})"
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ torch.cuda.max_memory_allocated over the timed steps, CPU the process's peak res
 (ru_maxrss) and how far the steps raised it. FLOPs per step come from FlopCounterMode (forward +
 backward: matmuls, convolutions and attention, without recomputation); MFU = FLOPs / (seconds x
 the GPU's peak FLOP/s), on CPU the achieved GFLOP/s instead. Shape of nanoGPT's bench.py: build,
-warm up, time, print a table, write benchmarks/results/throughput_<device>.{json,md,png}.
+warm up, time, print a table, write benchmarks/results/throughput_<device>.{json,md,png}
+(`cuda`, or `cpu_<isa>` such as `cpu_avx2`: 2-core boxes of different ISAs differ several-fold).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from models_forward import device_name, time_stage, written_out_attention
+from models_forward import cpu_isa, device_name, time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.diffusion import create_diffusion
@@ -166,7 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar=("BF16", "FP32"),
         help="GPU peak dense TFLOP/s, for a GPU whose name is not in PEAK_FLOPS",
     )
-    parser.add_argument("--out", type=Path, help="default: results/throughput_<device>")
+    parser.add_argument("--out", type=Path, help="default: results/throughput_{cuda,cpu_<isa>}")
     parser.add_argument("--note", default="", help="a remark saved with the results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one case, JSON
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)  # internal: its output
@@ -175,7 +176,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick or cpu else 2)
     if args.repeats is None:
         args.repeats = 2 if args.quick else (3 if cpu else 10)
-    args.out = args.out or RESULTS / f"throughput_{args.device}"
+    suffix = args.device if args.device == "cuda" else f"cpu_{cpu_isa()}"
+    args.out = args.out or RESULTS / f"throughput_{suffix}"
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be >= 1 (compilation happens in the warm-up)")
     return args
