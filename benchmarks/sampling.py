@@ -4,7 +4,8 @@
     python benchmarks/sampling.py --quick     # 64 images, without DDPM-250
     python benchmarks/sampling.py --ckpt runs/animals/train/checkpoints/0002400.pt --num 1000
 
-Every setting (DDPM-250, DDIM-50/25, PLMS-25, DPM-Solver++-20/10) draws the same images: image i
+Every setting (DDPM-250, DDIM-50/25, DDIM-25 with eta 1, PLMS-25, DPM-Solver++-20/10) draws the
+same images: image i
 starts from the inference phase's noise for (seed, i) with class i mod K, through
 `speed.generation.generate` with classifier-free guidance (2.0, the demo's inference value). The
 time is the wall time of all batches over the number of images, after an untimed warm-up call.
@@ -48,14 +49,15 @@ from speed.utils.seeding import derived_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RUN = Path("runs/animals")
-# (sampler, model calls); the first is left out by --quick.
+# (sampler, model calls, sampler options); the first is left out by --quick.
 SETTINGS = [
-    ("ddpm", 250),
-    ("ddim", 50),
-    ("ddim", 25),
-    ("plms", 25),
-    ("dpm_solver++", 20),
-    ("dpm_solver++", 10),
+    ("ddpm", 250, {}),
+    ("ddim", 50, {}),
+    ("ddim", 25, {}),
+    ("ddim", 25, {"eta": 1.0}),  # stochastic DDIM: fresh noise each step, as the demo's grids
+    ("plms", 25, {}),
+    ("dpm_solver++", 20, {}),
+    ("dpm_solver++", 10, {}),
 ]
 
 
@@ -80,12 +82,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def settings(quick: bool) -> list[tuple[str, int]]:
+def settings(quick: bool) -> list[tuple[str, int, dict]]:
     return SETTINGS[1:] if quick else SETTINGS
 
 
-def setting_name(sampler: str, num_steps: int) -> str:
-    return f"{sampler}-{num_steps}"
+def setting_name(sampler: str, num_steps: int, options: dict) -> str:
+    """e.g. 'ddim-25', 'ddim-25 eta=1'."""
+    return " ".join([f"{sampler}-{num_steps}", *(f"{k}={v:g}" for k, v in options.items())])
 
 
 # ---- sampling ----
@@ -136,11 +139,11 @@ def run_settings(model, diffusion, autoencoder, noise, labels, chosen, **kw) -> 
         guidance_scale=kw["guidance_scale"],
     )
     rows = []
-    for sampler, num_steps in chosen:
+    for sampler, num_steps, options in chosen:
         images, seconds = time_sampler(
-            model, diffusion, autoencoder, noise, labels, sampler, num_steps, **kw
+            model, diffusion, autoencoder, noise, labels, sampler, num_steps, **kw, **options
         )
-        name = setting_name(sampler, num_steps)
+        name = setting_name(sampler, num_steps, options)
         print(f"{name}: {seconds / len(images):.4f} s/image", flush=True)
         rows.append(
             dict(

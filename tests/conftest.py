@@ -1,6 +1,7 @@
 """Fixtures shared by every test folder: a tiny randomly initialised AutoencoderKL saved as a
-local diffusers folder, the demo config shrunk to a seconds-long run writing into tmp_path, and
-`single_thread` for folders of tiny-tensor tests (their conftest makes it autouse)."""
+local diffusers folder, the demo config (its UNet is already small) and its DiT variant shrunk to
+seconds-long runs writing into tmp_path, and `single_thread` for folders of tiny-tensor tests
+(their conftest makes it autouse)."""
 
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = str(REPO / "configs/image/animals/base.yaml")
+DIT_CONFIG = str(REPO / "configs/image/animals/dit.yaml")
+TINY_DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2"]
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +42,6 @@ def _tiny_overrides(experiment_dir: Path, steps: int = 2) -> list[str]:
         "log_every=1",
         f"sample_every={steps}",
         "warmup_steps=0",
-        "model.hidden_size=32",
-        "model.depth=2",
-        "model.num_heads=2",
         "data.batch_size=4",
         "num_samples=6",
         "per_proc_batch_size=4",
@@ -56,6 +56,18 @@ def _tiny_overrides(experiment_dir: Path, steps: int = 2) -> list[str]:
 @pytest.fixture(scope="session")
 def demo_config() -> str:
     return DEMO_CONFIG
+
+
+@pytest.fixture(scope="session")
+def dit_config() -> str:
+    """The demo's DiT variant; add `tiny_dit` to its overrides for a seconds-long run."""
+    return DIT_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_dit() -> list[str]:
+    """Overrides shrinking the DiT variant to 2 blocks of width 32."""
+    return TINY_DIT
 
 
 @pytest.fixture(scope="session")

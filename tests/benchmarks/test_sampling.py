@@ -51,16 +51,22 @@ def run(tiny, chosen, batch_size):
 
 
 def test_settings_draw_reproducible_images_and_deterministic_ones_ignore_the_batching(tiny):
-    chosen = [("ddpm", 4), ("dpm_solver++", 3)]
+    chosen = [("ddpm", 4, {}), ("dpm_solver++", 3, {})]
     first, again = run(tiny, chosen, batch_size=6), run(tiny, chosen, batch_size=6)
     assert [r["setting"] for r in first] == ["ddpm-4", "dpm_solver++-3"]
     for a, b in zip(first, again):
         assert a["images"].shape == (6, 8, 8, 1) and a["images"].dtype == np.uint8
         assert a["sec_per_image"] > 0
         np.testing.assert_array_equal(a["images"], b["images"])
-    in_two_batches = run(tiny, [("dpm_solver++", 3)], batch_size=4)[0]["images"]
+    in_two_batches = run(tiny, [("dpm_solver++", 3, {})], batch_size=4)[0]["images"]
     assert np.abs(in_two_batches.astype(int) - first[1]["images"]).max() <= 1
     assert np.abs(first[0]["images"].astype(int) - first[1]["images"]).max() > 10
+
+
+def test_sampler_options_reach_the_sampler_and_name_the_setting(tiny):
+    deterministic, stochastic = run(tiny, [("ddim", 3, {}), ("ddim", 3, {"eta": 1.0})], 6)
+    assert [deterministic["setting"], stochastic["setting"]] == ["ddim-3", "ddim-3 eta=1"]
+    assert np.abs(deterministic["images"].astype(int) - stochastic["images"]).max() > 10
 
 
 def test_score_is_zero_for_the_reference_itself(tmp_path):

@@ -65,9 +65,11 @@ def test_plan_defaults_quick_and_checks():
         speedup.plan_from_args(args(ablations=["k7"]))
 
 
-def test_region_losses_of_a_zero_output_model_are_the_noise_power(tmp_path, tiny_overrides):
-    """With lr 0 the DiT keeps its adaLN-Zero init, whose output is exactly 0: the eps-MSE of
-    each region is then the mean squared noise of the images drawn into it."""
+def test_region_losses_of_a_zero_output_model_are_the_noise_power(
+    tmp_path, tiny_overrides, tiny_dit
+):
+    """With lr 0 the plan's DiT keeps its adaLN-Zero init, whose output is exactly 0: the eps-MSE
+    of each region is then the mean squared noise of the images drawn into it."""
     run = speedup.make_run(
         "baseline/seed0",
         speedup.METHODS["baseline"],
@@ -75,7 +77,13 @@ def test_region_losses_of_a_zero_output_model_are_the_noise_power(tmp_path, tiny
         seed=0,
         steps=1,
         every=1,
-        extra=[*tiny_overrides(tmp_path)[3:], "optimizer.lr=0.0", "sample_every=0"],
+        extra=[
+            *speedup.Plan().model,
+            *tiny_overrides(tmp_path)[3:],
+            *tiny_dit,
+            "optimizer.lr=0.0",
+            "sample_every=0",
+        ],
     )
     assert run.checkpoint_steps == [1]
     assert speedup.train_run(run) > 0

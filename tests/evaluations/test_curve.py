@@ -105,7 +105,7 @@ def test_plot_curves_writes_csv_rows_and_a_png(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """Overrides of a 2-checkpoint tiny DiT run of the demo config (trained here, seconds)."""
+    """Overrides of a 2-checkpoint run of the demo config (trained here, seconds)."""
     run_dir = tmp_path_factory.mktemp("curve") / "run"
     overrides = [
         f"experiment_dir={run_dir}",
@@ -114,9 +114,6 @@ def trained_run(tmp_path_factory):
         "log_every=1",
         "sample_every=0",
         "warmup_steps=0",
-        "model.hidden_size=32",
-        "model.depth=2",
-        "model.num_heads=2",
         "data.batch_size=4",
         "num_steps=2",
         "per_proc_batch_size=4",
