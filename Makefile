@@ -6,7 +6,7 @@ DEMO   := configs/image/animals/base.yaml
 RUNS   := runs/animals
 
 ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/k5,ablations/lam06])
-STEPS  ?= 2400
+STEPS  ?= 2000
 
 .PHONY: install test lint demo ablations clean
 

@@ -2,18 +2,17 @@
 
     python benchmarks/sampling.py             # newest checkpoint of runs/animals, 256 images
     python benchmarks/sampling.py --quick     # 64 images, without DDPM-250
-    python benchmarks/sampling.py --ckpt runs/animals/train/checkpoints/0002400.pt --num 1000
+    python benchmarks/sampling.py --ckpt runs/animals/train/checkpoints/0002000.pt --num 1000
 
 Every setting (DDPM-250, DDIM-50/25, DDIM-25 with eta 1, PLMS-25, DPM-Solver++-20/10) draws the
-same images: image i
-starts from the inference phase's noise for (seed, i) with class i mod K, through
-`speed.generation.generate` with classifier-free guidance (2.0, the demo's inference value). The
-time is the wall time of all batches over the number of images, after an untimed warm-up call.
-FID and class accuracy use the fast domain-classifier features (`evaluations.domain_classifier`,
-trained once into runs/domain_classifier.pt when missing) against real images of the run's
-dataset: FID-like, not comparable with Inception FID. The config is the one saved beside the
-checkpoints (<run>/train/config.yaml). Shape of nanoGPT's bench.py: build, warm up, time, print a
-table, write benchmarks/results/sampling.{json,md,png}.
+same images: image i starts from the inference phase's noise for (seed, i) with class i mod K,
+through `speed.generation.generate` with classifier-free guidance (2.0, the demo's inference
+value). The time is the wall time of all batches over the number of images, after an untimed
+warm-up call. FID and class accuracy use the fast domain-classifier features
+(`evaluations.domain_classifier`, trained once into runs/domain_classifier.pt when missing) against
+real images of the run's dataset: FID-like, not comparable with Inception FID. The config is the
+one saved beside the checkpoints (<run>/train/config.yaml). Shape of nanoGPT's bench.py: build,
+warm up, time, print a table, write benchmarks/results/sampling.{json,md,png}.
 """
 
 from __future__ import annotations
