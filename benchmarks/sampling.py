@@ -226,7 +226,7 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("seconds per image")
     ax.set_ylabel(f"FID ({meta['features']} features, {meta['num']} images)")
-    ax.set_title(f"Sampling speed vs quality, {meta['device']} ({meta['date']})", fontsize=10)
+    ax.set_title(f"Sampling speed vs quality ({meta['date']})\n{meta['device']}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
