@@ -1,28 +1,35 @@
-"""SpeeD's training speed-up, measured: FID against training step, baseline vs `faster: true`.
+"""SpeeD's training speed-up as a study: timestep sampling x loss weighting, seeds, trained far.
 
-    python benchmarks/speedup.py              # 3 seeds x {baseline, SpeeD} + ablations + Inception
-    python benchmarks/speedup.py --quick      # seed 0 only (the full run re-uses it)
+    python benchmarks/speedup.py --backbone unet                      # the whole study, here
+    python benchmarks/speedup.py --backbone unet --shard 0/2 --threads 1 &   # or two workers
+    python benchmarks/speedup.py --backbone unet --shard 1/2 --threads 1 &   # sharing the runs
+    python benchmarks/speedup.py --backbone unet --report             # tables and figures
 
-Both methods train the demo experiment (configs/image/animals/{base,faster}.yaml: same model,
-data, batch, optimizer and steps; only the timestep sampling and loss weights differ) from the
-same seeds, with a DiT (the backbone of the SpeeD paper) in place of the demo's UNet: the DiT
-variant's shape narrowed to 1.3M parameters, AdamW at 1e-3 and 1200 steps so the whole
-benchmark fits in 2 hours on a 2-core CPU (`Plan.model`, `Plan.training`; pass
-`model.hidden_size=192 model.depth=6 model.num_heads=3` for the size of
-configs/image/animals/dit.yaml, `--steps` for a longer budget). Every checkpoint is sampled
-with the same per-image seeds (deterministic DDIM, no guidance, as in the paper's FID) and scored
-with the demo's fast domain-classifier FID; the last one also with Inception FID. The speed-up of a
-seed is steps the baseline needs to reach its own final FID divided by steps SpeeD needs to
-reach that FID (`evaluations.curve.speedup`). The ablations (configs/image/animals/ablations/)
-are trained once (seed 0, the same budget) and scored at its end.
+Every run trains the demo experiment (configs/image/animals/base.yaml, or dit.yaml for
+`--backbone dit`) and differs from the others only in the cell of the grid
 
-To explain a speed-up or its absence, the final EMA models of each method are also scored on a
-fixed held-out batch: the unweighted eps-MSE per tenth of the timestep range. SpeeD moves
-training from the convergence area (t >= tau) to t < tau, which should show up there.
+    diffusion.sampling  in  uniform | speed | tanh
+    diffusion.weighting in  none    | speed | p2
 
-Everything resumes: trained checkpoints and scored steps are kept under --runs and re-used, so
-the full run after `--quick` trains only the other seeds and the ablations.
-Writes benchmarks/results/speedup{,_quick}.{json,md,png}.
+and its seed and learning rate. Three cells are the named methods: the baseline (uniform, none),
+SpeeD as in the paper (speed, speed: `faster.yaml`) and SpeeD as in the authors' released code
+(tanh, p2); the other six say which part makes a difference (P2 alone is a prior method).
+
+The study is a sweep (`speed.sweep`: one folder per combination under `<runs>/sweep/`, its
+`sweep.yaml`, `resume=true` training) done in this order, each stage after the one before:
+  1. the named methods, seed 0, at every learning rate of the plan (the fairness grid: each
+     method then uses the rate with the lowest final FID, chosen on its own runs);
+  2. the named methods, the other seeds, each at its chosen rate;
+  3. the six other cells, seed 0, at the rate most named methods chose.
+Every run is scored as it finishes: domain-classifier FID and class accuracy of 256 samples at
+every checkpoint with the demo's sampler (DDIM-25, eta 1, guidance 2) and every `g1_every` steps
+with guidance 1; at the end 1000 samples scored with the domain features and with Inception; the
+eps-MSE of the final EMA model per tenth of t on held-out images. All sampling uses the same
+seeds, so curves differ by the model only.
+
+Nothing is done twice: a run's finished record (`<results>/speedup_<backbone>/<run>.json`, kept
+in the repository) skips it altogether, its checkpoints and cached scores resume it. Workers
+(`--shard i/n`) claim a run by a file in its folder, so several can share one study.
 """
 
 from __future__ import annotations
@@ -31,20 +38,22 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import os
-import platform
+import socket
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from models_forward import device_name
 
 from evaluations import domain_classifier
-from evaluations.curve import evaluate_run, fid_curve, reference_stats, speedup, steps_to_reach
-from evaluations.evaluate import build_extractor
+from evaluations.curve import evaluate_run, reference_stats
+from evaluations.evaluate import build_extractor, compute_metrics
 from evaluations.export_reference import export_reference
+from evaluations.image_io import load_npz
 from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.runners.build import (
@@ -54,160 +63,294 @@ from speed.runners.build import (
     build_sampling_model,
 )
 from speed.runners.train import train
-from speed.utils.checkpoint import latest_checkpoint
+from speed.sweep.expand import Sweep, SweepRun, expand_sweep, load_run_configs
+from speed.sweep.state import DONE, record_sweep, run_state, set_status
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = ROOT / "configs" / "image" / "animals"
-METHODS = {"baseline": CONFIGS / "base.yaml", "speed": CONFIGS / "faster.yaml"}
-ABLATIONS = ("no_dual", "no_weight", "k1", "k10", "lam08", "lam10")
+SAMPLINGS = ("uniform", "speed", "tanh")
+WEIGHTINGS = ("none", "speed", "p2")
+NAMED = {  # method -> (diffusion.sampling, diffusion.weighting)
+    "baseline": ("uniform", "none"),
+    "speed_paper": ("speed", "speed"),
+    "speed_released": ("tanh", "p2"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What to train and how to score it."""
+    """What to train and how to score it (per backbone: `PLANS`)."""
 
+    config: str  # the experiment file under configs/image/animals/
+    steps: int  # optimizer steps of every run
+    eval_every: int  # checkpoint and domain-FID interval
+    lrs: tuple[float, ...]  # the fairness grid of AdamW learning rates
     seeds: tuple[int, ...] = (0, 1, 2)
-    # The demo's DiT variant narrowed to 1.3M parameters (hidden 128, depth 4, 2 heads; about 3x
-    # fewer FLOPs per step), so that 3 seeds x 2 methods + ablations fit in 2 hours on 2 CPU cores.
-    model: tuple[str, ...] = (
-        "model._target_=speed.models.dit.build_dit",
-        "model.name=DiT-S/4",
-        "model.hidden_size=128",
-        "model.depth=4",
-        "model.num_heads=2",
-    )
-    # The learning rate the recorded results were measured with (the demo has since moved to 2e-3).
-    training: tuple[str, ...] = ("optimizer.lr=1.0e-3",)
-    steps: int = 1200  # optimizer steps of each baseline / SpeeD run (the baseline plateaus)
-    eval_every: int = 200  # checkpoint (and domain-FID) interval
+    g1_every: int = 1000  # interval of the guidance-1 scores
     num_samples: int = 256  # generated images per scored checkpoint
-    num_reference: int = 1000  # real images for the reference statistics
-    sampler: str = "ddim"
-    num_steps: int = 25  # sampling steps
-    eta: float = 0.0  # deterministic DDIM, as the recorded results (the demo grids use eta 1)
-    inception_steps: tuple[int, ...] = (1200,)  # checkpoints also scored with Inception FID
-    inception_samples: int = 256
-    ablations: tuple[str, ...] = ABLATIONS
-    ablation_steps: int = 1200  # each ablation's budget (one seed: the first)
+    final_samples: int = 1000  # generated images at the last checkpoint (domain + Inception)
+    num_reference: int = 1000  # real images for the domain reference statistics
+    sampling: tuple[str, ...] = ("sampler=ddim", "num_steps=25", "eta=1.0")  # the demo's
+    guidance: float = 2.0  # the demo's guidance scale
+    sampling_seed: int = 0  # per-image sampling seeds, the same for every run
+    noise_seeds: tuple[int, ...] = (1, 2)  # other sampling seeds, to measure the scores' noise
     region_images: int = 500  # held-out images for the loss-per-region probe
+    extra: tuple[str, ...] = ()  # overrides for every run (the DiT's size)
 
-    @classmethod
-    def quick(cls) -> Plan:
-        """The full plan's first seed, without ablations or Inception."""
-        return cls(seeds=(0,), inception_steps=(), ablations=())
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seed 0 only, ~12 min")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--steps", type=int, default=None, help="steps per baseline/SpeeD run")
-    parser.add_argument("--eval-every", type=int, default=None, help="checkpoint interval")
-    parser.add_argument("--num-samples", type=int, default=None, help="images per checkpoint")
-    parser.add_argument("--ablations", nargs="*", default=None, help=f"of {', '.join(ABLATIONS)}")
-    parser.add_argument("--ablation-steps", type=int, default=None)
-    parser.add_argument("--no-inception", action="store_true", help="skip the Inception FIDs")
-    parser.add_argument("--domain", default=None, help="domain classifier (default: created)")
-    parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/...)")
-    parser.add_argument("--out", type=Path, default=None, help="results stem (no suffix)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    return parser.parse_args(argv)
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        return list(range(self.eval_every, self.steps + 1, self.eval_every))
 
 
-def plan_from_args(args: argparse.Namespace) -> Plan:
-    plan = Plan.quick() if args.quick else Plan()
-    chosen = {
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "steps": args.steps,
-        "eval_every": args.eval_every,
-        "num_samples": args.num_samples,
-        "ablations": tuple(args.ablations) if args.ablations is not None else None,
-        "ablation_steps": args.ablation_steps,
-        "inception_steps": () if args.no_inception else None,
-    }
-    plan = dataclasses.replace(plan, **{k: v for k, v in chosen.items() if v is not None})
-    unknown = sorted(set(plan.ablations) - set(ABLATIONS))
-    if unknown:
-        raise SystemExit(f"error: unknown ablation(s) {unknown}; choose from {list(ABLATIONS)}")
-    for name, steps in (("steps", plan.steps), ("ablation_steps", plan.ablation_steps)):
-        if steps % plan.eval_every:
-            raise SystemExit(f"error: {name}={steps} must be a multiple of --eval-every")
-    return plan
+PLANS = {
+    # The demo UNet (1.19M params): its baseline still improves at 2000 steps (domain FID 19.3,
+    # 18.0 at 2400), so twice that; 0.33 s a step on 2 cores, about 50 min a run with scoring.
+    "unet": Plan(config="base.yaml", steps=4000, eval_every=500, lrs=(2.0e-3, 1.0e-3)),
+    # The demo's DiT variant (4.18M params), which learns its classes far later than the UNet.
+    "dit": Plan(config="dit.yaml", steps=6000, eval_every=750, lrs=(2.0e-3, 1.0e-3)),
+}
 
 
-# ---- one run: train (or resume), then score its checkpoints ----
+# ---- the runs: a sweep over the grid, done in stages ----
 
 
-@dataclasses.dataclass
-class Run:
-    name: str  # e.g. "speed/seed1", "ablation/k10"
-    config: Path
-    overrides: list[str]
-    checkpoint_steps: list[int]  # the scored checkpoints (not a preemption checkpoint between)
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    sweep_run: SweepRun
+    sampling: str
+    weighting: str
+    lr: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return self.sweep_run.name
+
+    @property
+    def method(self) -> str | None:
+        """The named method of this cell, if it is one."""
+        cell = (self.sampling, self.weighting)
+        return next((m for m, c in NAMED.items() if c == cell), None)
 
 
-def make_run(name: str, config: Path, runs_dir: Path, seed: int, steps: int, every: int, extra):
-    overrides = [
-        f"experiment_dir={runs_dir / name}",
-        f"seed={seed}",
-        f"max_training_steps={steps}",
-        f"ckpt_every={every}",
+def study_sweep(plan: Plan, runs_dir: Path, overrides: list[str]) -> Sweep:
+    """The full grid x learning rates x seeds as one sweep (only a part of it is ever run)."""
+    words = [
+        f"diffusion.sampling={','.join(SAMPLINGS)}",
+        f"diffusion.weighting={','.join(WEIGHTINGS)}",
+        f"optimizer.lr={','.join(str(lr) for lr in plan.lrs)}",
+        f"seed={','.join(str(s) for s in plan.seeds)}",
+        f"experiment_dir={runs_dir}",
+        f"max_training_steps={plan.steps}",
+        f"ckpt_every={plan.eval_every}",
+        "ckpt_keep=0",
         "sample_every=0",
         "log_every=100",
         "wandb=disabled",
-        *extra,
+        *plan.extra,
+        *overrides,
     ]
-    return Run(name, config, overrides, list(range(every, steps + 1, every)))
+    return expand_sweep(CONFIGS / plan.config, "train", words)
 
 
-def train_run(run: Run) -> float:
-    """Train (resuming any earlier, unfinished attempt); returns the seconds spent training."""
-    cfg = load_config(run.config, "train", [*run.overrides, "resume=true"])
-    last = latest_checkpoint(Path(cfg.experiment_dir) / "train" / "checkpoints")
-    if last is not None and int(last.stem) >= cfg.max_training_steps:
-        return 0.0
-    print(f"== training {run.name} ({cfg.max_training_steps} steps)", flush=True)
-    start = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - start
+def study_runs(sweep: Sweep) -> dict[tuple, StudyRun]:
+    """(sampling, weighting, lr, seed) -> the sweep's run."""
+    runs = {}
+    for run in sweep.runs:
+        p = run.params
+        key = (
+            p["diffusion.sampling"],
+            p["diffusion.weighting"],
+            float(p["optimizer.lr"]),
+            p["seed"],
+        )
+        runs[key] = StudyRun(run, *key)
+    return runs
 
 
-def score_run(run: Run, plan: Plan, ref, extractor, steps=None, num=None, tag=None) -> dict:
-    """step -> {"fid", "class_accuracy", ...} for the checkpoints of `steps` (default: the run's
-    checkpoint_steps), cached in the run's folder."""
-    steps = run.checkpoint_steps if steps is None else list(steps)
-    sampling = [
-        f"sampler={plan.sampler}",
-        f"num_steps={plan.num_steps}",
-        f"eta={plan.eta}",
-        "guidance_scale=1.0",
-        "per_proc_batch_size=128",
+def by_cell(records: dict[str, dict]) -> dict[tuple, dict]:
+    """(sampling, weighting, lr, seed) -> record, of run name -> record."""
+    return {(r["sampling"], r["weighting"], float(r["lr"]), r["seed"]): r for r in records.values()}
+
+
+def choose_lr(cells: dict[tuple, dict], plan: Plan, method: str) -> float | None:
+    """The method's learning rate: the lowest final FID (`final_samples` images) of its seed-0
+    runs over the plan's rates; None until all of those runs have finished."""
+    finals = {}
+    for lr in plan.lrs:
+        record = cells.get((*NAMED[method], lr, plan.seeds[0]))
+        if record is None:
+            return None
+        finals[lr] = record["final"]["domain"]["fid"]
+    return min(finals, key=finals.get)
+
+
+def common_lr(chosen: dict[str, float | None], plan: Plan) -> float | None:
+    """The rate most named methods chose (ties: the smaller); None while any is undecided."""
+    if any(lr is None for lr in chosen.values()):
+        return None
+    votes = list(chosen.values())
+    return min(plan.lrs, key=lambda lr: (-votes.count(lr), lr))
+
+
+def stages(plan: Plan, runs: dict[tuple, StudyRun], records: dict) -> Iterator[list[StudyRun]]:
+    """The study's runs in order, stage by stage; a stage that depends on unfinished runs yields
+    an empty list where its runs would be (they are not known yet)."""
+    first = plan.seeds[0]
+    yield [runs[(*cell, lr, first)] for lr in plan.lrs for cell in NAMED.values()]
+    cells = by_cell(records)
+    chosen = {m: choose_lr(cells, plan, m) for m in NAMED}
+    yield [
+        runs[(*NAMED[m], chosen[m], seed)]
+        for seed in plan.seeds[1:]
+        for m in NAMED
+        if chosen[m] is not None
     ]
-    scored = evaluate_run(
-        run.config,
-        ref,
-        extractor,
-        num or plan.num_samples,
-        [*run.overrides, *sampling],
-        progress=False,
-        tag=tag,
-        steps=steps,
+    lr = common_lr(chosen, plan)
+    others = [(s, w) for s in SAMPLINGS for w in WEIGHTINGS if (s, w) not in NAMED.values()]
+    yield [] if lr is None else [runs[(*cell, lr, first)] for cell in others]
+
+
+def study_size(plan: Plan) -> int:
+    """Runs in the whole study: the fairness grid, the other seeds, the other six cells."""
+    return (
+        len(NAMED) * (len(plan.lrs) + len(plan.seeds) - 1)
+        + len(SAMPLINGS) * len(WEIGHTINGS)
+        - len(NAMED)
     )
-    return {step: metrics for step, metrics in scored.items() if step in steps}
+
+
+def pending(plan: Plan, runs, records) -> tuple[list[StudyRun], bool]:
+    """Runs not yet recorded, in study order, and whether later stages still wait on them (their
+    runs are not known until the runs they depend on are recorded)."""
+    known = [r for stage in stages(plan, runs, records) for r in stage]
+    todo = [r for r in known if r.name not in records]
+    return todo, len(known) < study_size(plan)
+
+
+# ---- claiming a run (several workers share one study) ----
+
+CLAIM_FILE = ".study-claim"
+
+
+def claim(run_dir: Path) -> bool:
+    """Take the run for this process; False if another live process holds it. A claim of a
+    process that no longer runs on this host is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CLAIM_FILE
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder == me:
+                return True
+            if holder.get("host") == me["host"] and not _alive(holder.get("pid", -1)):
+                path.unlink(missing_ok=True)
+                continue
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+    return False
+
+
+def release(run_dir: Path) -> None:
+    (run_dir / CLAIM_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+# ---- one run: train, score, record ----
+
+
+class Scorer:
+    """The extractors and reference statistics every run is scored against."""
+
+    def __init__(self, plan: Plan, runs_dir: Path, domain_path=None, inception_path=None):
+        self.plan = plan
+        self.domain = build_extractor(
+            "domain", domain_path=domain_classifier.ensure_domain_classifier(domain_path)
+        )
+        self.domain_ref = self._reference(runs_dir, plan.num_reference, self.domain)
+        self._inception_path = inception_path
+        self._runs_dir = runs_dir
+        self._inception = None
+
+    @property
+    def inception(self):
+        """(extractor, reference stats) of Inception FID, built on first use."""
+        if self._inception is None:
+            extractor = build_extractor("inception", inception_path=self._inception_path)
+            ref = self._reference(self._runs_dir, self.plan.final_samples, extractor)
+            self._inception = (extractor, ref)
+        return self._inception
+
+    def _reference(self, runs_dir: Path, num: int, extractor):
+        path = runs_dir / f"reference_{num}.npz"
+        if not path.is_file():
+            cfg = load_config(CONFIGS / self.plan.config, "inference", ["data.random_flip=false"])
+            images, labels = export_reference(build_dataset(cfg), num)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, arr_0=images, arr_1=labels)
+        return reference_stats(path, extractor, runs_dir / "reference_stats", progress=False)
+
+    def sampling_words(self, guidance: float, seed: int | None = None) -> list[str]:
+        seed = self.plan.sampling_seed if seed is None else seed
+        return [*self.plan.sampling, f"guidance_scale={guidance}", f"seed={seed}"]
+
+    def curve(self, run: StudyRun, sweep: Sweep, steps, guidance, seed=None, num=None) -> dict:
+        """step -> {"fid", "class_accuracy"} of the run's checkpoints at `steps` (cached)."""
+        num = num or self.plan.num_samples
+        tag = f"domain_n{num}_g{guidance:g}" + ("" if seed is None else f"_seed{seed}")
+        words = [*run.sweep_run.words(sweep.sweep_dir), *self.sampling_words(guidance, seed)]
+        scored = evaluate_run(
+            run.sweep_run.config, self.domain_ref, self.domain, num, words,
+            progress=False, tag=tag, steps=steps, keep_samples=num == self.plan.final_samples,
+        )  # fmt: skip
+        return {s: {k: m[k] for k in ("fid", "class_accuracy")} for s, m in scored.items()}
+
+    def final(self, run: StudyRun, sweep: Sweep) -> dict:
+        """Domain and Inception FID of `final_samples` images from the last checkpoint."""
+        plan = self.plan
+        domain = self.curve(run, sweep, [plan.steps], plan.guidance, num=plan.final_samples)
+        tag = f"domain_n{plan.final_samples}_g{plan.guidance:g}"
+        run_dir = run.sweep_run.run_dir(sweep.sweep_dir)
+        npz = run_dir / "curve" / tag / "inference" / f"{plan.steps:07d}.npz"
+        cache = run_dir / "curve" / f"inception_n{plan.final_samples}_g{plan.guidance:g}.json"
+        if cache.is_file():
+            inception = json.loads(cache.read_text())
+        else:
+            extractor, ref = self.inception
+            result = compute_metrics(ref, load_npz(npz), extractor, ("fid",), progress=False)
+            inception = {"fid": result["fid"]["value"], "extractor": extractor.name}
+            cache.write_text(json.dumps(inception) + "\n")
+        return {"domain": domain[plan.steps], "inception": inception}
 
 
 @torch.inference_mode()
-def region_losses(run: Run, num_images: int, seed: int = 1234) -> dict[str, float]:
+def region_losses(config: Path, words: list[str], num_images: int, seed: int = 1234) -> dict:
     """Unweighted eps-MSE of the run's final EMA model per tenth of [0, T) on real images: the
     same images, timesteps (evenly spread over [0, T), shuffled) and noise for every run, so the
     numbers compare methods directly."""
-    cfg = load_config(run.config, "inference", [*run.overrides, "data.random_flip=false"])
+    cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
     autoencoder = build_autoencoder(cfg)
     model, _, _ = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
     diffusion = build_diffusion(cfg)
-    dataset = build_dataset(cfg)
-    images, labels = export_reference(dataset, num_images, seed=seed)
+    images, labels = export_reference(build_dataset(cfg), num_images, seed=seed)
     x = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     y = torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(seed)
@@ -225,276 +368,158 @@ def region_losses(run: Run, num_images: int, seed: int = 1234) -> dict[str, floa
     return loss_by_region(t, mse, diffusion.num_timesteps)
 
 
-# ---- the benchmark ----
-
-
-def reference(runs_dir: Path, num: int, extractor):
-    """Statistics of `num` real demo images (written once as an .npz, cached per extractor)."""
-    path = runs_dir / f"reference_{num}.npz"
-    if not path.is_file():
-        cfg = load_config(METHODS["baseline"], "inference", ["data.random_flip=false"])
-        images, labels = export_reference(build_dataset(cfg), num)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, arr_0=images, arr_1=labels)
-    return reference_stats(path, extractor, runs_dir / "reference_stats", progress=False)
-
-
-def summarize_speedups(curves: dict[str, dict[int, dict]], seeds) -> dict:
-    """Per seed and over seeds: the baseline's final FID, the steps each method needs to reach
-    it, and the speed-up; also the speed-up of the seed-averaged curves."""
-    per_seed = {}
-    for seed in seeds:
-        base = fid_curve(curves[f"baseline/seed{seed}"])
-        fast = fid_curve(curves[f"speed/seed{seed}"])
-        target = base[max(base)]
-        per_seed[seed] = {
-            "baseline_final_fid": target,
-            "speed_final_fid": fast[max(fast)],
-            "baseline_steps": steps_to_reach(base, target),
-            "speed_steps": steps_to_reach(fast, target),
-            "speedup": speedup(base, fast),
-        }
-    mean_curve = {
-        method: {
-            step: statistics.fmean(fid_curve(curves[f"{method}/seed{s}"])[step] for s in seeds)
-            for step in curves[f"{method}/seed{seeds[0]}"]
-        }
-        for method in METHODS
+def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> dict:
+    """Train (resuming) and score one run; returns its record."""
+    plan = scorer.plan
+    (cfg,) = load_run_configs(dataclasses.replace(sweep, runs=(run.sweep_run,)), ("resume=true",))
+    start = time.perf_counter()
+    if run_state("train", cfg) != DONE:
+        set_status(sweep.sweep_dir, run.name, "train", "running")
+        train(cfg)
+    set_status(sweep.sweep_dir, run.name, "train", DONE)
+    train_seconds = time.perf_counter() - start
+    g1_steps = [s for s in plan.checkpoint_steps if s % plan.g1_every == 0 or s == plan.steps]
+    record = {
+        "name": run.name,
+        "method": run.method,
+        "sampling": run.sampling,
+        "weighting": run.weighting,
+        "lr": run.lr,
+        "seed": run.seed,
+        "steps": plan.steps,
+        "train_seconds_this_attempt": round(train_seconds, 1),
+        "sec_per_step": _mean_sec_per_step(Path(cfg.experiment_dir)),
+        "curve": _str_keys(scorer.curve(run, sweep, plan.checkpoint_steps, plan.guidance)),
+        "curve_guidance1": _str_keys(scorer.curve(run, sweep, g1_steps, 1.0)),
+        "final": scorer.final(run, sweep),
+        "region_losses": region_losses(
+            run.sweep_run.config, run.sweep_run.words(sweep.sweep_dir), plan.region_images
+        ),
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
     }
-    factors = [r["speedup"] for r in per_seed.values()]
-    reached = [f for f in factors if f is not None]
-    return {
-        "per_seed": per_seed,
-        "speedup_mean": statistics.fmean(reached) if reached else None,
-        "speedup_std": statistics.stdev(reached) if len(reached) > 1 else None,
-        "seeds_reaching_target": f"{len(reached)}/{len(factors)}",
-        "mean_curve": mean_curve,
-        "speedup_of_mean_curves": speedup(mean_curve["baseline"], mean_curve["speed"]),
-    }
+    if noise_probe:  # the same checkpoint, other sampling seeds: how noisy is a 256-sample FID?
+        record["noise_probe"] = {
+            str(seed): scorer.curve(run, sweep, [plan.steps], plan.guidance, seed)[plan.steps]
+            for seed in plan.noise_seeds
+        }
+    return record
 
 
-def plot(result: dict, path: Path) -> None:
-    """Left: domain FID vs step (each seed thin, the seed mean thick); right: loss per region."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(12, 4.5))
-    left, right = figure.subplots(1, 2)
-    colors = {"baseline": "tab:blue", "speed": "tab:orange"}
-    for name, curve in result["curves"].items():
-        method = name.split("/")[0]
-        if method in colors:
-            steps = sorted(int(s) for s in curve)
-            fids = [curve[str(s)]["fid"] for s in steps]
-            left.plot(steps, fids, color=colors[method], alpha=0.35, linewidth=1)
-    for method, curve in result["speedup"]["mean_curve"].items():
-        steps = sorted(int(s) for s in curve)
-        seeds = len(result["plan"]["seeds"])
-        label = f"{method} (mean of {seeds} seeds)" if seeds > 1 else f"{method} (seed 0)"
-        left.plot(
-            steps,
-            [curve[str(s)] for s in steps],
-            color=colors[method],
-            linewidth=2.5,
-            marker="o",
-            markersize=3,
-            label=label,
-        )
-    for name, row in result["ablations"].items():
-        left.scatter([row["step"]], [row["fid"]], marker="x", color="gray")
-        left.annotate(name, (row["step"], row["fid"]), fontsize=7, color="gray")
-    factor = result["speedup"]["speedup_mean"]
-    spread = result["speedup"]["speedup_std"]
-    title = "speed-up " + ("n/a" if factor is None else f"{factor:.2f}x")
-    title += "" if spread is None else f" +- {spread:.2f} (seed std)"
-    left.set(xlabel="training step", ylabel="FID (domain features)", title=title)
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8)
-    regions = result["region_losses"]
-    keys = list(next(iter(regions.values())))
-    width = 0.8 / len(regions)
-    for i, (method, losses) in enumerate(regions.items()):
-        xs = np.arange(len(keys)) + i * width
-        right.bar(xs, [losses[k] for k in keys], width, label=method, color=colors.get(method))
-    right.set_xticks(
-        np.arange(len(keys)) + 0.4 - width / 2,
-        [k.split("/")[1] for k in keys],
-        rotation=45,
-        fontsize=7,
-    )
-    right.set_yscale("log")
-    right.set(xlabel="timestep range", ylabel="eps-MSE (held-out, final EMA)")
-    right.set_title("loss per region, mean over seeds", fontsize=10)
-    right.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+# ---- the study ----
 
 
-def markdown(result: dict, command: str) -> str:
-    plan, summary = result["plan"], result["speedup"]
-    lines = [
-        f"`{command}` on {result['machine']}, {result['date']}, {result['wall_minutes']:.0f} min.",
-        "",
-        f"Demo dataset and config with {' '.join(plan['model'])} ({plan['steps']} steps, "
-        f"batch {result['batch_size']}); FID from the domain-classifier "
-        f"features of {plan['num_samples']} samples (DDIM-{plan['num_steps']}, no guidance) vs "
-        f"{plan['num_reference']} real images.",
-        "",
-        "| seed | baseline final FID | baseline steps | SpeeD steps to it | speed-up | "
-        "SpeeD final FID |",
-        "|---|---|---|---|---|---|",
-    ]
-    for seed, r in summary["per_seed"].items():
-        speed_steps = "never" if r["speed_steps"] is None else f"{r['speed_steps']:.0f}"
-        factor = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-        lines.append(
-            f"| {seed} | {r['baseline_final_fid']:.2f} | {r['baseline_steps']:.0f} | "
-            f"{speed_steps} | {factor} | {r['speed_final_fid']:.2f} |"
-        )
-    mean, std = summary["speedup_mean"], summary["speedup_std"]
-    if mean is not None:
-        spread = "" if std is None else f" +- {std:.2f}"
-        lines.append(f"| mean | | | | {mean:.2f}x{spread} | |")
-    of_mean = summary["speedup_of_mean_curves"]
-    lines += [
-        "",
-        "Speed-up of the seed-averaged curves: "
-        + ("never reached" if of_mean is None else f"{of_mean:.2f}x"),
-    ]
-    if result["inception"]:
-        lines += ["", "| run | step | Inception FID |", "|---|---|---|"]
-        for name, curve in result["inception"].items():
-            for step, metrics in sorted(curve.items(), key=lambda kv: int(kv[0])):
-                lines.append(f"| {name} | {step} | {metrics['fid']:.2f} |")
-    if result["ablations"]:
-        lines += ["", "| run (seed 0) | step | FID | class accuracy |", "|---|---|---|---|"]
-        for name, row in result["ablations"].items():
-            lines.append(
-                f"| {name} | {row['step']} | {row['fid']:.2f} | {row['class_accuracy']:.3f} |"
-            )
-    regions = result["region_losses"]
-    keys = list(next(iter(regions.values())))
-    lines += ["", "| held-out eps-MSE | " + " | ".join(k.split("/")[1] for k in keys) + " |"]
-    lines.append("|---" * (len(keys) + 1) + "|")
-    for method, losses in regions.items():
-        lines.append(f"| {method} | " + " | ".join(f"{losses[k]:.4f}" for k in keys) + " |")
-    return "\n".join(lines) + "\n"
+def machine() -> str:
+    return f"{device_name('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def load_records(folder: Path) -> dict[str, dict]:
+    """Run name -> finished record, of every record in `folder`."""
+    records = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return {record["name"]: record for record in records}
+
+
+def write_record(folder: Path, record: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record['name']}.json"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tuple[int, int],
+         poll_seconds: float = 60.0) -> int:  # fmt: skip
+    """Do this worker's share of the study until nothing is left; returns the runs it did."""
+    runs = study_runs(sweep)
+    first_named = runs[(*NAMED["baseline"], plan.lrs[0], plan.seeds[0])].name
+    index, count = shard
+    done = 0
+    while True:
+        records = load_records(records_dir)
+        todo, waiting = pending(plan, runs, records)
+        mine = [r for i, r in enumerate(todo) if i % count == index] or todo
+        run = next((r for r in mine if claim(r.sweep_run.run_dir(sweep.sweep_dir))), None)
+        if run is None:
+            if not todo and not waiting:
+                return done
+            time.sleep(poll_seconds)  # the rest is claimed or waits on other workers' runs
+            continue
+        run_dir = run.sweep_run.run_dir(sweep.sweep_dir)
+        try:
+            record_sweep(dataclasses.replace(sweep, runs=(run.sweep_run,)), ["new"])
+            print(f"== {run.name} ({len(todo)} run(s) left in the study)", flush=True)
+            record = do_run(run, sweep, scorer, noise_probe=run.name == first_named)
+            print(f"   recorded {write_record(records_dir, record)}", flush=True)
+            done += 1
+        finally:
+            release(run_dir)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", choices=sorted(PLANS), default="unet")
+    parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/...)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--shard", default="0/1", help="i/n: this worker's share of the runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--report", action="store_true", help="only write the tables and figures")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (tests, trials)")
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--domain", default=None, help="domain classifier (default: created)")
+    parser.add_argument("--inception", default=None, help="Inception weights (default_1.pt)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    return parser.parse_args(argv)
+
+
+def plan_from_args(args) -> Plan:
+    plan = PLANS[args.backbone]
+    chosen = {"steps": args.steps, "eval_every": args.eval_every}
+    plan = dataclasses.replace(plan, **{k: v for k, v in chosen.items() if v is not None})
+    if plan.steps % plan.eval_every:
+        raise SystemExit(f"error: steps={plan.steps} must be a multiple of eval_every")
+    return plan
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --shard {text!r}: write it as i/n, e.g. 0/2") from None
+    if not 0 <= index < count:
+        raise SystemExit(f"error: --shard {text!r}: i must lie in [0, n)")
+    return index, count
 
 
 def main(argv=None) -> int:
+    import speedup_report
+
     args = parse_args(argv)
     plan = plan_from_args(args)
-    runs_dir = args.runs or ROOT / "runs" / "benchmarks" / "speedup"
-    out = args.out or RESULTS / ("speedup_quick" if args.quick else "speedup")
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    overrides = [*plan.model, *plan.training, *args.overrides]
-    domain = build_extractor(
-        "domain", domain_path=domain_classifier.ensure_domain_classifier(args.domain)
-    )
-    ref = reference(runs_dir, plan.num_reference, domain)
-
-    main_runs = [
-        make_run(
-            f"{method}/seed{seed}",
-            config,
-            runs_dir,
-            seed,
-            plan.steps,
-            plan.eval_every,
-            overrides,
-        )
-        for seed in plan.seeds
-        for method, config in METHODS.items()
-    ]
-    ablation_runs = [
-        make_run(
-            f"ablation/{name}",
-            CONFIGS / "ablations" / f"{name}.yaml",
-            runs_dir,
-            plan.seeds[0],
-            plan.ablation_steps,
-            plan.ablation_steps,
-            overrides,
-        )
-        for name in plan.ablations
-    ]
-    train_seconds, curves, ablations = {}, {}, {}
-    for run in main_runs:
-        train_seconds[run.name] = train_run(run)
-        curves[run.name] = score_run(run, plan, ref, domain)
-    for run in ablation_runs:
-        train_seconds[run.name] = train_run(run)
-        final = score_run(run, plan, ref, domain)[plan.ablation_steps]
-        ablations[run.name.split("/")[1]] = {"step": plan.ablation_steps, **final}
-    for method in METHODS:  # the two methods at the ablation budget, for the same table
-        point = curves[f"{method}/seed{plan.seeds[0]}"].get(plan.ablation_steps)
-        if ablations and point:
-            ablations[method] = {"step": plan.ablation_steps, **point}
-
-    inception = {}
-    if plan.inception_steps:
-        inception_extractor = build_extractor("inception")
-        inception_ref = reference(runs_dir, plan.inception_samples, inception_extractor)
-        for run in main_runs:
-            scored = score_run(
-                run,
-                plan,
-                inception_ref,
-                inception_extractor,
-                plan.inception_steps,
-                plan.inception_samples,
-                "inception",
-            )
-            inception[run.name] = scored
-
-    per_method_regions = {
-        method: [
-            region_losses(r, plan.region_images) for r in main_runs if r.name.startswith(method)
-        ]
-        for method in METHODS
-    }
-    regions = {
-        method: {k: statistics.fmean(d[k] for d in dicts) for k in dicts[0]}
-        for method, dicts in per_method_regions.items()
-    }
-    result = {
-        "benchmark": "speedup",
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "wall_minutes": (time.perf_counter() - start) / 60,
-        "train_seconds": train_seconds,
-        "plan": dataclasses.asdict(plan),
-        "batch_size": load_config(METHODS["baseline"], "train", overrides).data.batch_size,
-        "extractor": domain.name,
-        "curves": {name: {str(s): m for s, m in c.items()} for name, c in curves.items()},
-        "speedup": _str_keys(summarize_speedups(curves, plan.seeds)),
-        "ablations": ablations,
-        "inception": {n: {str(s): m for s, m in c.items()} for n, c in inception.items()},
-        "region_losses": regions,
-    }
-    command = "python benchmarks/speedup.py" + (" --quick" if args.quick else "")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-    table = markdown(result, command)
-    out.with_suffix(".md").write_text(table)
-    plot(result, out.with_suffix(".png"))
-    print(table)
-    print(f"wrote {out}.json, .md and .png")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs_dir = args.runs or ROOT / "runs" / "benchmarks" / f"speedup_{args.backbone}"
+    records_dir = args.results / f"speedup_{args.backbone}"
+    if not args.report:
+        sweep = study_sweep(plan, runs_dir.resolve(), args.overrides)
+        scorer = Scorer(plan, runs_dir.resolve(), args.domain, args.inception)
+        work(plan, sweep, records_dir, scorer, parse_shard(args.shard))
+    records = load_records(records_dir)
+    if records:
+        speedup_report.write_report(args.backbone, plan, records, args.results)
     return 0
 
 
-def _str_keys(value):
-    """JSON needs string keys: convert nested dict keys (steps, seeds) to str."""
-    if isinstance(value, dict):
-        return {str(k): _str_keys(v) for k, v in value.items()}
-    return value
+def _mean_sec_per_step(run_dir: Path) -> float | None:
+    """Mean `sec_per_step` of the run's training log (all attempts)."""
+    path = run_dir / "train" / "logs" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    values = [row["sec_per_step"] for row in rows if "sec_per_step" in row]
+    return statistics.fmean(values) if values else None
 
 
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def _str_keys(curve: dict) -> dict:
+    return {str(k): v for k, v in curve.items()}
 
 
 if __name__ == "__main__":

@@ -1,95 +1,161 @@
-"""benchmarks/speedup.py: the speed-up summary on curves with known answers, the plan checks,
-and the held-out loss-per-region probe on a model whose output is known (zero)."""
+"""benchmarks/speedup.py and speedup_report.py: the study's stages and learning-rate choice on
+records with known scores, run claims between workers, the report's arithmetic, and the held-out
+loss-per-region probe on a model whose output is known (zero)."""
 
-import argparse
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import speedup
+import speedup_report
 import torch
 
+from speed.config import load_config
+from speed.diffusion import create_diffusion
 from speed.diffusion.timesteps import loss_by_region
+from speed.runners.train import train
+
+PLAN = dataclasses.replace(speedup.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
 
 
-def curve(fids: dict[int, float]) -> dict[int, dict]:
-    return {step: {"fid": fid} for step, fid in fids.items()}
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    sweep = speedup.study_sweep(PLAN, tmp_path_factory.mktemp("study"), [])
+    return speedup.study_runs(sweep)
 
 
-def test_summary_per_seed_mean_and_mean_curve():
-    curves = {
-        # seed 0: baseline reaches its final 6.0 at step 300, SpeeD at 200 -> 1.5x
-        "baseline/seed0": curve({100: 10.0, 200: 8.0, 300: 6.0}),
-        "speed/seed0": curve({100: 9.0, 200: 6.0, 300: 5.0}),
-        # seed 1: target 4.0; SpeeD crosses it halfway between 100 (5.0) and 200 (3.0) -> 2x
-        "baseline/seed1": curve({100: 8.0, 200: 6.0, 300: 4.0}),
-        "speed/seed1": curve({100: 5.0, 200: 3.0, 300: 2.0}),
+def record(run, final_fid, curve=(30.0, 20.0, 10.0), accuracy=0.5):
+    """A finished run's record with the given final FID and FID curve at steps 100, 200, 300."""
+    steps = {
+        str(100 * (i + 1)): {"fid": f, "class_accuracy": accuracy} for i, f in enumerate(curve)
     }
-    summary = speedup.summarize_speedups(curves, (0, 1))
-    assert summary["per_seed"][0]["speedup"] == pytest.approx(1.5)
-    assert summary["per_seed"][1]["speed_steps"] == pytest.approx(150.0)
-    assert summary["per_seed"][1]["speedup"] == pytest.approx(2.0)
-    assert summary["speedup_mean"] == pytest.approx(1.75)
-    assert summary["speedup_std"] == pytest.approx(0.5 / 2**0.5)  # sample std of 1.5, 2
-    # mean curves: baseline 9, 7, 5; SpeeD 7, 4.5, 3.5 -> SpeeD reaches 5 at 100 + 2/2.5*100
-    assert summary["mean_curve"]["baseline"] == {100: 9.0, 200: 7.0, 300: 5.0}
-    assert summary["speedup_of_mean_curves"] == pytest.approx(300 / 180)
-
-
-def test_summary_counts_a_seed_that_never_reaches_the_target():
-    curves = {
-        "baseline/seed0": curve({100: 10.0, 200: 6.0}),
-        "speed/seed0": curve({100: 9.0, 200: 7.0}),
+    return {
+        "name": run.name,
+        "method": run.method,
+        "sampling": run.sampling,
+        "weighting": run.weighting,
+        "lr": run.lr,
+        "seed": run.seed,
+        "curve": steps,
+        "curve_guidance1": {"300": {"fid": curve[-1] + 1, "class_accuracy": accuracy}},
+        "final": {
+            "domain": {"fid": final_fid, "class_accuracy": accuracy},
+            "inception": {"fid": 2 * final_fid},
+        },
+        "region_losses": {"loss_t/000-099": 0.1, "loss_t/900-999": 0.01},
+        "sec_per_step": 0.5,
+        "machine": "test",
+        "date": "2026-12-01",
     }
-    summary = speedup.summarize_speedups(curves, (0,))
-    assert summary["per_seed"][0]["speedup"] is None
-    assert summary["speedup_mean"] is None
-    assert summary["seeds_reaching_target"] == "0/1"
 
 
-def args(**kw):
-    base = dict(quick=False, seeds=None, steps=None, eval_every=None, num_samples=None,
-                ablations=None, ablation_steps=None, no_inception=False)  # fmt: skip
-    return argparse.Namespace(**{**base, **kw})
+def test_the_study_is_the_grid_times_rates_and_seeds(runs):
+    assert len(runs) == 3 * 3 * len(PLAN.lrs) * len(PLAN.seeds)
+    assert speedup.study_size(PLAN) == 3 * 2 + 3 * 2 + 6
+    named = runs[("speed", "speed", 2.0e-3, 0)]
+    assert named.method == "speed_paper" and runs[("uniform", "p2", 1.0e-3, 1)].method is None
+    assert "diffusion.sampling=tanh" in runs[("tanh", "p2", 2.0e-3, 0)].name
 
 
-def test_plan_defaults_quick_and_checks():
-    assert speedup.plan_from_args(args()).seeds == (0, 1, 2)
-    quick = speedup.plan_from_args(args(quick=True))
-    assert quick.seeds == (0,) and quick.ablations == () and quick.inception_steps == ()
-    full = speedup.plan_from_args(args())
-    same = ("model", "steps", "eval_every", "num_samples", "num_reference", "num_steps")
-    assert all(getattr(quick, k) == getattr(full, k) for k in same)  # the full run re-uses it
-    assert speedup.plan_from_args(args(no_inception=True)).inception_steps == ()
-    with pytest.raises(SystemExit, match="multiple of --eval-every"):
-        speedup.plan_from_args(args(steps=1100, eval_every=250))
-    with pytest.raises(SystemExit, match="unknown ablation"):
-        speedup.plan_from_args(args(ablations=["k7"]))
+def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cells(runs):
+    todo, waiting = speedup.pending(PLAN, runs, {})
+    first = [(r.method, r.lr, r.seed) for r in todo]
+    assert first == [(m, lr, 0) for lr in PLAN.lrs for m in speedup.NAMED] and waiting
+    # Seed 0 finished: baseline and the paper's SpeeD are better at 1e-3, the released at 2e-3.
+    finals = {("baseline", 1e-3): 10.0, ("speed_paper", 1e-3): 12.0, ("speed_released", 2e-3): 9.0}
+    records = {r.name: record(r, finals.get((r.method, r.lr), 50.0)) for r in todo}
+    todo, waiting = speedup.pending(PLAN, runs, records)
+    assert not waiting and len(todo) == 6 + 6
+    seeds = [(r.method, r.lr, r.seed) for r in todo[:6]]
+    expected_lr = {"baseline": 1e-3, "speed_paper": 1e-3, "speed_released": 2e-3}
+    assert seeds == [(m, expected_lr[m], s) for s in (1, 2) for m in speedup.NAMED]
+    others = todo[6:]
+    assert {r.lr for r in others} == {1e-3} and all(r.method is None for r in others)
+    assert {(r.sampling, r.weighting) for r in others}.isdisjoint(speedup.NAMED.values())
+
+
+def test_common_rate_is_the_majority_and_the_smaller_on_a_tie():
+    plan = dataclasses.replace(PLAN, lrs=(2e-3, 1e-3, 5e-4))
+    assert speedup.common_lr({"a": 2e-3, "b": 2e-3, "c": 1e-3}, plan) == 2e-3
+    assert speedup.common_lr({"a": 2e-3, "b": 5e-4, "c": 1e-3}, plan) == 5e-4
+    assert speedup.common_lr({"a": 2e-3, "b": None, "c": 1e-3}, plan) is None
+
+
+def test_a_run_is_claimed_by_one_live_process(tmp_path):
+    assert speedup.claim(tmp_path) and speedup.claim(tmp_path)  # its own claim again
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        holder = {"host": socket.gethostname(), "pid": other.pid}
+        (tmp_path / speedup.CLAIM_FILE).write_text(json.dumps(holder))
+        assert not speedup.claim(tmp_path)  # a live worker holds it
+    finally:
+        other.kill()
+        other.wait()
+    assert speedup.claim(tmp_path)  # its holder died: taken over
+    assert json.loads((tmp_path / speedup.CLAIM_FILE).read_text())["pid"] == os.getpid()
+    speedup.release(tmp_path)
+    assert not (tmp_path / speedup.CLAIM_FILE).exists()
+
+
+def test_report_speedups_means_and_tables(runs, tmp_path):
+    """Baseline curves 30/20/10 (target 10 at step 300); the paper's SpeeD reaches 10 at 150
+    (seed 0: 2x) and at 200 (seed 1: 1.5x); the released variant never (seed 0 and 1)."""
+    chosen = []
+    for seed in (0, 1):
+        chosen += [record(runs[("uniform", "none", lr, seed)], 10.0) for lr in PLAN.lrs]
+    paper = {0: (20.0, 0.0, -5.0), 1: (20.0, 10.0, 5.0)}
+    for seed, curve in paper.items():
+        chosen += [record(runs[("speed", "speed", lr, seed)], 8.0, curve) for lr in PLAN.lrs]
+    for seed in (0, 1):
+        chosen += [record(runs[("tanh", "p2", lr, seed)], 20.0, (40, 30, 20)) for lr in PLAN.lrs]
+    records = {r["name"]: r for r in chosen}
+    summary = speedup_report.summarize(PLAN, records)
+    paper_speedup = summary["speedup"]["speed_paper"]
+    assert paper_speedup["per_seed"] == {0: pytest.approx(2.0), 1: pytest.approx(1.5)}
+    assert paper_speedup["mean"] == pytest.approx(1.75)
+    assert paper_speedup["std"] == pytest.approx(0.5 / 2**0.5)
+    released = summary["speedup"]["speed_released"]
+    assert released["per_seed"] == {0: None, 1: None} and released["mean"] is None
+    # both rates tie for every method: the first (lowest FID, first found) is chosen
+    assert summary["chosen_lr"] == {m: PLAN.lrs[0] for m in speedup.NAMED}
+    baseline = summary["methods"]["baseline"]
+    assert baseline["seeds"] == [0, 1] and baseline["fid_mean"][200] == 20.0
+    assert summary["methods"]["speed_paper"]["fid_mean"] == {100: 20.0, 200: 5.0, 300: 0.0}
+    assert summary["methods"]["speed_paper"]["final_inception_fid"] == (16.0, 0.0)
+    table = speedup_report.markdown("unet", PLAN, summary, records)
+    assert "| speed_paper | seed 0: 2.00x, seed 1: 1.50x | 1.75 +- 0.35 (2/2 reach)" in table
+    assert "| speed_released | seed 0: never, seed 1: never | - (0/2 reach)" in table
+
+
+def test_timestep_tables_show_the_variants_densities_and_weights():
+    tables = speedup_report.timestep_tables(PLAN)
+    probs, weights = tables["baseline"]
+    assert probs == pytest.approx([1e-3] * 1000) and set(weights) == {1.0}
+    probs, weights = tables["speed_paper"]
+    assert probs.sum() == pytest.approx(1.0)
+    # asymmetric: t >= 700 holds 300 of 5 * 700 + 300 shares; dual: the mirrors |t - 642| never
+    # land there, so half the draws do (about 8x less often than uniform's 0.3)
+    assert probs[700:].sum() == pytest.approx(0.5 * 300 / 3800)
+    assert weights[700:] == pytest.approx([1.0] * 300) and weights[:700].max() <= 0.6 + 1e-12
+    probs, weights = tables["speed_released"]
+    abar = create_diffusion("").alphas_cumprod
+    assert weights == pytest.approx(1.0 - abar)  # P2 with k = gamma = 1: 1 / (1 + SNR)
 
 
 def test_region_losses_of_a_zero_output_model_are_the_noise_power(
     tmp_path, tiny_overrides, tiny_dit
 ):
-    """With lr 0 the plan's DiT keeps its adaLN-Zero init, whose output is exactly 0: the eps-MSE
-    of each region is then the mean squared noise of the images drawn into it."""
-    run = speedup.make_run(
-        "baseline/seed0",
-        speedup.METHODS["baseline"],
-        tmp_path,
-        seed=0,
-        steps=1,
-        every=1,
-        extra=[
-            *speedup.Plan().model,
-            *tiny_overrides(tmp_path)[3:],
-            *tiny_dit,
-            "optimizer.lr=0.0",
-            "sample_every=0",
-        ],
-    )
-    assert run.checkpoint_steps == [1]
-    assert speedup.train_run(run) > 0
-    assert speedup.train_run(run) == 0.0  # finished: not trained again
+    """With lr 0 the DiT keeps its adaLN-Zero init, whose output is exactly 0: the eps-MSE of each
+    region is then the mean squared noise of the images drawn into it."""
+    config = speedup.CONFIGS / "dit.yaml"
+    words = [*tiny_overrides(tmp_path, steps=1), *tiny_dit, "optimizer.lr=0.0", "sample_every=0"]
+    train(load_config(config, "train", words))
     num_images = 20
-    losses = speedup.region_losses(run, num_images, seed=7)
+    losses = speedup.region_losses(config, words, num_images, seed=7)
 
     generator = torch.Generator().manual_seed(7)
     t = torch.arange(num_images) * 1000 // num_images
