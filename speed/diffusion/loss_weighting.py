@@ -100,7 +100,7 @@ class MinSNRWeighting(LossWeighting):
     The published weight is min(SNR_t, gamma) on the x0-MSE; expressed on the loss the network
     is trained with it becomes, by `min_snr_target`:
       "eps" (default; DiT/ADM predict noise): w_t = min(SNR_t, gamma) / SNR_t,
-      "v":   w_t = min(SNR_t, gamma) / (SNR_t + 1)  (the expression REFERENCE.md quotes),
+      "v":   w_t = min(SNR_t, gamma) / (SNR_t + 1)  (the form SpeeD's released code writes),
       "x0":  w_t = min(SNR_t, gamma).
     SpeeD's code meant the "v" form but indexed the element-wise minimum with [0], which made
     the numerator a constant (gamma) and the weights 5 / (SNR + 1), i.e. scaled P2.

@@ -24,7 +24,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from speed.utils.distributed import all_gather_rows
 
 PIVOT_THRESHOLD = 1e-4  # SpeeD: the convergence area starts where d sqrt(1 - abar)/dt < 1e-4
 
@@ -338,7 +339,7 @@ class LossSecondMomentSampling(SamplingMode):
 
     def update_with_losses(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record (index, loss) pairs from every rank, oldest history entry dropped first."""
-        t, losses = _all_gather_pairs(t.detach().long(), losses.detach().double())
+        t, losses = all_gather_rows(t.detach().long(), losses.detach().double())
         for step, loss in zip(t.cpu().tolist(), losses.cpu().tolist()):
             if self._counts[step] == self.history_per_term:
                 self._history[step, :-1] = self._history[step, 1:]
@@ -362,32 +363,6 @@ class LossSecondMomentSampling(SamplingMode):
 
     def describe(self) -> str:
         return f"{self.name} (history={self.history_per_term}, uniform_prob={self.uniform_prob:g})"
-
-
-def _all_gather_pairs(t: torch.Tensor, losses: torch.Tensor):
-    """Concatenate (t [n_r], losses [n_r]) of all ranks in rank order; identity without a group.
-
-    Ranks may hold different n_r: sizes are gathered first, then padded tensors, then trimmed.
-    """
-    if not (dist.is_available() and dist.is_initialized()):
-        return t, losses
-    world = dist.get_world_size()
-    size = torch.tensor([t.numel()], device=t.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded_t = torch.zeros(longest, dtype=t.dtype, device=t.device)
-    padded_l = torch.zeros(longest, dtype=losses.dtype, device=losses.device)
-    padded_t[: t.numel()], padded_l[: losses.numel()] = t, losses
-    all_t = [torch.zeros_like(padded_t) for _ in range(world)]
-    all_l = [torch.zeros_like(padded_l) for _ in range(world)]
-    dist.all_gather(all_t, padded_t)
-    dist.all_gather(all_l, padded_l)
-    counts = [int(s.item()) for s in sizes]
-    return (
-        torch.cat([x[:c] for x, c in zip(all_t, counts)]),
-        torch.cat([x[:c] for x, c in zip(all_l, counts)]),
-    )
 
 
 SAMPLING_MODES: dict[str, type[SamplingMode]] = {

@@ -74,6 +74,26 @@ def all_gather_objects(obj) -> list:
     return gathered
 
 
+def all_gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's rows of each tensor, concatenated in rank order (the tensors unchanged
+    without a process group). The tensors of one rank share their first dimension; ranks may
+    hold different numbers of rows: sizes are gathered first, then padded tensors, then trimmed.
+    """
+    if not dist.is_initialized():
+        return tensors
+    rows = tensors[0].shape[0]
+    sizes = [int(n) for n in all_gather_objects(rows)]
+    longest = max(sizes)
+    gathered = []
+    for tensor in tensors:
+        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+        padded[:rows] = tensor
+        parts = [torch.zeros_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat([part[:n] for part, n in zip(parts, sizes)]))
+    return tuple(gathered)
+
+
 def print0(*args, **kwargs) -> None:
     """print() on rank 0 only."""
     if get_rank() == 0:

@@ -4,15 +4,12 @@ Expected numbers come from the formulas (SpeeD arXiv 2405.17403, ADM, SD3) compu
 float64 numpy, independently of the code under test.
 """
 
-import json
-
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from speed.diffusion.plot_timesteps import plot_timestep_distributions, read_loss_by_t
 from speed.diffusion.timesteps import build_timestep_sampler, loss_by_region
 
 T = 1000
@@ -279,23 +276,3 @@ def test_loss_by_region_means_per_bucket():
         "loss_t/000-001": 1.0,
         "loss_t/002-003": 2.0,
     }
-
-
-def test_plots_are_written(tmp_path):
-    sampler = build_timestep_sampler(linear_abar(), faster=True)
-    csv_path = tmp_path / "loss.csv"
-    csv_path.write_text("t,loss\n50,0.3\n500,0.1\n950,0.02\n")
-    paths = plot_timestep_distributions(sampler, tmp_path / "plots", csv_path)
-    assert [p.name for p in paths] == ["p_t.png", "w_t.png", "loss_by_t.png"]
-    for path in paths:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
-
-    log = tmp_path / "log.jsonl"
-    records = [{"loss_t/000-099": 0.2, "step": 1}, {"loss_t/000-099": 0.4, "loss_t/900-999": 0.1}]
-    log.write_text("\n".join(json.dumps(r) for r in records))
-    t, loss = read_loss_by_t(log)
-    np.testing.assert_allclose(t, [49.5, 949.5])
-    np.testing.assert_allclose(loss, [0.3, 0.1])
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(ValueError, match="loss_t"):
-        read_loss_by_t(tmp_path / "bad.json")

@@ -1,4 +1,4 @@
-"""Smoke runs of every phase on a tiny config: each writes the files DESIGN.md names."""
+"""Smoke runs of every phase on a tiny config: each writes the files README's run layout names."""
 
 import numpy as np
 import pytest

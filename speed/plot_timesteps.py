@@ -1,6 +1,6 @@
 """Plot a training config's timestep distribution p_t, loss weights w_t and loss by timestep.
 
-    python -m speed.diffusion.plot_timesteps -c CONFIG [key=value ...] --out DIR [--loss FILE]
+    python -m speed.plot_timesteps -c CONFIG [key=value ...] --out DIR [--loss FILE]
 
 Writes p_t.png, w_t.png and, given a loss file, loss_by_t.png into DIR. Each plot shades SpeeD's
 three areas (arXiv 2405.17403) of the process increment: acceleration up to the peak of
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from speed.config import instantiate, load_config
 from speed.diffusion.timesteps import TimestepSampler
 
 AREAS = (("acceleration", "tab:green"), ("deceleration", "tab:orange"), ("convergence", "tab:gray"))
@@ -117,10 +118,6 @@ def main(argv=None) -> None:
     parser.add_argument("--loss", default=None, help="loss-by-t CSV or JSON(L) from training")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
-
-    from hydra.utils import instantiate
-
-    from speed.config import load_config
 
     try:
         config = load_config(args.config, "train", args.overrides)
