@@ -30,7 +30,7 @@ demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) main.py -c $(DEMO) -p train overwrite=true
 	$(PY) main.py -c $(DEMO) -p inference
 	$(PY) main.py -c $(DEMO) -p sample
-	$(PY) -m evaluations.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
+	$(PY) -m speed.experiments.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
 	$(PY) -m evaluations.fid $(RUNS)/reference.npz $$(ls -t $(RUNS)/inference/*.npz | head -n 1)
 
 # The SpeeD paper's ablation table (baseline, SpeeD, k, lam, components) on the demo dataset:
@@ -38,7 +38,7 @@ demo: install
 ablations: install
 	$(PY) main.py -c $(DEMO) -p train -m '$(ABLATIONS)' max_training_steps=$(STEPS)
 	$(PY) main.py -c $(DEMO) -p inference -m '$(ABLATIONS)' max_training_steps=$(STEPS)
-	test -f $(RUNS)/reference.npz || $(PY) -m evaluations.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
+	test -f $(RUNS)/reference.npz || $(PY) -m speed.experiments.export_reference -c $(DEMO) --out $(RUNS)/reference.npz --num 256
 	test -f runs/domain_classifier.pt || $(PY) -m evaluations.domain_classifier --out runs/domain_classifier.pt
 	$(PY) -m speed.sweep.evaluate $(RUNS) --ref $(RUNS)/reference.npz --features domain
 	$(PY) -m speed.sweep.summary $(RUNS)

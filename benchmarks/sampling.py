@@ -31,9 +31,9 @@ from models_forward import device_name
 from evaluations.cli import run
 from evaluations.domain_classifier import DEFAULT_DOMAIN_PATH, ensure_domain_classifier
 from evaluations.evaluate import FEATURE_KINDS, build_extractor, compute_metrics, source_stats
-from evaluations.export_reference import export_reference
 from evaluations.image_io import ImageSource
 from speed.config import load_config
+from speed.experiments.export_reference import export_reference
 from speed.generation import generate
 from speed.runners.build import (
     build_autoencoder,

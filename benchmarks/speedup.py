@@ -50,12 +50,13 @@ import torch
 from models_forward import device_name
 
 from evaluations import domain_classifier
-from evaluations.curve import evaluate_run, reference_stats
 from evaluations.evaluate import build_extractor, compute_metrics
-from evaluations.export_reference import export_reference
 from evaluations.image_io import load_npz
+from evaluations.reference_cache import reference_stats
 from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
+from speed.experiments.curve import evaluate_run
+from speed.experiments.export_reference import export_reference
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,

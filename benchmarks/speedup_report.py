@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from speedup import NAMED, SAMPLINGS, WEIGHTINGS, Plan, by_cell, choose_lr, common_lr
 
-from evaluations.curve import speedup
 from speed.diffusion import create_diffusion
+from speed.experiments.curve import speedup
 
 COLORS = {"baseline": "tab:blue", "speed_paper": "tab:orange", "speed_released": "tab:green"}
 LABELS = {

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from evaluations.cli import extractor_from_args, run
-from evaluations.curve import reference_stats
 from evaluations.evaluate import FEATURE_KINDS, compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
+from evaluations.reference_cache import reference_stats
 from speed.sweep.state import find_sweep_dir, read_record
 
 METRICS_SUFFIX = ".metrics.json"

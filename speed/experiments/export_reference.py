@@ -1,6 +1,6 @@
 """Write real images of an experiment's dataset as a reference `.npz` for the evaluators.
 
-    python -m evaluations.export_reference -c configs/image/animals/base.yaml --out ref.npz
+    python -m speed.experiments.export_reference -c configs/image/animals/base.yaml --out ref.npz
 
 The images are a seeded random subset of the config's `data` node, without flips, in the ADM
 evaluator's format (arr_0 uint8 [N, H, W, 3], arr_1 labels), so FID compares like with like.

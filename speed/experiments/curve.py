@@ -1,7 +1,7 @@
 """FID against training step for one or more runs: the SpeeD paper's main figure for any experiment.
 
-    python -m evaluations.curve -c CONFIG [-c CONFIG2 ...] --ref REF [--features inception|domain]
-        [--num-samples N] [--every K] [--out DIR] [key=value ...]
+    python -m speed.experiments.curve -c CONFIG [-c CONFIG2 ...] --ref REF
+        [--features inception|domain] [--num-samples N] [--every K] [--out DIR] [key=value ...]
 
 Each config names a run (its `experiment_dir`). Every checkpoint in `train/checkpoints` is sampled
 with the inference phase (the same seeds for every checkpoint, so the curve shows the model, not
@@ -30,10 +30,11 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from evaluations.cli import extractor_from_args, run
-from evaluations.evaluate import FEATURE_KINDS, compute_metrics, source_stats
+from evaluations.evaluate import FEATURE_KINDS, compute_metrics
 from evaluations.features import FeatureExtractor
-from evaluations.image_io import load_npz, load_source
+from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
+from evaluations.reference_cache import reference_stats
 from speed.config import load_config
 from speed.runners.inference import inference
 from speed.utils.checkpoint import list_checkpoints
@@ -72,31 +73,6 @@ def default_tag(extractor: FeatureExtractor, num_samples: int) -> str:
     (`DomainFeatures`, 1000 -> 'domain_n1000')."""
     kind = type(extractor).__name__.removesuffix("Features").lower()
     return f"{kind}_n{num_samples}"
-
-
-def reference_stats(
-    ref: str | os.PathLike,
-    extractor: FeatureExtractor,
-    cache_dir: str | os.PathLike,
-    batch_size: int = 50,
-    device=None,
-    progress: bool = True,
-) -> FeatureStats:
-    """Statistics of the reference images `ref` (.npz, folder, or a statistics .npz) under
-    `extractor`, computed once and cached in `cache_dir` (keyed by the path, its size and mtime,
-    and the extractor's name)."""
-    ref = Path(ref).resolve()
-    if not ref.exists():
-        raise FileNotFoundError(f"--ref {ref}: no such file or folder")
-    info = ref.stat()
-    key = f"{ref}|{info.st_size}|{info.st_mtime_ns}|{extractor.name}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"reference_{ref.stem}_{digest}.npz"
-    if cache.is_file():
-        return source_stats(load_npz(cache), extractor)
-    stats = source_stats(load_source(ref), extractor, batch_size, device, progress)
-    stats.save(cache)
-    return stats
 
 
 # ---- evaluating a run ----

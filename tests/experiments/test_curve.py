@@ -1,5 +1,5 @@
-"""evaluations.curve: speed-up from FID curves, CSV/PNG output, and a tiny run scored per checkpoint
-(with skip on re-run) through the library and the command line."""
+"""speed.experiments.curve: speed-up from FID curves, CSV/PNG output, and a tiny run scored per
+checkpoint (with skip on re-run) through the library and the command line."""
 
 import csv
 import json
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluations import curve
+from evaluations import reference_cache
 from evaluations.domain_classifier import train_domain_classifier
 from evaluations.evaluate import source_stats
 from evaluations.image_io import ImageSource
 from speed.config import load_config
+from speed.experiments import curve
 from speed.runners.train import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture
 def count_inference(monkeypatch):
-    """Counts calls of the inference phase made by evaluations.curve."""
+    """Counts calls of the inference phase made by speed.experiments.curve."""
     calls = []
 
     def counted(cfg):
@@ -228,7 +229,7 @@ def test_command_line_writes_csv_png_and_reuses_reference_and_results(
     def no_images(*args, **kwargs):
         raise AssertionError("reference images reloaded although their statistics are cached")
 
-    monkeypatch.setattr(curve, "load_source", no_images)
+    monkeypatch.setattr(reference_cache, "load_source", no_images)
     assert curve.main(argv) == 0
     assert len(count_inference) == 2
 

@@ -1,0 +1,49 @@
+"""The layers point down: the metrics library knows no runs or configs, the math package does no
+command lines or plots. Checked on import statements, so a lazy import inside a function counts."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an `import` or `from ... import` statement of the file names (any depth)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for module in sorted(imported_modules(path)):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                found.append(f"{path.relative_to(REPO)} imports {module}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        ("evaluations", ("speed.runners", "speed.config", "speed.sweep", "speed.experiments")),
+        ("speed/diffusion", ("argparse", "matplotlib", "speed.config", "speed.runners")),
+        ("speed/models", ("matplotlib", "speed.config", "speed.runners")),
+        ("speed/utils", ("speed.config", "speed.runners", "speed.sweep", "speed.experiments")),
+    ],
+)
+def test_lower_layers_do_not_import_upper_ones(folder, forbidden):
+    assert violations(folder, forbidden) == []
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("def f():\n    from speed.config import load_config\n")
+    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    assert violations("pkg", ("speed.config",)) == ["pkg/m.py imports speed.config"]
