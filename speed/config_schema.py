@@ -77,6 +77,7 @@ class RootConfig:
     sampler: str = "ddpm"  # a name in speed.diffusion.samplers.SAMPLERS
     num_steps: int = 250  # sampling steps
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
+    sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {grid: ...}
     guidance_scale: float | list[float] = 1.0  # classifier-free guidance (1 = off)
     clip_denoised: bool = False  # clip x0 predictions to [-1, 1]
     use_ema_for_sampling: bool = True  # sample with EMA weights
