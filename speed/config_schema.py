@@ -1,7 +1,8 @@
 """The config schema: every key a config may hold, its type, and how a value is checked.
 
 This is the one place that lists keys. A new root key is a new `RootConfig` field (with its
-default and a comment; also add it to configs/base.yaml and configs/README.md). A node's keys are
+default and a comment; also add it to configs/base.yaml, which tests/config/test_config_schema.py
+keeps equal to `RootConfig`, and to configs/README.md). A node's keys are
 the parameters of its `_target_` callable plus the runner keys listed in `NODES`.
 """
 
