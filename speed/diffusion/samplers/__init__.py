@@ -12,9 +12,9 @@ A sampler's options are its keyword-only parameters (`sampler_options(name)`), e
 default and annotation: `clip_denoised` (every sampler), `eta` ("ddim"), `grid` ("logSNR" or
 "time_uniform", "dpm_solver++"). `callback` (fn(step_index, t, x, pred_xstart) after each step)
 is keyword-only too but is passed by the caller, never configured. An annotation may carry
-`AtLeast(low)` (`typing.Annotated`) so a config value is range-checked before sampling starts;
-an unknown option raises TypeError naming it. A new sampler is one module plus one line in
-`SAMPLERS`.
+`AtLeast(low)` (`typing.Annotated`) so a config value is range-checked before sampling starts
+(`speed.generation.build_sampler`); called directly with an unknown option, a sampler raises
+TypeError naming it. A new sampler is one module plus one line in `SAMPLERS`.
 
 Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "plms", "dpm_solver++" (2M).
 """
