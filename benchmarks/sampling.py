@@ -86,8 +86,9 @@ def settings(quick: bool) -> list[tuple[str, int, dict]]:
 
 
 def setting_name(sampler: str, num_steps: int, options: dict) -> str:
-    """e.g. 'ddim-25', 'ddim-25 eta=1'."""
-    return " ".join([f"{sampler}-{num_steps}", *(f"{k}={v:g}" for k, v in options.items())])
+    """e.g. 'ddim-25', 'ddim-25 eta=1', 'dpm_solver++-10 grid=time_uniform'."""
+    shown = (f"{k}={v:g}" if isinstance(v, float | int) else f"{k}={v}" for k, v in options.items())
+    return " ".join([f"{sampler}-{num_steps}", *shown])
 
 
 # ---- sampling ----

@@ -68,23 +68,12 @@ ADM_LATENT_UNET = dict(
 def build_model(name: str, checkpointing: bool) -> torch.nn.Module:
     """A class-conditional, learned-sigma backbone for LATENT_SHAPE inputs."""
     channels, side = LATENT_SHAPE[0], LATENT_SHAPE[1]
+    shared = dict(in_channels=channels, num_classes=NUM_CLASSES, grad_checkpointing=checkpointing)
     if name == "ADM-UNet":
         return UNetModel(
-            image_size=side,
-            in_channels=channels,
-            num_classes=NUM_CLASSES,
-            learn_sigma=True,
-            class_dropout_prob=0.1,
-            use_checkpoint=checkpointing,
-            **ADM_LATENT_UNET,
+            image_size=side, learn_sigma=True, class_dropout_prob=0.1, **shared, **ADM_LATENT_UNET
         )
-    return build_dit(
-        name,
-        input_size=side,
-        in_channels=channels,
-        num_classes=NUM_CLASSES,
-        grad_checkpointing=checkpointing,
-    )
+    return build_dit(name, input_size=side, **shared)
 
 
 @dataclass(frozen=True)

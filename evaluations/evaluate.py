@@ -3,11 +3,21 @@
 `compute_metrics(reference, samples, extractor)` returns a JSON-ready dict with one entry per
 metric: `{"value": float, "extractor": name, ...settings}` or, when the inputs cannot give that
 metric, `{"value": None, "unavailable": reason}` (never a number from the wrong network).
+
+The metrics are the registry `METRICS`: a new metric is one function of (reference statistics,
+sample statistics, extractor) whose keyword-only parameters are its settings, plus one `Metric`
+line with its report label; `compute_metrics`, `format_report` and the `evaluations.evaluator`
+command line read the registry.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +26,6 @@ from evaluations.features import FeatureExtractor, InceptionV3Features, extract_
 from evaluations.image_io import ImageSource
 from evaluations.reference import FeatureStats
 
-ALL_METRICS = ("fid", "sfid", "inception_score", "kid", "precision_recall", "class_accuracy")
 FEATURE_KINDS = ("inception", "domain")
 
 
@@ -84,14 +93,17 @@ def _unavailable(reason: str) -> dict:
     return {"value": None, "unavailable": reason}
 
 
-def _fid(ref: FeatureStats, fake: FeatureStats, name: str, **_) -> dict:
+# ---- the metrics: fn(ref, fake, extractor, *, settings...) -> entry ----
+
+
+def _fid(ref: FeatureStats, fake: FeatureStats, extractor: FeatureExtractor) -> dict:
     return {
         "value": metrics.frechet_distance(fake.mu, fake.sigma, ref.mu, ref.sigma),
-        "extractor": name,
+        "extractor": extractor.name,
     }
 
 
-def _sfid(ref: FeatureStats, fake: FeatureStats, name: str, **_) -> dict:
+def _sfid(ref: FeatureStats, fake: FeatureStats, extractor: FeatureExtractor) -> dict:
     if fake.mu_s is None and ref.mu_s is None:
         return _unavailable(
             "feature extractor has no spatial features; sFID uses Inception mixed_6/conv"
@@ -99,18 +111,20 @@ def _sfid(ref: FeatureStats, fake: FeatureStats, name: str, **_) -> dict:
     if fake.mu_s is None or ref.mu_s is None:
         return _unavailable("reference or sample statistics hold no spatial statistics (mu_s)")
     value = metrics.frechet_distance(fake.mu_s, fake.sigma_s, ref.mu_s, ref.sigma_s)
-    return {"value": value, "extractor": name}
+    return {"value": value, "extractor": extractor.name}
 
 
-def _inception_score(ref, fake: FeatureStats, name: str, is_split_size: int, **_) -> dict:
+def _inception_score(ref, fake: FeatureStats, extractor, *, is_split_size: int = 5000) -> dict:
     if fake.logits is None:
         return _unavailable("feature extractor has no logits")
     splits = min(len(fake.logits), math.ceil(len(fake.logits) / is_split_size))
     mean, std = metrics.inception_score(fake.logits, splits=splits, from_logits=True)
-    return {"value": mean, "std": std, "splits": splits, "extractor": name}
+    return {"value": mean, "std": std, "splits": splits, "extractor": extractor.name}
 
 
-def _kid(ref, fake, name: str, kid_subsets: int, kid_subset_size: int, seed: int, **_) -> dict:
+def _kid(
+    ref, fake, extractor, *, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0
+) -> dict:
     if ref.features is None or fake.features is None:
         return _unavailable("statistics file holds no features (save with --save-ref-features)")
     size = min(kid_subset_size, len(ref.features), len(fake.features))
@@ -125,11 +139,11 @@ def _kid(ref, fake, name: str, kid_subsets: int, kid_subset_size: int, seed: int
         "std": std,
         "subset_size": size,
         "num_subsets": kid_subsets,
-        "extractor": name,
+        "extractor": extractor.name,
     }
 
 
-def _precision_recall(ref, fake, name: str, pr_k: int, **_) -> dict:
+def _precision_recall(ref, fake, extractor, *, pr_k: int = 3) -> dict:
     """Two entries at once: {"precision": ..., "recall": ...}."""
     if ref.features is None or fake.features is None:
         reason = "statistics file holds no features (save with --save-ref-features)"
@@ -139,30 +153,90 @@ def _precision_recall(ref, fake, name: str, pr_k: int, **_) -> dict:
         return {"precision": _unavailable(reason), "recall": _unavailable(reason)}
     precision, recall = metrics.precision_recall(ref.features, fake.features, pr_k)
     return {
-        "precision": {"value": precision, "k": pr_k, "extractor": name},
-        "recall": {"value": recall, "k": pr_k, "extractor": name},
+        "precision": {"value": precision, "k": pr_k, "extractor": extractor.name},
+        "recall": {"value": recall, "k": pr_k, "extractor": extractor.name},
     }
 
 
-def _class_accuracy(ref, fake, name: str, classifies_labels: bool, **_) -> dict:
-    if not classifies_labels:
+def _class_accuracy(ref, fake, extractor) -> dict:
+    if not extractor.classifies_dataset_labels:
         return _unavailable("feature extractor does not classify the dataset's labels")
     if fake.labels is None or fake.logits is None:
         return _unavailable("samples carry no labels (arr_1)")
-    result = {"value": metrics.class_accuracy(fake.logits, fake.labels), "extractor": name}
+    result = {
+        "value": metrics.class_accuracy(fake.logits, fake.labels),
+        "extractor": extractor.name,
+    }
     if ref.labels is not None and ref.logits is not None:
         result["reference_value"] = metrics.class_accuracy(ref.logits, ref.labels)
     return result
 
 
-METRIC_FUNCTIONS = {
-    "fid": _fid,
-    "sfid": _sfid,
-    "inception_score": _inception_score,
-    "kid": _kid,
-    "precision_recall": _precision_recall,
-    "class_accuracy": _class_accuracy,
+# ---- the registry ----
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of `METRICS`.
+
+    fn: fn(ref, fake, extractor, **settings) -> entry (a dict with "value"), or {part: entry}
+        when `parts` is given. Its keyword-only parameters are its settings, with their defaults
+        (`compute_metrics` keywords, `evaluations.evaluator` options).
+    label: name in reports.
+    parts: result key -> label, for a metric giving several entries (precision and recall).
+    help: meaning (and unit) of each setting, for the command line.
+    """
+
+    fn: Callable[..., dict]
+    label: str
+    parts: dict[str, str] | None = None
+    help: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """{setting: default} of the keyword-only parameters of `fn`."""
+        params = inspect.signature(self.fn).parameters.values()
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def labels(self, name: str) -> dict[str, str]:
+        """Result key -> report label of the entries this metric gives."""
+        return self.parts or {name: self.label}
+
+
+# A new metric: one function above and one line here (report order is this order).
+METRICS: dict[str, Metric] = {
+    "fid": Metric(_fid, "FID"),
+    "sfid": Metric(_sfid, "sFID"),
+    "inception_score": Metric(
+        _inception_score, "IS", help={"is_split_size": "IS images per split, as ADM's evaluator"}
+    ),
+    "kid": Metric(
+        _kid,
+        "KID",
+        help={
+            "kid_subsets": "KID random subset pairs",
+            "kid_subset_size": "KID images per subset (capped at the set sizes)",
+            "seed": "KID subset draws",
+        },
+    ),
+    "precision_recall": Metric(
+        _precision_recall,
+        "precision/recall",
+        parts={"precision": "precision", "recall": "recall"},
+        help={"pr_k": "precision/recall: k-th neighbour radius"},
+    ),
+    "class_accuracy": Metric(_class_accuracy, "class accuracy"),
 }
+ALL_METRICS = tuple(METRICS)
+
+
+def metric_settings() -> dict[str, tuple[Any, str]]:
+    """{setting: (default, help)} over every metric (a setting shared by two has one default)."""
+    return {
+        name: (default, metric.help.get(name, ""))
+        for metric in METRICS.values()
+        for name, default in metric.settings.items()
+    }
 
 
 def compute_metrics(
@@ -173,16 +247,22 @@ def compute_metrics(
     batch_size: int = 50,
     device=None,
     progress: bool = True,
-    kid_subsets: int = 100,  # KID: random subset pairs
-    kid_subset_size: int = 1000,  # KID: images per subset (capped at the set sizes)
-    pr_k: int = 3,  # precision/recall: k-th neighbour radius
-    is_split_size: int = 5000,  # Inception Score: images per split, as ADM's evaluator
-    seed: int = 0,  # KID subset draws
+    **settings,
 ) -> dict:
-    """Metrics of `samples` against `reference`; see the module docstring for the entries."""
-    unknown = set(which) - set(METRIC_FUNCTIONS)
+    """Metrics of `samples` against `reference`; see the module docstring for the entries.
+
+    settings: metric settings (`metric_settings()`: kid_subsets, kid_subset_size, pr_k,
+    is_split_size, seed), each given to the metrics that declare it; others keep their defaults.
+    """
+    unknown = set(which) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ALL_METRICS}")
+    known = metric_settings()
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown metric setting {key!r}{hint}")
     ref = source_stats(reference, extractor, batch_size, device, progress)
     fake = source_stats(samples, extractor, batch_size, device, progress)
     result = {
@@ -190,18 +270,11 @@ def compute_metrics(
         "reference": {"origin": ref.origin, "num_images": ref.num_images},
         "samples": {"origin": fake.origin, "num_images": fake.num_images},
     }
-    settings = dict(
-        name=extractor.name,
-        classifies_labels=extractor.classifies_dataset_labels,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        pr_k=pr_k,
-        is_split_size=is_split_size,
-        seed=seed,
-    )
-    for metric in which:
-        entry = METRIC_FUNCTIONS[metric](ref, fake, **settings)
-        result.update(entry if metric == "precision_recall" else {metric: entry})
+    for name in which:
+        metric = METRICS[name]
+        own = {key: value for key, value in settings.items() if key in metric.settings}
+        entry = metric.fn(ref, fake, extractor, **own)
+        result.update(entry if metric.parts else {name: entry})
     return result
 
 
@@ -212,20 +285,19 @@ def format_report(result: dict) -> str:
         f"reference: {result['reference']['origin']}",
         f"samples: {result['samples']['origin']}",
     ]
-    labels = {"fid": "FID", "sfid": "sFID", "inception_score": "IS", "kid": "KID"}
-    labels.update(precision="precision", recall="recall", class_accuracy="class accuracy")
-    for key, label in labels.items():
-        entry = result.get(key)
-        if entry is None:
-            continue
-        if "unavailable" in entry:
-            lines.append(f"{label}: unavailable ({entry['unavailable']})")
-        elif key == "class_accuracy" and "reference_value" in entry:
-            lines.append(
-                f"{label}: {entry['value']:.4f} (reference {entry['reference_value']:.4f})"
-            )
-        elif "std" in entry:
-            lines.append(f"{label}: {entry['value']:.6g} +- {entry['std']:.3g}")
-        else:
-            lines.append(f"{label}: {entry['value']:.4f}")
+    for name, metric in METRICS.items():
+        for key, label in metric.labels(name).items():
+            entry = result.get(key)
+            if entry is not None:
+                lines.append(f"{label}: {_format_entry(entry)}")
     return "\n".join(lines)
+
+
+def _format_entry(entry: dict) -> str:
+    if "unavailable" in entry:
+        return f"unavailable ({entry['unavailable']})"
+    if "reference_value" in entry:
+        return f"{entry['value']:.4f} (reference {entry['reference_value']:.4f})"
+    if "std" in entry:
+        return f"{entry['value']:.6g} +- {entry['std']:.3g}"
+    return f"{entry['value']:.4f}"

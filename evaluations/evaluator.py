@@ -1,9 +1,10 @@
 """All metrics, after ADM's evaluator: python -m evaluations.evaluator REF [SAMPLES] [options].
 
-Prints FID, sFID, IS, KID, precision, recall (and class accuracy for the domain classifier);
-`--out metrics.json` also writes them with the feature extractor of each. `--save-ref stats.npz`
-stores REF's statistics (add `--save-ref-features` for KID / precision / recall) so later runs
-can pass stats.npz as REF; SAMPLES may then be left out.
+Prints every metric of `evaluations.evaluate.METRICS` (FID, sFID, IS, KID, precision, recall, and
+class accuracy for the domain classifier), each metric setting being an option (`--kid-subsets`,
+`--pr-k`, ...); `--out metrics.json` also writes them with the feature extractor of each.
+`--save-ref stats.npz` stores REF's statistics (add `--save-ref-features` for KID / precision /
+recall) so later runs can pass stats.npz as REF; SAMPLES may then be left out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from evaluations.cli import add_common_args, extractor_from_args, run
-from evaluations.evaluate import compute_metrics, format_report, source_stats
+from evaluations.evaluate import compute_metrics, format_report, metric_settings, source_stats
 from evaluations.image_io import load_source
 
 
@@ -28,11 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--save-ref-features", action="store_true", help="--save-ref also keeps the features"
     )
-    parser.add_argument("--kid-subsets", type=int, default=100)
-    parser.add_argument("--kid-subset-size", type=int, default=1000)
-    parser.add_argument("--pr-k", type=int, default=3, help="precision/recall neighbourhood")
-    parser.add_argument("--is-split-size", type=int, default=5000, help="IS images per split")
-    parser.add_argument("--seed", type=int, default=0, help="KID subset draws")
+    for name, (default, meaning) in metric_settings().items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=type(default), default=default, help=meaning)
     args = parser.parse_args(argv)
     if args.samples is None and args.save_ref is None:
         parser.error("give SAMPLES, or --save-ref to only store REF's statistics")
@@ -61,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             progress=not args.quiet,
-            kid_subsets=args.kid_subsets,
-            kid_subset_size=args.kid_subset_size,
-            pr_k=args.pr_k,
-            is_split_size=args.is_split_size,
-            seed=args.seed,
+            **{name: getattr(args, name) for name in metric_settings()},
         )
         print(format_report(result))
         if args.out is not None:

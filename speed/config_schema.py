@@ -1,7 +1,8 @@
 """The config schema: every key a config may hold, its type, and how a value is checked.
 
 This is the one place that lists keys. A new root key is a new `RootConfig` field (with its
-default and a comment; also add it to configs/base.yaml and configs/README.md). A node's keys are
+default and a comment; also add it to configs/base.yaml, which tests/config/test_config_schema.py
+keeps equal to `RootConfig`, and to configs/README.md). A node's keys are
 the parameters of its `_target_` callable plus the runner keys listed in `NODES`.
 """
 
@@ -77,6 +78,7 @@ class RootConfig:
     sampler: str = "ddpm"  # a name in speed.diffusion.samplers.SAMPLERS
     num_steps: int = 250  # sampling steps
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
+    sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {grid: ...}
     guidance_scale: float | list[float] = 1.0  # classifier-free guidance (1 = off)
     clip_denoised: bool = False  # clip x0 predictions to [-1, 1]
     use_ema_for_sampling: bool = True  # sample with EMA weights

@@ -1,17 +1,81 @@
-"""Turn noise into images: pick a sampler, wrap the model for classifier-free guidance, decode.
+"""Turn noise into images: build the configured sampler, wrap the model for classifier-free
+guidance, decode; and the sample grids the `train` (periodic grids) and `sample` phases draw.
 
-Shared by the `train` (periodic grids), `inference` and `sample` phases, so all three draw images
-the same way.
+Shared by the `train`, `inference` and `sample` phases, so all three draw images the same way.
+
+A sampler's options are its keyword-only parameters (`speed.diffusion.samplers.sampler_options`),
+set in config under `sampler_options:` (e.g. `sampler_options.grid=time_uniform` for
+dpm_solver++). The root keys `eta` and `clip_denoised` (`ROOT_OPTION_KEYS`) also reach every
+sampler that declares an option of that name; `sampler_options` wins over them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import functools
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
+import numpy as np
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from speed.diffusion.samplers import get_sampler
+from speed.config import ConfigError
+from speed.config_schema import type_mismatch
+from speed.diffusion.samplers import AtLeast, get_sampler, sampler_options
+from speed.utils.images import make_grid, to_uint8, upscale
+
+ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
+MIN_DISPLAY_SIDE = 96  # tiny images are enlarged (nearest neighbour) to at least this side
+
+
+# ---- samplers with their options ----
+
+
+def _check_option(where: str, value: Any, annotation: Any) -> None:
+    """Type (from the annotation, `Literal` included) and `AtLeast` bound of one option value."""
+    base, *extras = (
+        typing.get_args(annotation) if typing.get_origin(annotation) is Annotated else [annotation]
+    )
+    expected = type_mismatch(value, base)
+    if expected is not None:
+        raise ConfigError(f"{where} expects {expected}, got {value!r}")
+    for extra in extras:
+        if isinstance(extra, AtLeast) and value < extra.low:
+            raise ConfigError(f"{where} must be >= {extra.low:g}, got {value!r}")
+
+
+def build_sampler(name: str, options: Mapping[str, Any], prefix: str = "") -> Callable:
+    """Sampler `name` with `options` checked and bound (a `functools.partial` of the sampler
+    function, so it is called like an entry of `SAMPLERS`).
+
+    An option the sampler does not declare, a value of the wrong type or out of its `AtLeast`
+    bound is a `ConfigError` naming `prefix + option` (and the closest option for a misspelling),
+    raised here, before any sampling.
+    """
+    fn = get_sampler(name)
+    declared = sampler_options(name)
+    for key, value in options.items():
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.0)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"sampler '{name}' has no option '{prefix}{key}'{hint} "
+                f"(its options: {', '.join(sorted(declared)) or 'none'})"
+            )
+        _check_option(f"sampler option '{prefix}{key}' of '{name}'", value, declared[key][1])
+    return functools.partial(fn, **options)
+
+
+def sampler_from_config(cfg: DictConfig) -> Callable:
+    """The sampler of `cfg.sampler` with the root keys of `ROOT_OPTION_KEYS` it declares and then
+    `cfg.sampler_options` bound (see `build_sampler`)."""
+    declared = sampler_options(cfg.sampler)
+    options = {key: cfg[key] for key in ROOT_OPTION_KEYS if key in declared}
+    options.update(OmegaConf.to_container(cfg.sampler_options, resolve=True))
+    return build_sampler(cfg.sampler, options, prefix="sampler_options.")
 
 
 @torch.no_grad()
@@ -22,29 +86,30 @@ def generate(
     noise: torch.Tensor,
     labels: torch.Tensor | None,
     *,
-    sampler: str = "ddpm",
+    sampler: str | Callable = "ddpm",
     num_steps: int = 250,
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
-    clip_denoised: bool = False,
-    eta: float = 0.0,
     callback: Callable | None = None,
+    **options,
 ) -> torch.Tensor:
     """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W].
 
     Args:
         labels: class indices [N], or None for an unconditional model.
+        sampler: a name in `SAMPLERS` (then `options` are checked by `build_sampler`), or a
+            sampler built by `build_sampler` / `sampler_from_config`.
         guidance_scale: classifier-free guidance scale s (1 = no guidance); with s != 1 the batch is
             doubled ([cond; uncond] with the null label `model.num_classes`) and the model's
             `forward_with_cfg` mixes eps_uncond + s * (eps_cond - eps_uncond).
-        eta: DDIM stochasticity (used by the ddim sampler only).
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
+        options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
-    sample_fn = get_sampler(sampler)
-    options = {"clip_denoised": clip_denoised, "callback": callback}
-    if sampler == "ddim":
-        options["eta"] = eta
+    if isinstance(sampler, str):
+        sample_fn = build_sampler(sampler, options)
+    else:
+        sample_fn = functools.partial(sampler, **options)
     n = noise.shape[0]
     guided = labels is not None and guidance_scale != 1.0
     if guided:
@@ -63,6 +128,106 @@ def generate(
         model_kwargs=model_kwargs,
         generator=generator,
         progress=progress,
-        **options,
+        callback=callback,
     )
     return autoencoder.decode(latents[:n])
+
+
+# ---- sample grids (sample phase, and periodic grids during training) ----
+
+
+def grid_rows(cfg: DictConfig, num_classes: int) -> list[int] | None:
+    """Class of each grid row: `sample_classes`, else every class (up to 10); None if uncond."""
+    if num_classes == 0:
+        return None
+    if cfg.sample_classes:
+        bad = [c for c in cfg.sample_classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
+        return list(cfg.sample_classes)
+    return list(range(min(num_classes, 10)))
+
+
+def grid_noise(spec, rows: int, seeds: int, seed: int, device) -> torch.Tensor:
+    """Noise [rows * seeds, C, h, w]; column j uses seed + j, so a column shares its noise."""
+    columns = [
+        torch.randn(
+            spec.channels, spec.side, spec.side, generator=torch.Generator().manual_seed(seed + j)
+        )
+        for j in range(seeds)
+    ]
+    return torch.stack(columns * rows).to(device)
+
+
+def grid_inputs(cfg: DictConfig, spec, device):
+    """(noise, labels) of a grid: one row per class of `grid_rows` (labels None if uncond).
+
+    spec: the model input (`channels`, `side`, `num_classes`), e.g. `speed.runners.build.DataSpec`.
+    """
+    rows = grid_rows(cfg, spec.num_classes)
+    seeds = cfg.num_sample_seeds
+    labels = torch.tensor(rows, device=device).repeat_interleave(seeds) if rows else None
+    noise = grid_noise(spec, len(rows) if rows else 1, seeds, cfg.seed, device)
+    return noise, labels
+
+
+def scales_of(cfg: DictConfig) -> list[float]:
+    value = cfg.guidance_scale
+    return [float(s) for s in value] if isinstance(value, (list, ListConfig)) else [float(value)]
+
+
+def generate_from_config(model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, **kw):
+    """`generate` with a sampler built by `sampler_from_config(cfg)`, the config's steps and a
+    generator seeded by `cfg.seed`; kw: `generate`'s progress, callback."""
+    return generate(
+        model,
+        diffusion,
+        autoencoder,
+        noise,
+        labels,
+        sampler=sampler,
+        num_steps=cfg.num_steps,
+        guidance_scale=scale,
+        generator=torch.Generator(noise.device).manual_seed(cfg.seed),
+        **kw,
+    )
+
+
+def enlarge_factor(side: int) -> int:
+    return max(1, MIN_DISPLAY_SIDE // side)
+
+
+def render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, labels) -> np.ndarray:
+    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
+    images = generate_from_config(
+        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, progress=True
+    )
+    tiles = to_uint8(images)
+    return upscale(make_grid(tiles, nrow=cfg.num_sample_seeds), enlarge_factor(tiles.shape[1]))
+
+
+class TrainingGridSampler:
+    """Grids during training: fixed noise and classes, EMA weights, rank 0 only.
+
+    The sampler is built here, so a bad sampler option fails when training starts.
+    """
+
+    def __init__(self, cfg: DictConfig, spec, autoencoder, device):
+        self.cfg, self.autoencoder = cfg, autoencoder
+        self.sampler = sampler_from_config(cfg)
+        self.noise, self.labels = grid_inputs(cfg, spec, device)
+
+    def render(self, ema, diffusion) -> np.ndarray | None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return None
+        scale = scales_of(self.cfg)[0]
+        return render_grid(
+            ema,
+            diffusion,
+            self.autoencoder,
+            self.cfg,
+            self.sampler,
+            scale,
+            self.noise,
+            self.labels,
+        )

@@ -1,10 +1,12 @@
 """Backbones: DiT (`dit.py`) and the ADM UNet (`unet.py`), with shared guidance and loading.
 
-Both take `forward(x, t, y=None)` and `forward_with_cfg(x, t, y, cfg_scale)`, and expose
-`num_classes`, `in_channels`, `out_channels` and `learn_sigma`, so the diffusion and the runners
-drive either one.
+Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
+`forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
+and one gradient-checkpointing switch, `grad_checkpointing`. Both expose `num_classes`,
+`in_channels`, `out_channels` and `learn_sigma`, so the diffusion and the runners drive either.
 """
 
+from speed.models.conditional import ConditionalBackbone
 from speed.models.dit import (
     DiT,
     DiT_B_2,
@@ -26,6 +28,7 @@ from speed.models.loading import describe_state_dict_mismatch, load_pretrained
 from speed.models.unet import UNetModel
 
 __all__ = [
+    "ConditionalBackbone",
     "DiT",
     "DiT_models",
     "DiT_XL_2",

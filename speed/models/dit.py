@@ -3,7 +3,8 @@
 Same modules, state-dict keys, initialisation and numerics as the official `models.py`, so the
 official checkpoints load unchanged. Additions: attention through `scaled_dot_product_attention`,
 per-block gradient checkpointing, unconditional mode (`num_classes=0`), non-square inputs, and
-guidance of either DiT's 3 channels or all channels.
+guidance of either DiT's 3 channels or all channels. Label dropout, the null label, guidance and
+checkpointing come from `speed.models.conditional.ConditionalBackbone`, shared with the UNet.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import functools
 import torch
 from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from speed.models import guidance
+from speed.models.conditional import ConditionalBackbone
 from speed.models.layers import attention, sincos_pos_embed_2d, timestep_embedding
 
 # Paper sizes: name -> (depth, hidden_size, num_heads); each comes with patch sizes 2, 4, 8.
@@ -46,25 +46,17 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class labels [N] -> [N, hidden_size], with label dropout for classifier-free guidance.
+    """Class labels [N] -> [N, hidden_size] (the official module, so its state-dict key stays).
 
     The table has num_classes rows plus, when `dropout_prob > 0`, the null label `num_classes`.
+    Label dropout itself is `ConditionalBackbone.labels`, applied by the DiT before the lookup.
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
         super().__init__()
-        self.has_null_label = dropout_prob > 0
-        self.embedding_table = nn.Embedding(num_classes + int(self.has_null_label), hidden_size)
-        self.num_classes = num_classes
-        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
 
-    def forward(
-        self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if (train and self.has_null_label) or force_drop_ids is not None:
-            labels = guidance.drop_labels(
-                labels, self.num_classes, self.dropout_prob, force_drop_ids
-            )
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
         return self.embedding_table(labels)
 
 
@@ -125,7 +117,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class DiT(nn.Module):
+class DiT(ConditionalBackbone):
     """Diffusion transformer over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -155,7 +147,6 @@ class DiT(nn.Module):
         grad_checkpointing: bool = False,
         cfg_channels: int | str = 3,
     ):
-        super().__init__()
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
         if height % patch_size or width % patch_size:
             raise ValueError(
@@ -167,15 +158,19 @@ class DiT(nn.Module):
             raise ValueError(
                 f"need in_channels >= 1, num_classes >= 0; got {in_channels}, {num_classes}"
             )
+        super().__init__(
+            num_classes=num_classes,
+            class_dropout_prob=class_dropout_prob,
+            in_channels=in_channels,
+            cfg_channels=cfg_channels,
+            grad_checkpointing=grad_checkpointing,
+        )
         self.input_size = (height, width)
         self.patch_size = patch_size
         self.in_channels = in_channels
         self.learn_sigma = learn_sigma
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.num_heads = num_heads
-        self.num_classes = num_classes
-        self.grad_checkpointing = grad_checkpointing
-        self.guided_channels = guidance.guided_channel_count(cfg_channels, in_channels)
 
         self.x_embedder = PatchEmbed(
             (height, width), patch_size, in_channels, hidden_size, bias=True
@@ -184,7 +179,6 @@ class DiT(nn.Module):
         self.y_embedder = (
             LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
         )
-        self.class_dropout_prob = class_dropout_prob
         self.grid_size = (height // patch_size, width // patch_size)
         num_patches = self.grid_size[0] * self.grid_size[1]
         # Fixed sin-cos table, stored as a frozen parameter like the official model.
@@ -221,11 +215,6 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
-    @property
-    def has_null_label(self) -> bool:
-        """Whether the label table holds the null label `num_classes` (needed for guidance)."""
-        return self.y_embedder is not None and self.y_embedder.has_null_label
-
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """[N, T, p * p * C] tokens -> [N, C, H, W] image."""
         p, c = self.patch_size, self.out_channels
@@ -246,13 +235,8 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """Conditioning vector c = t_emb + y_emb [N, D]; y None means the null label."""
         c = self.t_embedder(t)
-        if self.y_embedder is None:
-            return c
-        if y is None:
-            if not self.has_null_label:
-                raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
-            y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-        return c + self.y_embedder(y, self.training, force_drop_ids)
+        labels = self.labels(y, t, force_drop_ids)
+        return c if labels is None else c + self.y_embedder(labels)
 
     def forward(
         self,
@@ -267,22 +251,10 @@ class DiT(nn.Module):
         self._check_input(x)
         x = self.x_embedder(x) + self.pos_embed  # [N, T, D], T = H W / p^2
         c = self._condition(t, y, force_drop_ids)  # [N, D]
-        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = checkpoint(block, x, c, use_reentrant=False) if recompute else block(x, c)
+            x = self.run_block(block, x, c)  # [N, T, D]
         x = self.final_layer(x, c)  # [N, T, p * p * out_channels]
         return self.unpatchify(x)  # [N, out_channels, H, W]
-
-    def forward_with_cfg(
-        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
-    ) -> torch.Tensor:
-        """Classifier-free guidance on a [cond; uncond] batch (see `speed.models.guidance`)."""
-        if not self.has_null_label:
-            raise ValueError(
-                "classifier-free guidance needs a class-conditional DiT trained with label "
-                "dropout (num_classes > 0, class_dropout_prob > 0)"
-            )
-        return guidance.forward_with_cfg(self.forward, x, t, y, cfg_scale, self.guided_channels)
 
 
 def _sized(size: str, patch_size: int):

@@ -13,8 +13,10 @@ its checkpoints (e.g. the ImageNet 64x64 and 256x256 models) load with `strict=T
     AttentionBlock: norm, qkv (conv1d), proj_out (conv1d, zero-initialised).
 
 Differences: attention through `scaled_dot_product_attention`; gradient checkpointing per block
-with torch.utils.checkpoint; `forward(x, t, y=None)` and `forward_with_cfg` shared with DiT;
-optional label dropout (`class_dropout_prob`, an extra null-label row); only 2-D inputs.
+with torch.utils.checkpoint, switched by `grad_checkpointing` as for DiT (guided-diffusion's
+`use_checkpoint` still works); `forward(x, t, y=None)`, `forward_with_cfg` and optional label
+dropout (`class_dropout_prob`, an extra null-label row) from
+`speed.models.conditional.ConditionalBackbone`, shared with DiT; only 2-D inputs.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from speed.models import guidance
+from speed.models.conditional import ConditionalBackbone
 from speed.models.layers import attention, timestep_embedding
 
 
@@ -229,7 +230,7 @@ def attention_downsample_rates(attention_resolutions, image_size: int) -> tuple[
     return tuple(image_size // r for r in resolutions)
 
 
-class UNetModel(nn.Module):
+class UNetModel(ConditionalBackbone):
     """The ADM UNet with attention and timestep (and class) embedding.
 
     Args (guided-diffusion's, in its order):
@@ -245,7 +246,7 @@ class UNetModel(nn.Module):
         conv_resample: learned convs (else average pooling / plain upsampling) to resample.
         dims: 2 only (images).
         num_classes: classes for class conditioning; None or 0 = unconditional (y ignored).
-        use_checkpoint: recompute each block in the backward pass (training only).
+        use_checkpoint: guided-diffusion's name of `grad_checkpointing`; either turns it on.
         use_fp16: run the torso (convs) in float16, as guided-diffusion samples; for training
             prefer the runner's `precision` (autocast with float32 weights).
         num_heads, num_head_channels, num_heads_upsample: attention heads (a fixed head width if
@@ -258,6 +259,8 @@ class UNetModel(nn.Module):
         class_dropout_prob: label dropout for classifier-free guidance; > 0 adds the null label
             row `num_classes` to `label_emb` (0 keeps guided-diffusion's keys and shapes).
         cfg_channels: leading channels mixed by `forward_with_cfg` ("all" or an int).
+        grad_checkpointing: recompute each block in the backward pass (training only); DiT's
+            name of the switch, so a config sets `model.grad_checkpointing` for either backbone.
     """
 
     def __init__(
@@ -284,8 +287,15 @@ class UNetModel(nn.Module):
         learn_sigma: bool = False,
         class_dropout_prob: float = 0.0,
         cfg_channels: int | str = "all",
+        grad_checkpointing: bool = False,
     ):
-        super().__init__()
+        super().__init__(
+            num_classes=num_classes or 0,
+            class_dropout_prob=class_dropout_prob,
+            in_channels=in_channels,
+            cfg_channels=cfg_channels,
+            grad_checkpointing=grad_checkpointing or use_checkpoint,
+        )
         if dims != 2:
             raise ValueError(f"dims={dims}: only 2-D inputs (dims=2) are supported")
         channel_mult = _int_list(channel_mult, "channel_mult")
@@ -300,12 +310,7 @@ class UNetModel(nn.Module):
         self.model_channels = model_channels
         self.learn_sigma = learn_sigma
         self.out_channels = out_channels or in_channels * (2 if learn_sigma else 1)
-        self.num_classes = num_classes or 0
         self.attention_resolutions = attention_downsample_rates(attention_resolutions, image_size)
-        self.use_checkpoint = use_checkpoint
-        self.guided_channels = guidance.guided_channel_count(cfg_channels, in_channels)
-        self.class_dropout_prob = class_dropout_prob
-        self.has_null_label = self.num_classes > 0 and class_dropout_prob > 0
 
         time_embed_dim = model_channels * 4
         self.time_embed = nn.Sequential(
@@ -314,8 +319,7 @@ class UNetModel(nn.Module):
             nn.Linear(time_embed_dim, time_embed_dim),
         )
         if self.num_classes:
-            rows = self.num_classes + int(self.has_null_label)
-            self.label_emb = nn.Embedding(rows, time_embed_dim)
+            self.label_emb = nn.Embedding(self.label_rows, time_embed_dim)
 
         def res_block(ch_in, ch_out, **updown):
             return ResBlock(ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, **updown)
@@ -393,21 +397,19 @@ class UNetModel(nn.Module):
     def convert_to_fp32(self) -> None:
         self._convert_torso(torch.float32)
 
+    @property
+    def use_checkpoint(self) -> bool:
+        """guided-diffusion's name of `grad_checkpointing`."""
+        return self.grad_checkpointing
+
     def _embed(
         self, t: torch.Tensor, y: torch.Tensor | None, force_drop_ids: torch.Tensor | None
     ) -> torch.Tensor:
         """Timestep (+ label) embedding [N, 4 * model_channels]; y None means the null label."""
         t_freq = timestep_embedding(t, self.model_channels)
         emb = self.time_embed(t_freq.to(self.time_embed[0].weight.dtype))
-        if not self.num_classes:
-            return emb
-        if y is None:
-            if not self.has_null_label:
-                raise ValueError("y=None needs a null label; build with class_dropout_prob > 0")
-            y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-        elif self.has_null_label and (self.training or force_drop_ids is not None):
-            y = guidance.drop_labels(y, self.num_classes, self.class_dropout_prob, force_drop_ids)
-        return emb + self.label_emb(y)
+        labels = self.labels(y, t, force_drop_ids)
+        return emb if labels is None else emb + self.label_emb(labels)
 
     def forward(
         self,
@@ -425,29 +427,13 @@ class UNetModel(nn.Module):
                 f"UNet expects input [N, {self.in_channels}, H, W] with H and W divisible by {f} "
                 f"(2^(len(channel_mult) - 1)), got {list(x.shape)}"
             )
-        emb = self._embed(t, y, force_drop_ids)
-        recompute = self.use_checkpoint and self.training and torch.is_grad_enabled()
-
-        def run(block, h):
-            return checkpoint(block, h, emb, use_reentrant=False) if recompute else block(h, emb)
-
+        emb = self._embed(t, y, force_drop_ids)  # [N, 4 * model_channels]
         skips = []
         h = x.type(self.dtype)
         for block in self.input_blocks:
-            h = run(block, h)
+            h = self.run_block(block, h, emb)
             skips.append(h)
-        h = run(self.middle_block, h)
+        h = self.run_block(self.middle_block, h, emb)
         for block in self.output_blocks:
-            h = run(block, torch.cat([h, skips.pop()], dim=1))
-        return self.out(h.type(x.dtype))
-
-    def forward_with_cfg(
-        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
-    ) -> torch.Tensor:
-        """Classifier-free guidance on a [cond; uncond] batch (see `speed.models.guidance`)."""
-        if not self.has_null_label:
-            raise ValueError(
-                "classifier-free guidance needs a class-conditional UNet trained with label "
-                "dropout (num_classes > 0, class_dropout_prob > 0)"
-            )
-        return guidance.forward_with_cfg(self.forward, x, t, y, cfg_scale, self.guided_channels)
+            h = self.run_block(block, torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h.type(x.dtype))  # [N, out_channels, H, W]

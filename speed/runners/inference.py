@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
-from speed.generation import generate
+from speed.generation import generate, sampler_from_config
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
@@ -54,6 +54,7 @@ def inference(cfg: DictConfig) -> Path:
     """Generate `num_samples` images; returns the path of the written `.npz`."""
     dist = init_distributed()
     device = dist.device
+    sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
@@ -83,12 +84,10 @@ def inference(cfg: DictConfig) -> Path:
             autoencoder,
             noise,
             None if y is None else y.to(device),
-            sampler=cfg.sampler,
+            sampler=sampler,
             num_steps=cfg.num_steps,
             guidance_scale=scale,
             generator=torch.Generator(device).manual_seed(sampler_seed),
-            clip_denoised=cfg.clip_denoised,
-            eta=cfg.eta,
         )
         for image, path in zip(to_uint8(images), paths):
             save_png(image, path)
@@ -110,6 +109,8 @@ def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
     """Record the sampling settings beside the PNGs; PNGs made with other settings are never
     reused: a mismatch is refused, or cleared with overwrite=true."""
     settings = {key: OmegaConf.to_container(cfg)[key] for key in SETTINGS_KEYS}
+    if cfg.sampler_options:  # recorded only when set, so records of earlier runs still match
+        settings["sampler_options"] = OmegaConf.to_container(cfg.sampler_options)
     record = png_dir / "settings.json"
     if record.is_file() and json.loads(record.read_text()) != settings:
         if not cfg.overwrite:

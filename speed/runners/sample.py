@@ -1,8 +1,8 @@
 """The `sample` phase: image grids to look at (one row per class, one column per seed).
 
-Also renders the periodic grids of the train phase (fixed noise and classes, so grids from
-different steps are comparable), side-by-side grids for several guidance scales, and a
-"denoising strip" of the x0 predictions along the sampling trajectory.
+Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
+along the sampling trajectory. The grids themselves (shared with the train phase's periodic
+grids) are drawn by `speed.generation`.
 """
 
 from __future__ import annotations
@@ -10,82 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from speed.config import save_config
-from speed.generation import generate
-from speed.runners.build import DataSpec, build_autoencoder, build_diffusion, build_sampling_model
+from speed.generation import (
+    enlarge_factor,
+    generate_from_config,
+    grid_inputs,
+    render_grid,
+    sampler_from_config,
+    scales_of,
+)
+from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import init_distributed
 from speed.utils.images import make_grid, save_png, to_uint8, upscale
 
 STRIP_COLUMNS = 8  # x0 snapshots shown in a denoising strip
-MIN_DISPLAY_SIDE = 96  # tiny images are enlarged (nearest neighbour) to at least this side
-
-
-def grid_rows(cfg: DictConfig, num_classes: int) -> list[int] | None:
-    """Class of each grid row: `sample_classes`, else every class (up to 10); None if uncond."""
-    if num_classes == 0:
-        return None
-    if cfg.sample_classes:
-        bad = [c for c in cfg.sample_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
-        return list(cfg.sample_classes)
-    return list(range(min(num_classes, 10)))
-
-
-def grid_noise(spec: DataSpec, rows: int, seeds: int, seed: int, device) -> torch.Tensor:
-    """Noise [rows * seeds, C, h, w]; column j uses seed + j, so a column shares its noise."""
-    columns = [
-        torch.randn(
-            spec.channels, spec.side, spec.side, generator=torch.Generator().manual_seed(seed + j)
-        )
-        for j in range(seeds)
-    ]
-    return torch.stack(columns * rows).to(device)
-
-
-def grid_inputs(cfg: DictConfig, spec: DataSpec, device):
-    """(noise, labels) of a grid: one row per class of `grid_rows` (labels None if uncond)."""
-    rows = grid_rows(cfg, spec.num_classes)
-    seeds = cfg.num_sample_seeds
-    labels = torch.tensor(rows, device=device).repeat_interleave(seeds) if rows else None
-    noise = grid_noise(spec, len(rows) if rows else 1, seeds, cfg.seed, device)
-    return noise, labels
-
-
-def scales_of(cfg: DictConfig) -> list[float]:
-    value = cfg.guidance_scale
-    return [float(s) for s in value] if isinstance(value, (list, ListConfig)) else [float(value)]
-
-
-def generate_from_config(model, diffusion, autoencoder, cfg, noise, labels, scale, **extra):
-    """`generate` with the config's sampler, steps, eta, clipping and seed."""
-    return generate(
-        model,
-        diffusion,
-        autoencoder,
-        noise,
-        labels,
-        sampler=cfg.sampler,
-        num_steps=cfg.num_steps,
-        guidance_scale=scale,
-        generator=torch.Generator(noise.device).manual_seed(cfg.seed),
-        clip_denoised=cfg.clip_denoised,
-        eta=cfg.eta,
-        **extra,
-    )
-
-
-def render_grid(model, diffusion, autoencoder, cfg, scale, noise, labels):
-    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
-    images = generate_from_config(
-        model, diffusion, autoencoder, cfg, noise, labels, scale, progress=True
-    )
-    tiles = to_uint8(images)
-    return upscale(make_grid(tiles, nrow=cfg.num_sample_seeds), _enlarge_factor(tiles.shape[1]))
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
@@ -107,7 +48,7 @@ def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
     return np.concatenate(padded, axis=1)
 
 
-def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale):
+def denoising_strip(model, diffusion, autoencoder, cfg, sampler, noise, labels, scale):
     """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample."""
     keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
     snapshots = []
@@ -117,37 +58,18 @@ def denoising_strip(model, diffusion, autoencoder, cfg, noise, labels, scale):
             snapshots.append(pred_xstart[: noise.shape[0]].clone())
 
     final = generate_from_config(
-        model, diffusion, autoencoder, cfg, noise, labels, scale, callback=collect
+        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=collect
     )
     frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
     tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
-    return upscale(make_grid(tiles, nrow=len(frames)), _enlarge_factor(tiles.shape[1]))
-
-
-def _enlarge_factor(side: int) -> int:
-    return max(1, MIN_DISPLAY_SIDE // side)
-
-
-class TrainingGridSampler:
-    """Grids during training: fixed noise and classes, EMA weights, rank 0 only."""
-
-    def __init__(self, cfg: DictConfig, spec: DataSpec, autoencoder, device):
-        self.cfg, self.autoencoder = cfg, autoencoder
-        self.noise, self.labels = grid_inputs(cfg, spec, device)
-
-    def render(self, ema, diffusion) -> np.ndarray | None:
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return None
-        scale = scales_of(self.cfg)[0]
-        return render_grid(
-            ema, diffusion, self.autoencoder, self.cfg, scale, self.noise, self.labels
-        )
+    return upscale(make_grid(tiles, nrow=len(frames)), enlarge_factor(tiles.shape[1]))
 
 
 def sample(cfg: DictConfig) -> Path:
     """Write `<experiment_dir>/sample/<ckpt-stem>.png`; returns its path."""
     dist = init_distributed()
     device = dist.device
+    sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
@@ -156,7 +78,7 @@ def sample(cfg: DictConfig) -> Path:
     scales = scales_of(cfg)
     pictures = []
     for scale in scales:
-        grid = render_grid(model, diffusion, autoencoder, cfg, scale, noise, labels)
+        grid = render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, labels)
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
         side_by_side(pictures) if len(pictures) > 1 else pictures[0],
@@ -169,6 +91,7 @@ def sample(cfg: DictConfig) -> Path:
             diffusion,
             autoencoder,
             cfg,
+            sampler,
             noise[first_column],
             labels[first_column] if labels is not None else None,
             scales[0],

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
+from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
 from speed.runners.build import (
     build_autoencoder,
@@ -31,7 +32,6 @@ from speed.runners.build import (
     data_spec,
     load_state_strict,
 )
-from speed.runners.sample import TrainingGridSampler
 from speed.utils.checkpoint import (
     atomic_torch_save,
     checkpoint_name,

@@ -67,6 +67,9 @@ def test_sampler_options_reach_the_sampler_and_name_the_setting(tiny):
     deterministic, stochastic = run(tiny, [("ddim", 3, {}), ("ddim", 3, {"eta": 1.0})], 6)
     assert [deterministic["setting"], stochastic["setting"]] == ["ddim-3", "ddim-3 eta=1"]
     assert np.abs(deterministic["images"].astype(int) - stochastic["images"]).max() > 10
+    grids = run(tiny, [("dpm_solver++", 3, {}), ("dpm_solver++", 3, {"grid": "time_uniform"})], 6)
+    assert grids[1]["setting"] == "dpm_solver++-3 grid=time_uniform"
+    assert np.abs(grids[0]["images"].astype(int) - grids[1]["images"]).max() > 0
 
 
 def test_score_is_zero_for_the_reference_itself(tmp_path):

@@ -156,3 +156,12 @@ def test_a_failing_case_is_recorded_not_raised():
     args = argparse.Namespace(device="cpu", threads=1, warmup=1, repeats=1)
     result = throughput.run_case(throughput.Case("DiT-Q/2", 2, "fp32"), args)
     assert result["model"] == "DiT-Q/2" and "unknown DiT model name" in result["error"]
+
+
+def test_both_backbones_take_the_one_checkpointing_switch(monkeypatch):
+    monkeypatch.setattr(throughput, "LATENT_SHAPE", (4, 8, 8))
+    small = dict(model_channels=32, channel_mult=(1, 2), attention_resolutions="4")
+    monkeypatch.setattr(throughput, "ADM_LATENT_UNET", {**throughput.ADM_LATENT_UNET, **small})
+    for name in ("ADM-UNet", "DiT-S/8"):
+        for flag in (False, True):
+            assert throughput.build_model(name, flag).grad_checkpointing is flag

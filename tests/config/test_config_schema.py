@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytest
+import yaml
 
 from speed.config_schema import NODES, PHASES, ROOT_TYPES, RootConfig, root_defaults, type_mismatch
 
@@ -15,6 +16,25 @@ def test_root_keys_are_the_dataclass_fields_and_distinct_from_nodes():
     assert not set(names) & set(NODES) and not set(names) & set(PHASES)
     for name, value in root_defaults().items():  # every default fits its own type
         assert type_mismatch(value, ROOT_TYPES[name]) is None, name
+
+
+BASE_YAML = Path(__file__).resolve().parents[2] / "configs/base.yaml"
+
+
+def test_configs_base_yaml_repeats_every_root_default():
+    """configs/base.yaml lists the root keys for readers; RootConfig is what the loader uses. A
+    default changed in one and not the other fails here, key by key."""
+    text = BASE_YAML.read_text()
+    base = yaml.safe_load(text)
+    root = {key: value for key, value in base.items() if key not in NODES and key not in PHASES}
+    defaults = root_defaults()
+    assert sorted(root) == sorted(defaults)
+    for key, value in defaults.items():
+        assert root[key] == value and type(root[key]) is type(value), key
+    for line in text.splitlines():  # each root key carries a comment with its meaning
+        key = line.split(":")[0]
+        if key in defaults:
+            assert "#" in line, key
 
 
 @pytest.mark.parametrize(

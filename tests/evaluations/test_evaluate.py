@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluations import metrics
-from evaluations.evaluate import compute_metrics, format_report, source_stats
+from evaluations import evaluator, metrics
+from evaluations.evaluate import (
+    ALL_METRICS,
+    METRICS,
+    Metric,
+    compute_metrics,
+    format_report,
+    metric_settings,
+    source_stats,
+)
 from evaluations.image_io import ImageSource, load_source
 from evaluations.reference import FeatureStats
 
@@ -135,3 +143,55 @@ def test_adm_statistics_are_used_only_with_the_tf_inception(
     expected = metrics.frechet_distance(*metrics.feature_statistics(tiny_features(fake)), mu, sigma)
     assert used["fid"]["value"] == pytest.approx(expected, rel=1e-6)
     assert "precomputed statistics" in used["reference"]["origin"]
+
+
+def _mean_gap(ref, fake, extractor, *, power: int = 1) -> dict:
+    """A toy metric: |mean feature difference| ** power."""
+    gap = float(np.abs(fake.mu - ref.mu).mean()) ** power
+    return {"value": gap, "power": power, "extractor": extractor.name}
+
+
+def test_a_registered_metric_is_computed_reported_and_set_from_the_command_line(
+    image_sets, tiny_extractor_cls, tiny_features, monkeypatch
+):
+    monkeypatch.setitem(METRICS, "mean_gap", Metric(_mean_gap, "mean gap", help={"power": "p"}))
+    root, ref, fake = image_sets
+    result = _metrics(
+        load_source(root / "ref.npz"),
+        load_source(root / "fake.npz"),
+        tiny_extractor_cls(),
+        which=("fid", "mean_gap"),
+        power=2,
+    )
+    gap = np.abs(tiny_features(fake).mean(0) - tiny_features(ref).mean(0)).mean()
+    assert result["mean_gap"]["value"] == pytest.approx(gap**2, rel=1e-6)
+    assert result["mean_gap"]["power"] == 2
+    assert f"mean gap: {result['mean_gap']['value']:.4f}" in format_report(result)
+    args = evaluator.parse_args(["ref.npz", "fake.npz", "--power", "3"])
+    assert args.power == 3 and args.pr_k == 3 and args.kid_subsets == 100
+
+
+def test_the_registry_lists_every_metric_and_setting_once():
+    assert ALL_METRICS == tuple(METRICS)
+    assert metric_settings() == {
+        "is_split_size": (5000, "IS images per split, as ADM's evaluator"),
+        "kid_subsets": (100, "KID random subset pairs"),
+        "kid_subset_size": (1000, "KID images per subset (capped at the set sizes)"),
+        "seed": (0, "KID subset draws"),
+        "pr_k": (3, "precision/recall: k-th neighbour radius"),
+    }
+    labels = [label for name, metric in METRICS.items() for label in metric.labels(name).values()]
+    assert labels == ["FID", "sFID", "IS", "KID", "precision", "recall", "class accuracy"]
+    for metric in METRICS.values():  # explained on the command line, one default per name
+        assert set(metric.help) == set(metric.settings)
+        for name, default in metric.settings.items():
+            assert metric_settings()[name][0] == default
+
+
+def test_unknown_metric_or_setting_is_refused_with_the_closest_name(image_sets, tiny_extractor_cls):
+    root, _, _ = image_sets
+    ref, fake = load_source(root / "ref.npz"), load_source(root / "fake.npz")
+    with pytest.raises(ValueError, match="did you mean 'kid_subsets'"):
+        _metrics(ref, fake, tiny_extractor_cls(), kid_subset=5)
+    with pytest.raises(ValueError, match="unknown metrics"):
+        _metrics(ref, fake, tiny_extractor_cls(), which=("fdi",))

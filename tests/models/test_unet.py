@@ -219,20 +219,23 @@ def test_state_dict_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
+    """Off, then on under guided-diffusion's name and under the name shared with DiT."""
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([1, 900]), torch.tensor([0, 2])
     grads, losses, keys = [], [], []
-    for flag in (False, True):
-        model = randomize_(tiny_unet(use_checkpoint=flag, dropout=0.3)).train()
+    for switch in ({}, {"use_checkpoint": True}, {"grad_checkpointing": True}):
+        model = randomize_(tiny_unet(**switch, dropout=0.3)).train()
+        assert model.grad_checkpointing == model.use_checkpoint == bool(switch)
         torch.manual_seed(0)  # same dropout masks; checkpointing must replay them
         loss = model(x, t, y).square().sum()
         loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
         losses.append(loss.detach())
         keys.append(list(model.state_dict()))
-    assert keys[0] == keys[1]
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+    for other in (1, 2):
+        assert keys[0] == keys[other]
+        torch.testing.assert_close(losses[0], losses[other], atol=1e-6, rtol=1e-6)
+        for name in grads[0]:
+            torch.testing.assert_close(grads[0][name], grads[other][name], atol=1e-6, rtol=1e-5)
 
 
 def test_label_table_null_row_and_unconditional_mode():

@@ -1,6 +1,7 @@
 """Inference: images depend on the seed and image index only (not on the number of processes),
 and an interrupted run resumes to the same `.npz`."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speed.config import load_config
-from speed.runners.inference import inference
+from speed.config import ConfigError, load_config
+from speed.runners.inference import _claim_png_dir, inference
 from speed.runners.train import train
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
@@ -52,3 +53,20 @@ def test_interrupted_inference_resumes_to_the_same_npz(trained_run, demo_config,
     assert np.array_equal(first["arr_0"], second["arr_0"])
     assert np.array_equal(first["arr_1"], second["arr_1"])
     assert kept.stat().st_mtime_ns == kept_mtime  # finished batches are not redrawn
+
+
+def test_sampler_options_are_part_of_the_recorded_settings(tmp_path, demo_config):
+    png_dir = tmp_path / "pngs"
+    plain = load_config(demo_config, "inference", [])
+    _claim_png_dir(png_dir, plain)
+    record = json.loads((png_dir / "settings.json").read_text())
+    assert "sampler_options" not in record and record["eta"] == 1.0  # as recorded before
+    _claim_png_dir(png_dir, plain)  # same settings: accepted
+    (png_dir / "000000.png").write_bytes(b"")
+    grid = ["sampler=dpm_solver++", "sampler_options.grid=time_uniform"]
+    with pytest.raises(ConfigError, match="other settings"):
+        _claim_png_dir(png_dir, load_config(demo_config, "inference", grid))
+    _claim_png_dir(png_dir, load_config(demo_config, "inference", [*grid, "overwrite=true"]))
+    record = json.loads((png_dir / "settings.json").read_text())
+    assert record["sampler_options"] == {"grid": "time_uniform"}
+    assert not (png_dir / "000000.png").exists()

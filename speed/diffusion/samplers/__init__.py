@@ -6,9 +6,15 @@ Every sampler has the signature
 and respaces `diffusion`'s original schedule to `num_steps` itself; `model(x, t, **model_kwargs)`
 is always called with original timesteps (long [N]). Classifier-free guidance is a property of the
 model passed in (e.g. `model.forward_with_cfg` with `cfg_scale` in model_kwargs), so every sampler
-supports it unchanged. Common options: `clip_denoised` (default False) and `callback`
-(fn(step_index, t, x, pred_xstart) after each step); `eta` for "ddim"; `grid` ("logSNR" or
-"time_uniform") for "dpm_solver++". An unknown option raises TypeError naming it.
+supports it unchanged.
+
+A sampler's options are its keyword-only parameters (`sampler_options(name)`), each with its
+default and annotation: `clip_denoised` (every sampler), `eta` ("ddim"), `grid` ("logSNR" or
+"time_uniform", "dpm_solver++"). `callback` (fn(step_index, t, x, pred_xstart) after each step)
+is keyword-only too but is passed by the caller, never configured. An annotation may carry
+`AtLeast(low)` (`typing.Annotated`) so a config value is range-checked before sampling starts
+(`speed.generation.build_sampler`); called directly with an unknown option, a sampler raises
+TypeError naming it. A new sampler is one module plus one line in `SAMPLERS`.
 
 Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "plms", "dpm_solver++" (2M).
 """
@@ -16,8 +22,12 @@ Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "plms", "dpm_sol
 from __future__ import annotations
 
 import difflib
+import inspect
+import typing
 from collections.abc import Callable
+from typing import Any
 
+from speed.diffusion.samplers.common import AtLeast
 from speed.diffusion.samplers.ddim import ddim_sample, euler_sample
 from speed.diffusion.samplers.ddpm import ddpm_sample
 from speed.diffusion.samplers.dpm_solver import dpm_solver_pp_sample
@@ -41,12 +51,30 @@ def get_sampler(name: str) -> Callable:
     raise ValueError(f"unknown sampler {name!r}{hint}; choose one of {sorted(SAMPLERS)}")
 
 
+CALLER_KEYWORDS = ("callback",)  # keyword-only arguments the caller passes, not options
+
+
+def sampler_options(name: str) -> dict[str, tuple[Any, Any]]:
+    """{option: (default, annotation)} of sampler `name`: its keyword-only parameters except
+    `CALLER_KEYWORDS`. Annotations are evaluated, `Annotated` metadata (e.g. `AtLeast`) kept."""
+    fn = get_sampler(name)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return {
+        p.name: (p.default, hints.get(p.name, Any))
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in CALLER_KEYWORDS
+    }
+
+
 __all__ = [
+    "CALLER_KEYWORDS",
     "SAMPLERS",
+    "AtLeast",
     "ddim_sample",
     "ddpm_sample",
     "dpm_solver_pp_sample",
     "euler_sample",
     "get_sampler",
     "plms_sample",
+    "sampler_options",
 ]

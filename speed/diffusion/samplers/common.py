@@ -7,12 +7,21 @@ index i stands for original timestep `timestep_map[i]`; the model always sees or
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from speed.diffusion.respace import SpacedDiffusion, respace, space_timesteps
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """`typing.Annotated` metadata of a numeric sampler option: its smallest valid value, checked
+    when the sampler is built from a config (`speed.generation.build_sampler`)."""
+
+    low: float
 
 
 def check_num_steps(diffusion, num_steps) -> int:

@@ -9,10 +9,11 @@ the variables x / sqrt(abar), sqrt(1 / abar - 1)); eta = 1 is DDPM-like.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
 
-from speed.diffusion.samplers.common import follow, stride_spacing
+from speed.diffusion.samplers.common import AtLeast, follow, stride_spacing
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     *,
-    eta: float = 0.0,
+    eta: Annotated[float, AtLeast(0.0)] = 0.0,
     clip_denoised: bool = False,
     callback: Callable | None = None,
 ) -> torch.Tensor:

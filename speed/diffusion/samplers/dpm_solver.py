@@ -26,6 +26,7 @@ logSNR grid it also lowers the 10-step error on the Gaussian test of tests/diffu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ def dpm_solver_pp_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     *,
-    grid: str = "logSNR",
+    grid: Literal["logSNR", "time_uniform"] = "logSNR",
     clip_denoised: bool = False,
     callback: Callable | None = None,
 ) -> torch.Tensor:
