@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
-from speed.generation import generate, sampler_from_config
+from speed.generation import generate, sampler_from_config, scales_of
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
@@ -54,6 +54,7 @@ def inference(cfg: DictConfig) -> Path:
     """Generate `num_samples` images; returns the path of the written `.npz`."""
     dist = init_distributed()
     device = dist.device
+    scale = _one_guidance_scale(cfg)
     sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
@@ -68,7 +69,6 @@ def inference(cfg: DictConfig) -> Path:
 
     num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     labels = sample_labels(cfg, spec.num_classes, num_samples)
-    scale = float(cfg.guidance_scale)
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
     for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
         indices = range(b * batch, min(num_samples, (b + 1) * batch))
@@ -97,6 +97,20 @@ def inference(cfg: DictConfig) -> Path:
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
     barrier()
     return npz_path
+
+
+def _one_guidance_scale(cfg: DictConfig) -> float:
+    """The guidance scale of an inference run; a list (the sample phase's side-by-side grids) is
+    refused here, before anything is written, with the sweep that runs one inference per value."""
+    scales = scales_of(cfg)
+    if len(scales) != 1:
+        values = ",".join(f"{s:g}" for s in scales)
+        raise ConfigError(
+            f"guidance_scale: inference takes one value, got {list(scales)}; run one inference "
+            f"per value with `-m guidance_scale={values}` (each in its own folder), or use "
+            "-p sample for side-by-side grids"
+        )
+    return scales[0]
 
 
 SETTINGS_KEYS = (

@@ -70,3 +70,17 @@ def test_sampler_options_are_part_of_the_recorded_settings(tmp_path, demo_config
     record = json.loads((png_dir / "settings.json").read_text())
     assert record["sampler_options"] == {"grid": "time_uniform"}
     assert not (png_dir / "000000.png").exists()
+
+
+def test_a_list_of_guidance_scales_is_refused_in_one_line_before_anything_is_written(
+    trained_run, demo_config, tiny_overrides
+):
+    words = [*tiny_overrides(trained_run, steps=1), "guidance_scale=[1,2]"]
+    with pytest.raises(ConfigError, match=r"-m guidance_scale=1,2") as error:
+        inference(load_config(demo_config, "inference", words))
+    assert "\n" not in str(error.value)
+    assert not (trained_run / "inference").exists()
+    words[-1] = "guidance_scale=[2.0]"  # one value in a list is one value
+    npz = inference(load_config(demo_config, "inference", words))
+    settings = json.loads((npz.with_suffix("") / "settings.json").read_text())
+    assert settings["guidance_scale"] == [2.0]
