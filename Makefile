@@ -8,7 +8,7 @@ RUNS   := runs/animals
 ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/k5,ablations/lam06])
 STEPS  ?= 2000
 
-.PHONY: install test lint demo ablations clean
+.PHONY: install test lint demo ablations gpu-check clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,10 @@ ablations: install
 	test -f runs/domain_classifier.pt || $(PY) -m evaluations.domain_classifier --out runs/domain_classifier.pt
 	$(PY) -m speed.sweep.evaluate $(RUNS) --ref $(RUNS)/reference.npz --features domain
 	$(PY) -m speed.sweep.summary $(RUNS)
+
+# The CUDA path on a GPU (tests, DiT-XL/2 throughput, sampling): one line and exit 0 without one.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -159,7 +159,7 @@ def test_torchvision_state_dict_gives_logits(tmp_path, random_images):
     np.testing.assert_allclose(out.logits, out.features @ weight.T + bias, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.gpu
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_extraction_matches_cpu(random_images):
     if not default_inception_path().is_file():
