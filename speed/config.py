@@ -51,15 +51,13 @@ from speed.config_schema import (
     root_defaults,
     type_mismatch,
 )
+from speed.errors import ConfigError, MissingFileError
+from speed.utils.atomic import atomic_write
 
 if not OmegaConf.has_resolver("now"):
     OmegaConf.register_new_resolver(
         "now", lambda pattern: datetime.now().strftime(pattern), use_cache=True
     )
-
-
-class ConfigError(ValueError):
-    """A mistake in a config file or on the command line (the message is one line)."""
 
 
 # ---- public API ----
@@ -90,7 +88,7 @@ def find_config_files(config_path: str | os.PathLike) -> list[Path]:
     """The files merged for `config_path`, in merge order (all `base.yaml`s, then the file)."""
     path = Path(config_path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {config_path}")
+        raise MissingFileError(f"config file not found: {config_path}")
     path = path.resolve()
     folders = [path.parent, *path.parent.parents]
     root = next((i for i, folder in enumerate(folders) if folder.name == "configs"), 0)
@@ -125,12 +123,8 @@ def config_to_yaml(cfg) -> str:
 
 
 def save_config(cfg, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML; atomic (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(config_to_yaml(cfg))
-    os.replace(tmp, path)
+    """Write the resolved config as YAML, atomically."""
+    atomic_write(path, config_to_yaml(cfg))
 
 
 # ---- reading and merging ----

@@ -21,6 +21,7 @@ from evaluations.evaluate import FEATURE_KINDS, compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
+from speed.run import RunDir
 from speed.sweep.state import find_sweep_dir, read_record
 
 METRICS_SUFFIX = ".metrics.json"
@@ -28,7 +29,7 @@ METRICS_SUFFIX = ".metrics.json"
 
 def newest_samples(run_dir: Path) -> Path | None:
     """The run's most recently written inference `.npz`, if any."""
-    npzs = list((run_dir / "inference").glob("*.npz"))
+    npzs = list(RunDir(run_dir).inference.glob("*.npz"))
     return max(npzs, key=lambda p: p.stat().st_mtime) if npzs else None
 
 

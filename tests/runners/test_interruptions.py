@@ -11,8 +11,9 @@ import torch
 
 from speed.config import load_config
 from speed.diffusion.respace import SpacedDiffusion
+from speed.models import load_checkpoint
+from speed.run import latest_checkpoint
 from speed.runners.train import NonFiniteLossError, train
-from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
