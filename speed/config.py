@@ -51,7 +51,7 @@ from speed.config_schema import (
     root_defaults,
     type_mismatch,
 )
-from speed.errors import ConfigError, MissingFileError
+from speed.errors import ConfigError, MissingFileError, UserError
 from speed.utils.atomic import atomic_write
 
 if not OmegaConf.has_resolver("now"):
@@ -100,8 +100,10 @@ def find_config_files(config_path: str | os.PathLike) -> list[Path]:
 def instantiate(node, **kwargs):
     """Build the object a `_target_` node describes; `kwargs` add to or override its keys.
 
-    Lists and dicts reach the target as Python lists and dicts. An error raised by the target
-    itself propagates unchanged (not wrapped by Hydra).
+    Lists and dicts reach the target as Python lists and dicts. The target's constructor checks
+    its arguments (a bad value is a ValueError naming it): that ValueError becomes a ConfigError
+    naming the node, and a FileNotFoundError a MissingFileError, the cause chained; any other
+    error raised by the target propagates unchanged (not wrapped by Hydra).
     """
     name = node._get_full_key(None) if OmegaConf.is_config(node) else ""
     name = name or "node"
@@ -112,9 +114,15 @@ def instantiate(node, **kwargs):
     try:
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
-        if err.__cause__ is not None:
-            raise err.__cause__ from None
-        raise ConfigError(f"{name}: {_one_line(err)}") from None
+        cause = err.__cause__
+        if isinstance(cause, UserError) or cause is None:
+            raise (cause or ConfigError(f"{name}: {_one_line(err)}")) from None
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            message = _one_line(cause)
+            message = message if message.startswith(name) else f"{name}: {message}"
+            kind = ConfigError if isinstance(cause, ValueError) else MissingFileError
+            raise kind(message) from cause
+        raise cause from None
 
 
 def config_to_yaml(cfg) -> str:

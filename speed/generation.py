@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from speed.diffusion.samplers import get_sampler
+from speed.diffusion.samplers.common import check_num_steps
+from speed.errors import ConfigError
 
 
 @torch.no_grad()
@@ -41,7 +43,11 @@ def generate(
         eta: DDIM stochasticity (used by the ddim sampler only).
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
     """
-    sample_fn = get_sampler(sampler)
+    try:  # the config's sampler and num_steps, checked before any work
+        sample_fn = get_sampler(sampler)
+        check_num_steps(diffusion, num_steps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     options = {"clip_denoised": clip_denoised, "callback": callback}
     if sampler == "ddim":
         options["eta"] = eta

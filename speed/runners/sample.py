@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from PIL import Image, ImageDraw
 
-from speed.config import save_config
+from speed.config import ConfigError, save_config
 from speed.generation import generate
 from speed.run import RunDir
 from speed.runners.build import DataSpec, build_autoencoder, build_diffusion, build_sampling_model
@@ -32,7 +32,7 @@ def grid_rows(cfg: DictConfig, num_classes: int) -> list[int] | None:
     if cfg.sample_classes:
         bad = [c for c in cfg.sample_classes if not 0 <= c < num_classes]
         if bad:
-            raise ValueError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
+            raise ConfigError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
         return list(cfg.sample_classes)
     return list(range(min(num_classes, 10)))
 

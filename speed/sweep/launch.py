@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from speed.config import instantiate
+from speed.errors import MissingFileError
 from speed.run import DONE, RESUME, phase_state
 from speed.sweep.expand import Sweep, expand_sweep, load_run_configs
 from speed.sweep.slurm import (
@@ -74,7 +75,7 @@ def _states(sweep: Sweep, configs: list[DictConfig]) -> list[str]:
         try:
             states.append(phase_state(sweep.phase, cfg))
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"run '{run.name}': {err}") from None
+            raise MissingFileError(f"run '{run.name}': {err}") from None
     return states
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from speed.errors import MissingFileError
 from speed.run import DONE
 from speed.sweep.expand import SWEEP_FOLDER, Sweep
 from speed.utils.atomic import atomic_write
@@ -29,7 +30,7 @@ def find_sweep_dir(path: str | os.PathLike) -> Path:
     for folder in (path / SWEEP_FOLDER, path):
         if (folder / RECORD_FILE).is_file():
             return folder
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no {SWEEP_FOLDER}/{RECORD_FILE} under {path}; give the experiment_dir of a sweep "
         "(run one with main.py -m first)"
     )
