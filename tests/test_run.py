@@ -236,12 +236,13 @@ def test_train_state_round_trip(tmp_path):
     saved = _trained(seed=1)
     rng = [get_rng_state(), get_rng_state()]  # two ranks
     path = saved.save(tmp_path / "0000012.pt", rng)
-    expected_next = torch.rand(3)  # what the generator draws after the saved state
+    expected_next = torch.rand(3), np.random.rand(2)  # the draws after the saved states
 
     restored = _train_state(seed=2)
     assert not torch.equal(restored.model.weight, saved.model.weight)
     restored.load(path, rank=1, world_size=2)
-    assert torch.equal(torch.rand(3), expected_next)  # rank 1's RNG state restored
+    assert torch.equal(torch.rand(3), expected_next[0])  # rank 1's RNG states restored
+    assert np.array_equal(np.random.rand(2), expected_next[1])
     assert (restored.step, restored.epoch, restored.batches_in_epoch) == (12, 3, 5)
     assert restored.timestep_sampler.state_dict() == {"step": 7}
     _assert_equal(restored.state_dict(rng), {**saved.state_dict(rng), "config": {"seed": 2}})
@@ -324,9 +325,18 @@ def test_weight_loader_training_checkpoint(tmp_path, torch_loads):
     torch_loads.clear()
     model = load_pretrained(nn.Linear(3, 2), path)
     _assert_equal(model.state_dict(), state.emas[0].state_dict())
-    assert torch_loads == [True, False]  # numpy RNG states need the full unpickler
+    assert torch_loads == [True]  # tensors and Python values only: the safe unpickler
     model = load_pretrained(nn.Linear(3, 2), path, use_ema=False)
     _assert_equal(model.state_dict(), state.model.state_dict())
+
+
+def test_weight_loader_falls_back_for_files_holding_other_objects(tmp_path, torch_loads):
+    """Checkpoints of earlier versions kept numpy's RNG state as an array."""
+    ckpt = {"model": filled(3.0).state_dict(), "rng": [{"numpy": np.random.get_state()}]}
+    torch.save(ckpt, tmp_path / "old.pt")
+    model = load_pretrained(filled(0.0), tmp_path / "old.pt")
+    assert all(torch.all(p == 3.0) for p in model.parameters())
+    assert torch_loads == [True, False]
 
 
 def test_weight_loader_rejects_a_file_without_weights(tmp_path):

@@ -1,4 +1,4 @@
-"""Smoke runs of every phase on a tiny config: each writes the files DESIGN.md names."""
+"""Smoke runs of every phase on a tiny config: each writes the files of a run's layout."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ def test_train_inference_sample_write_every_file(tmp_path, demo_config, tiny_ove
     assert (run / "train/config.yaml").is_file()
     assert (run / "train/samples/0000002.png").is_file()
     assert any((run / "train/logs/tensorboard").iterdir())
-    state = load_checkpoint(last)
+    state = torch.load(last, map_location="cpu", weights_only=True)  # safe to unpickle
     assert {"model", "ema", "opt", "step", "rng", "config"} <= set(state)
     assert state["step"] == 2
 
