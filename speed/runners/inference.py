@@ -21,7 +21,7 @@ from speed.config import ConfigError, save_config
 from speed.generation import generate
 from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
-from speed.utils.atomic import atomic_path
+from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
@@ -121,8 +121,7 @@ def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
             )
         for old in png_dir.glob("*.png"):
             old.unlink()
-    png_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=1))
+    atomic_write(record, json.dumps(settings, indent=1))
 
 
 def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:

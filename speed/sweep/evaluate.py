@@ -23,6 +23,7 @@ from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
 from speed.run import RunDir
 from speed.sweep.state import find_sweep_dir, read_record
+from speed.utils.atomic import atomic_write
 
 METRICS_SUFFIX = ".metrics.json"
 
@@ -65,7 +66,7 @@ def evaluate_sweep(
             ref, load_npz(npz_path), extractor, which, batch_size, device, progress
         )
         metrics["reference_path"] = ref_path
-        out.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write(out, json.dumps(metrics, indent=2) + "\n")
         results[entry["name"]] = metrics
         print(f"{entry['name']}: FID {metrics['fid']['value']:.4f} ({npz_path})", flush=True)
     return results
