@@ -4,6 +4,10 @@ Phases: train, inference, sample, extract (encode a dataset into a latent cache)
 the resolved config and exit). With -m/--multirun, swept values (`diffusion.k=1,5,10`,
 `range(...)`, `choice(...)`, `config=glob(...)`) run one experiment per combination, each in
 `<experiment_dir>/sweep/<key=value,...>/` (see README "Sweeps and clusters").
+
+A mistake the user can fix (`speed.errors.UserError`: a config value, a missing file) prints one
+`error: ...` line and exits with 2 (SPEED_DEBUG=1 shows its traceback); any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from speed.config import ConfigError, config_to_yaml, load_config
+from speed.config import config_to_yaml, load_config
+from speed.errors import UserError
 
 PHASES = {
     "train": "speed.runners.train:train",
@@ -24,7 +29,6 @@ PHASES = {
     "extract": "speed.runners.extract:extract",
     "config": None,
 }
-USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
             print(config_to_yaml(cfg), end="")
             return 0
         run_phase(phase, cfg)
-    except USER_ERRORS as error:
+    except UserError as error:  # anything else is a bug: its traceback is kept
         if os.environ.get("SPEED_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from speed.run import RunDir
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO = "configs/image/animals/base.yaml"
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
             python, "main.py", "-c", DEMO, "-p", "train", f"experiment_dir={run_dir}",
             f"max_training_steps={args.demo_steps}", f"ckpt_every={args.demo_steps}",
             "sample_every=0", "wandb=disabled", "overwrite=true"], 180, work))  # fmt: skip
-        ckpt = run_dir / "train" / "checkpoints" / f"{args.demo_steps:07d}.pt"
+        ckpt = RunDir(run_dir).checkpoint(args.demo_steps)
         steps.append(run_step("sampling benchmark", [
             python, "benchmarks/sampling.py", "--quick", "--device", "cuda", "--ckpt", str(ckpt),
             "--out", str(work / "sampling_cuda")], 240, work))  # fmt: skip

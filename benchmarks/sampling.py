@@ -35,6 +35,7 @@ from evaluations.image_io import ImageSource
 from speed.config import load_config
 from speed.experiments.export_reference import export_reference
 from speed.generation import generate
+from speed.run import RunDir, latest_checkpoint
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,
@@ -42,12 +43,11 @@ from speed.runners.build import (
     build_sampling_model,
 )
 from speed.runners.inference import SAMPLER_STREAM, image_noise, sample_labels
-from speed.utils.checkpoint import latest_checkpoint
 from speed.utils.images import to_uint8
 from speed.utils.seeding import derived_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_RUN = Path("runs/animals")
+DEFAULT_RUN = RunDir(Path("runs/animals"))
 # (sampler, model calls, sampler options); the first is left out by --quick.
 SETTINGS = [
     ("ddpm", 250, {}),
@@ -240,14 +240,14 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
 def checkpoint_and_config(ckpt: Path | None) -> tuple[Path, Path]:
     """The checkpoint (default: newest of the demo run) and the config saved beside it."""
     if ckpt is None:
-        ckpt = latest_checkpoint(DEFAULT_RUN / "train" / "checkpoints")
+        ckpt = latest_checkpoint(DEFAULT_RUN.checkpoints)
         if ckpt is None:
             raise FileNotFoundError(
-                f"no checkpoint in {DEFAULT_RUN}/train/checkpoints; run `make demo` or pass --ckpt"
+                f"no checkpoint in {DEFAULT_RUN.checkpoints}; run `make demo` or pass --ckpt"
             )
     if not ckpt.is_file():
         raise FileNotFoundError(f"--ckpt {ckpt}: no such file")
-    config = ckpt.parent.parent / "config.yaml"
+    config = RunDir(ckpt.parent.parent.parent).config_file("train")
     if not config.is_file():
         raise FileNotFoundError(f"{config} not found: --ckpt must lie in <run>/train/checkpoints")
     return ckpt, config

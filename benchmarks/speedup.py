@@ -57,6 +57,7 @@ from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.curve import evaluate_run
 from speed.experiments.export_reference import export_reference
+from speed.run import DONE, RunDir, checkpoint_stem, phase_state
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,
@@ -65,7 +66,8 @@ from speed.runners.build import (
 )
 from speed.runners.train import train
 from speed.sweep.expand import Sweep, SweepRun, expand_sweep, load_run_configs
-from speed.sweep.state import DONE, record_sweep, run_state, set_status
+from speed.sweep.state import record_sweep, set_status
+from speed.utils.atomic import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -329,16 +331,16 @@ class Scorer:
         plan = self.plan
         domain = self.curve(run, sweep, [plan.steps], plan.guidance, num=plan.final_samples)
         tag = f"domain_n{plan.final_samples}_g{plan.guidance:g}"
-        run_dir = run.sweep_run.run_dir(sweep.sweep_dir)
-        npz = run_dir / "curve" / tag / "inference" / f"{plan.steps:07d}.npz"
-        cache = run_dir / "curve" / f"inception_n{plan.final_samples}_g{plan.guidance:g}.json"
+        run_dir = RunDir(run.sweep_run.run_dir(sweep.sweep_dir))
+        npz = run_dir.curve_run(tag).inference_npz(checkpoint_stem(plan.steps))
+        cache = run_dir.curve_results(f"inception_n{plan.final_samples}_g{plan.guidance:g}")
         if cache.is_file():
             inception = json.loads(cache.read_text())
         else:
             extractor, ref = self.inception
             result = compute_metrics(ref, load_npz(npz), extractor, ("fid",), progress=False)
             inception = {"fid": result["fid"]["value"], "extractor": extractor.name}
-            cache.write_text(json.dumps(inception) + "\n")
+            atomic_write(cache, json.dumps(inception) + "\n")
         return {"domain": domain[plan.steps], "inception": inception}
 
 
@@ -374,7 +376,7 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
     plan = scorer.plan
     (cfg,) = load_run_configs(dataclasses.replace(sweep, runs=(run.sweep_run,)), ("resume=true",))
     start = time.perf_counter()
-    if run_state("train", cfg) != DONE:
+    if phase_state("train", cfg) != DONE:
         set_status(sweep.sweep_dir, run.name, "train", "running")
         train(cfg)
     set_status(sweep.sweep_dir, run.name, "train", DONE)
@@ -389,7 +391,7 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
         "seed": run.seed,
         "steps": plan.steps,
         "train_seconds_this_attempt": round(train_seconds, 1),
-        "sec_per_step": _mean_sec_per_step(Path(cfg.experiment_dir)),
+        "sec_per_step": _mean_sec_per_step(RunDir.of(cfg)),
         "curve": _str_keys(scorer.curve(run, sweep, plan.checkpoint_steps, plan.guidance)),
         "curve_guidance1": _str_keys(scorer.curve(run, sweep, g1_steps, 1.0)),
         "final": scorer.final(run, sweep),
@@ -421,12 +423,7 @@ def load_records(folder: Path) -> dict[str, dict]:
 
 
 def write_record(folder: Path, record: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record['name']}.json"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(folder / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
 
 
 def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tuple[int, int],
@@ -511,9 +508,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _mean_sec_per_step(run_dir: Path) -> float | None:
+def _mean_sec_per_step(run: RunDir) -> float | None:
     """Mean `sec_per_step` of the run's training log (all attempts)."""
-    path = run_dir / "train" / "logs" / "metrics.jsonl"
+    path = run.metrics_file
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     values = [row["sec_per_step"] for row in rows if "sec_per_step" in row]
     return statistics.fmean(values) if values else None

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluations.features import FeatureExtractor, file_digest, to_float_nchw
-from speed.utils.checkpoint import atomic_torch_save
+from speed.utils.atomic import atomic_write
 
 DEFAULT_DOMAIN_PATH = Path("runs/domain_classifier.pt")
 FORMAT = "speed-domain-classifier-v1"
@@ -135,7 +135,7 @@ def train_domain_classifier(
     meta["train_accuracy"] = _accuracy(model, x[train], y[train], batch_size)
     meta["val_accuracy"] = _accuracy(model, x[val], y[val], batch_size) if num_val else None
     meta.update(num_train=len(train), num_val=num_val)
-    atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, out_path)
+    atomic_write(out_path, {"state_dict": model.state_dict(), "meta": meta})
     return meta
 
 

@@ -51,15 +51,13 @@ from speed.config_schema import (
     root_defaults,
     type_mismatch,
 )
+from speed.errors import ConfigError, MissingFileError, UserError
+from speed.utils.atomic import atomic_write
 
 if not OmegaConf.has_resolver("now"):
     OmegaConf.register_new_resolver(
         "now", lambda pattern: datetime.now().strftime(pattern), use_cache=True
     )
-
-
-class ConfigError(ValueError):
-    """A mistake in a config file or on the command line (the message is one line)."""
 
 
 # ---- public API ----
@@ -90,7 +88,7 @@ def find_config_files(config_path: str | os.PathLike) -> list[Path]:
     """The files merged for `config_path`, in merge order (all `base.yaml`s, then the file)."""
     path = Path(config_path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {config_path}")
+        raise MissingFileError(f"config file not found: {config_path}")
     path = path.resolve()
     folders = [path.parent, *path.parent.parents]
     root = next((i for i, folder in enumerate(folders) if folder.name == "configs"), 0)
@@ -102,8 +100,10 @@ def find_config_files(config_path: str | os.PathLike) -> list[Path]:
 def instantiate(node, **kwargs):
     """Build the object a `_target_` node describes; `kwargs` add to or override its keys.
 
-    Lists and dicts reach the target as Python lists and dicts. An error raised by the target
-    itself propagates unchanged (not wrapped by Hydra).
+    Lists and dicts reach the target as Python lists and dicts. The target's constructor checks
+    its arguments (a bad value is a ValueError naming it): that ValueError becomes a ConfigError
+    naming the node, and a FileNotFoundError a MissingFileError, the cause chained; any other
+    error raised by the target propagates unchanged (not wrapped by Hydra).
     """
     name = node._get_full_key(None) if OmegaConf.is_config(node) else ""
     name = name or "node"
@@ -114,9 +114,15 @@ def instantiate(node, **kwargs):
     try:
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
-        if err.__cause__ is not None:
-            raise err.__cause__ from None
-        raise ConfigError(f"{name}: {_one_line(err)}") from None
+        cause = err.__cause__
+        if isinstance(cause, UserError) or cause is None:
+            raise (cause or ConfigError(f"{name}: {_one_line(err)}")) from None
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            message = _one_line(cause)
+            message = message if message.startswith(name) else f"{name}: {message}"
+            kind = ConfigError if isinstance(cause, ValueError) else MissingFileError
+            raise kind(message) from cause
+        raise cause from None
 
 
 def config_to_yaml(cfg) -> str:
@@ -125,12 +131,8 @@ def config_to_yaml(cfg) -> str:
 
 
 def save_config(cfg, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML; atomic (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(config_to_yaml(cfg))
-    os.replace(tmp, path)
+    """Write the resolved config as YAML, atomically."""
+    atomic_write(path, config_to_yaml(cfg))
 
 
 # ---- reading and merging ----

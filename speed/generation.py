@@ -25,6 +25,7 @@ from torch import nn
 from speed.config import ConfigError
 from speed.config_schema import type_mismatch
 from speed.diffusion.samplers import AtLeast, get_sampler, sampler_options
+from speed.diffusion.samplers.common import check_num_steps
 from speed.utils.images import make_grid, to_uint8, upscale
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
@@ -55,7 +56,10 @@ def build_sampler(name: str, options: Mapping[str, Any], prefix: str = "") -> Ca
     bound is a `ConfigError` naming `prefix + option` (and the closest option for a misspelling),
     raised here, before any sampling.
     """
-    fn = get_sampler(name)
+    try:
+        fn = get_sampler(name)
+    except ValueError as err:  # an unknown name: the config's, so the user's to fix
+        raise ConfigError(str(err)) from None
     declared = sampler_options(name)
     for key, value in options.items():
         if key not in declared:
@@ -110,6 +114,10 @@ def generate(
         sample_fn = build_sampler(sampler, options)
     else:
         sample_fn = functools.partial(sampler, **options)
+    try:  # the config's num_steps, checked before any work
+        check_num_steps(diffusion, num_steps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     n = noise.shape[0]
     guided = labels is not None and guidance_scale != 1.0
     if guided:
@@ -143,7 +151,7 @@ def grid_rows(cfg: DictConfig, num_classes: int) -> list[int] | None:
     if cfg.sample_classes:
         bad = [c for c in cfg.sample_classes if not 0 <= c < num_classes]
         if bad:
-            raise ValueError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
+            raise ConfigError(f"sample_classes: {bad} outside 0..{num_classes - 1}")
         return list(cfg.sample_classes)
     return list(range(min(num_classes, 10)))
 

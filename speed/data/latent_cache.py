@@ -16,7 +16,6 @@ cache does not depend on the batch size or the number of ranks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
+
+from speed.utils.atomic import atomic_path, atomic_write
 
 FORMAT = "speed-latent-cache/1"
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -94,9 +95,9 @@ def extract_latents(
     items = list(range(rank, len(dataset), world_size))
     loader = DataLoader(Subset(dataset, items), batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(loader, desc="extract", disable=not progress or rank != 0)
-    with _replaced_on_success(paths["latents"]) as tmp:
+    with atomic_path(paths["latents"]) as tmp:
         labels, latent_shape = _encode(bar, autoencoder.to(device), items, tmp, dtype, seed, device)
-    with _replaced_on_success(paths["items"]) as tmp, open(tmp, "wb") as f:
+    with atomic_path(paths["items"]) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=labels, indices=np.asarray(items, np.int64))
     metadata = {
         "format": FORMAT,
@@ -115,8 +116,7 @@ def extract_latents(
         "rank": rank,
         "part_items": len(items),
     }
-    with _replaced_on_success(paths["meta"]) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=1))
+    atomic_write(paths["meta"], json.dumps(metadata, indent=1))
     return paths["meta"]
 
 
@@ -139,18 +139,6 @@ def _encode(batches, autoencoder, items, out_file, dtype, seed, device) -> tuple
         done += n
     latents.flush()
     return labels, list(latents.shape[2:])
-
-
-@contextlib.contextmanager
-def _replaced_on_success(path: Path):
-    """Yield a temporary path next to `path`; rename it to `path` if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 class LatentCacheDataset(Dataset):

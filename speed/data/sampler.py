@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from speed.errors import ConfigError
+
 
 class ResumableSampler(Sampler[int]):
     """DistributedSampler's order, with a start position for resuming mid-epoch.
@@ -42,7 +44,7 @@ class ResumableSampler(Sampler[int]):
                 f"ResumableSampler: need 0 <= rank < world_size, got {rank}, {world_size}"
             )
         if dataset_len < (world_size if drop_last else 1):
-            raise ValueError(
+            raise ConfigError(
                 f"ResumableSampler: {dataset_len} items cannot be split over {world_size} ranks"
             )
         self.dataset_len = dataset_len
@@ -112,7 +114,7 @@ def build_dataloader(
             the ranks' workers don't repeat each other's random flips.
     """
     if batch_size < 1:
-        raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
     rank, world_size = getattr(sampler, "rank", 0), getattr(sampler, "world_size", 1)
     return DataLoader(
         dataset,

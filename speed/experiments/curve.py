@@ -36,8 +36,9 @@ from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
 from speed.config import load_config
+from speed.run import RunDir, checkpoint_step, list_checkpoints
 from speed.runners.inference import inference
-from speed.utils.checkpoint import list_checkpoints
+from speed.utils.atomic import atomic_write
 from speed.utils.distributed import all_gather_objects, init_distributed
 
 # Config keys that change the samples of a checkpoint: results made with other values don't mix.
@@ -94,11 +95,7 @@ def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats) -> d
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomic write: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def _load_results(path: Path, settings: dict) -> dict[int, dict]:
@@ -155,15 +152,13 @@ def evaluate_run(
     overrides = list(overrides)
     base = load_config(config_path, "inference", overrides)
     num_samples = int(base.num_samples if num_samples is None else num_samples)
-    run_dir = Path(base.experiment_dir)
+    run = RunDir.of(base)
     tag = tag or default_tag(extractor, num_samples)
-    results_path = run_dir / "curve" / f"{tag}.json"
-    ckpts = list_checkpoints(run_dir / "train" / "checkpoints")
+    results_path = run.curve_results(tag)
+    ckpts = list_checkpoints(run.checkpoints)
     if not ckpts:
-        raise FileNotFoundError(
-            f"no checkpoints in {run_dir / 'train' / 'checkpoints'}; train the run first"
-        )
-    ckpt_overrides = [f"experiment_dir={run_dir / 'curve' / tag}", f"num_samples={num_samples}"]
+        raise FileNotFoundError(f"no checkpoints in {run.checkpoints}; train the run first")
+    ckpt_overrides = [f"experiment_dir={run.curve_run(tag).root}", f"num_samples={num_samples}"]
 
     results, todo, settings = {}, [], None
     if dist.is_main:
@@ -174,8 +169,8 @@ def evaluate_run(
             chosen = select_checkpoints(ckpts, every)
         else:
             wanted = set(steps)
-            chosen = [p for p in ckpts if int(p.stem) in wanted]
-        todo = [p for p in chosen if int(p.stem) not in results]
+            chosen = [p for p in ckpts if checkpoint_step(p) in wanted]
+        todo = [p for p in chosen if checkpoint_step(p) not in results]
     for ckpt in all_gather_objects(todo)[0]:
         cfg = load_config(
             config_path, "inference", [*overrides, *ckpt_overrides, f"ckpt_path={ckpt}"]
@@ -184,7 +179,7 @@ def evaluate_run(
         if not dist.is_main:
             continue
         metrics = _score(npz_path, ref_stats, extractor, batch_size, device, progress)
-        results[int(ckpt.stem)] = {
+        results[checkpoint_step(ckpt)] = {
             **metrics,
             "extractor": extractor.name,
             "num_samples": num_samples,

@@ -24,7 +24,13 @@ from speed.models.dit import (
     DiT_XL_8,
     build_dit,
 )
-from speed.models.loading import describe_state_dict_mismatch, load_pretrained
+from speed.models.loading import (
+    describe_state_dict_mismatch,
+    extract_state_dict,
+    load_checkpoint,
+    load_pretrained,
+    load_state_strict,
+)
 from speed.models.unet import UNetModel
 
 __all__ = [
@@ -46,5 +52,8 @@ __all__ = [
     "UNetModel",
     "build_dit",
     "describe_state_dict_mismatch",
+    "extract_state_dict",
+    "load_checkpoint",
     "load_pretrained",
+    "load_state_strict",
 ]

@@ -2,7 +2,8 @@
 
 Accepted files: a raw state dict (`DiT-XL-2-256x256.pt`, guided-diffusion's `64x64_diffusion.pt`)
 or a training checkpoint dict holding "ema" (preferred) and/or "model" (DiT's
-`{"model", "ema", "opt", "args"}`, and ours). Loading is strict; a mismatch is one line naming the
+`{"model", "ema", "opt", "args"}`, and ours). Every weight file of the project is read by
+`load_checkpoint`, one torch.load policy. Loading is strict; a mismatch is one line naming the
 keys and shapes that differ.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from speed.errors import ConfigError, MissingFileError
 
 # Entries of each kind shown before "... (+N more)".
 _SHOWN = 5
@@ -50,9 +53,18 @@ def describe_state_dict_mismatch(
     return "; ".join(parts)
 
 
-def _torch_load(path: Path):
-    """torch.load onto the CPU; the safe weights-only unpickler first (allowing the argparse
-    Namespace of DiT's training checkpoints), the full one for checkpoints holding other objects."""
+def load_checkpoint(path: str | os.PathLike):
+    """torch.load onto the CPU (never onto the GPU it was saved from) with one policy: the safe
+    weights-only unpickler where the file allows it (raw state dicts; DiT's training checkpoints,
+    whose argparse Namespace is allowed), the full one for files holding other objects (this
+    project's training checkpoints carry numpy RNG states).
+
+    Raises:
+        MissingFileError: no file at `path`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no checkpoint at {path}; check ckpt_path / resume")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -60,29 +72,36 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def extract_state_dict(ckpt) -> Mapping[str, torch.Tensor]:
-    """The weights in a loaded file: ckpt["ema"], else ckpt["model"], else the dict itself."""
+def extract_state_dict(ckpt, use_ema: bool = True) -> Mapping[str, torch.Tensor]:
+    """The weights in a loaded file: ckpt["ema"] (if `use_ema`), else ckpt["model"], else
+    ckpt["ema"], else the dict itself (a raw state dict)."""
     if not isinstance(ckpt, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(ckpt).__name__}")
-    for key in ("ema", "model"):
+        raise ConfigError(f"expected a state dict or a checkpoint dict, got {type(ckpt).__name__}")
+    for key in ("ema", "model") if use_ema else ("model", "ema"):
         if key in ckpt and isinstance(ckpt[key], Mapping):
             return ckpt[key]
     return ckpt
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load the weights in `path` into `model` (strict) and return the model.
-
-    Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: the weights do not fit the model (one line naming keys and shapes).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; check the path (ckpt_path)")
-    state = extract_state_dict(_torch_load(path))
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source) -> nn.Module:
+    """model.load_state_dict(state, strict=True), a mismatch being one line (ConfigError) that
+    names the differing keys and shapes; returns the model."""
     problem = describe_state_dict_mismatch(model.state_dict(), state)
     if problem:
-        raise ValueError(f"checkpoint {path} does not match {type(model).__name__}: {problem}")
+        raise ConfigError(
+            f"checkpoint {source} does not fit the configured model "
+            f"({type(model).__name__}): {problem}"
+        )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, use_ema: bool = True) -> nn.Module:
+    """Load the weights in `path` (EMA weights where the file has them, unless not `use_ema`)
+    into `model` (strict) and return the model.
+
+    Raises:
+        MissingFileError: no file at `path`.
+        ConfigError: the weights do not fit the model (one line naming keys and shapes).
+    """
+    return load_state_strict(model, extract_state_dict(load_checkpoint(path), use_ema), path)

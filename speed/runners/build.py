@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from speed.config import ConfigError, instantiate
+from speed.config import instantiate
 from speed.config_schema import NODES
-from speed.models import describe_state_dict_mismatch
-from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
+from speed.models import extract_state_dict, load_checkpoint, load_state_strict
+from speed.run import TrainState, sampling_checkpoint
 
 # Keys of the `data` node read by the runners, not passed to the dataset class.
 DATA_LOADER_KEYS = tuple(NODES["data"])
@@ -61,8 +60,9 @@ def sampling_data_spec(cfg: DictConfig, autoencoder, ckpt: dict) -> DataSpec:
     """The spec for sampling: stored in our checkpoints; else from the config (image_size,
     num_classes, latent autoencoder), which is how official DiT weights are sampled; else from
     building the dataset."""
-    if "data_spec" in ckpt:
-        return DataSpec(**ckpt["data_spec"])
+    stored = TrainState.stored_data_spec(ckpt)
+    if stored is not None:
+        return DataSpec(**stored)
     if cfg.image_size and cfg.num_classes is not None and autoencoder.latent_channels:
         side = cfg.image_size // autoencoder.downsample
         return DataSpec(autoencoder.latent_channels, side, cfg.num_classes)
@@ -82,30 +82,6 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return instantiate(cfg.model, **extra)
 
 
-def sampling_checkpoint(cfg: DictConfig) -> Path:
-    """`ckpt_path` if set, else the newest checkpoint of `experiment_dir`'s training run."""
-    if cfg.ckpt_path:
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path: no checkpoint at {path}")
-        return path
-    ckpt_dir = Path(cfg.experiment_dir) / "train" / "checkpoints"
-    path = latest_checkpoint(ckpt_dir)
-    if path is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {ckpt_dir}; train first (-p train) or set ckpt_path=<file.pt>"
-        )
-    return path
-
-
-def load_state_strict(model: nn.Module, state: dict, source) -> None:
-    """load_state_dict(strict) with a one-line error naming the differing keys and shapes."""
-    problem = describe_state_dict_mismatch(model.state_dict(), state)
-    if problem:
-        raise ConfigError(f"checkpoint {source} does not fit the configured model: {problem}")
-    model.load_state_dict(state)
-
-
 def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
     its DataSpec)."""
@@ -113,12 +89,7 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     ckpt = load_checkpoint(path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     model = build_model(cfg, spec)
-    if "model" in ckpt or "ema" in ckpt:
-        key = "ema" if cfg.use_ema_for_sampling and "ema" in ckpt else "model"
-        state = ckpt[key]
-    else:
-        state = ckpt
-    load_state_strict(model, state, path)
+    load_state_strict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)
     return model.to(device).eval(), path, spec
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from speed.config import ConfigError, save_config
 from speed.data import extract_latents
+from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_dataset
 from speed.utils.distributed import barrier, init_distributed
 
@@ -25,7 +26,8 @@ CACHE_TARGET = "speed.data.LatentCacheDataset"
 def extract(cfg: DictConfig) -> Path:
     """Encode the configured dataset with the configured autoencoder; returns the cache folder."""
     dist = init_distributed()
-    folder = Path(cfg.experiment_dir) / "latents"
+    run = RunDir.of(cfg)
+    folder = run.latents
     dataset_class = get_object(cfg.data._target_)
     if getattr(dataset_class, "is_latent", False):
         raise ConfigError(
@@ -64,7 +66,7 @@ def extract(cfg: DictConfig) -> Path:
         seed=cfg.seed,
     )
     if dist.is_main:
-        save_config(cfg, folder / "config.yaml")
+        save_config(cfg, run.config_file("extract"))
     barrier()
     if dist.is_main:
         flip = " data.random_flip=false" if cfg.data.get("random_flip") is False else ""

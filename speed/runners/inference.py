@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
 from speed.generation import generate, sampler_from_config, scales_of
+from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
@@ -59,11 +61,11 @@ def inference(cfg: DictConfig) -> Path:
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
-    root = Path(cfg.experiment_dir) / "inference"
-    png_dir = root / ckpt_path.stem
-    npz_path = root / f"{ckpt_path.stem}.npz"
+    run = RunDir.of(cfg)
+    png_dir = run.inference_images(ckpt_path.stem)
+    npz_path = run.inference_npz(ckpt_path.stem)
     if dist.is_main:
-        save_config(cfg, root / "config.yaml")
+        save_config(cfg, run.config_file("inference"))
         _claim_png_dir(png_dir, cfg)
     barrier()
 
@@ -134,8 +136,7 @@ def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
             )
         for old in png_dir.glob("*.png"):
             old.unlink()
-    png_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=1))
+    atomic_write(record, json.dumps(settings, indent=1))
 
 
 def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:
@@ -149,6 +150,5 @@ def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:
     arrays = {"arr_0": images}
     if labels is not None:
         arrays["arr_1"] = labels
-    tmp = npz_path.with_name(f".{npz_path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(npz_path)
+    with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"
+        np.savez(f, **arrays)

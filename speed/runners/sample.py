@@ -22,6 +22,7 @@ from speed.generation import (
     sampler_from_config,
     scales_of,
 )
+from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import init_distributed
 from speed.utils.images import make_grid, save_png, to_uint8, upscale
@@ -74,7 +75,7 @@ def sample(cfg: DictConfig) -> Path:
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
     noise, labels = grid_inputs(cfg, spec, device)
-    out_dir = Path(cfg.experiment_dir) / "sample"
+    run = RunDir.of(cfg)
     scales = scales_of(cfg)
     pictures = []
     for scale in scales:
@@ -82,7 +83,7 @@ def sample(cfg: DictConfig) -> Path:
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
         side_by_side(pictures) if len(pictures) > 1 else pictures[0],
-        out_dir / f"{ckpt_path.stem}.png",
+        run.sample_grid(ckpt_path.stem),
     )
     if cfg.denoise_strip:
         first_column = slice(None, None, cfg.num_sample_seeds)
@@ -96,7 +97,7 @@ def sample(cfg: DictConfig) -> Path:
             labels[first_column] if labels is not None else None,
             scales[0],
         )
-        save_png(strip, out_dir / f"{ckpt_path.stem}-denoising.png")
-    save_config(cfg, out_dir / "config.yaml")
+        save_png(strip, run.sample_grid(ckpt_path.stem, "-denoising"))
+    save_config(cfg, run.config_file("sample"))
     print(f"sample: wrote {path}", flush=True)
     return path

@@ -12,7 +12,9 @@ import contextlib
 import resource
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,28 +25,30 @@ from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
+from speed.run import (
+    RunDir,
+    TrainState,
+    checkpoint_step,
+    claim_train_dir,
+    latest_checkpoint,
+    prune_checkpoints,
+    resume_checkpoint,
+)
 from speed.runners.build import (
+    DataSpec,
     build_autoencoder,
     build_dataset,
     build_diffusion,
     build_model,
     build_optimizer,
     data_spec,
-    load_state_strict,
-)
-from speed.utils.checkpoint import (
-    atomic_torch_save,
-    checkpoint_name,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
 )
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
 from speed.utils.logging import RunLogger
 from speed.utils.lr_schedule import build_lr_scheduler
-from speed.utils.seeding import derived_seed, get_rng_state, seed_everything, set_rng_state
+from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
@@ -57,22 +61,67 @@ class NonFiniteLossError(RuntimeError):
 def train(cfg: DictConfig) -> Path:
     """Run the train phase described by the resolved config; returns the last checkpoint path."""
     dist = init_distributed()
-    device = dist.device
-    run_dir = Path(cfg.experiment_dir) / "train"
-    ckpt_dir = run_dir / "checkpoints"
+    run = RunDir.of(cfg)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: unknown '{cfg.precision}'; use one of fp32, bf16, fp16")
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
-    resume_path = _resume_path(cfg, ckpt_dir)
+    resume_path = resume_checkpoint(cfg)
     if resume_path is None and dist.is_main:
-        _claim_run_dir(run_dir, cfg.overwrite)
+        claim_train_dir(run, cfg.overwrite)
     barrier()
     seed_everything(cfg.seed * dist.world_size + dist.rank)
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
 
-    # ---- Objects. ----
+    # ---- Objects, then their state (after the objects: restoring sets the RNG states). ----
+    job = _build(cfg, dist)
+    if resume_path is not None:
+        job.state.load(resume_path, dist.rank, dist.world_size)
+    elif cfg.ckpt_path:
+        load_pretrained(job.state.model, cfg.ckpt_path)
+        for ema in job.state.emas:
+            ema.load_state_dict(job.state.model.state_dict())
+    train_model = _wrap(job.state.model, cfg, dist)
+
+    # ---- Logging and interruption handling, undone however the loop ends. ----
+    logger = RunLogger(
+        run.logs,
+        config=OmegaConf.to_container(cfg),
+        wandb_mode=cfg.wandb,
+        tensorboard=cfg.tensorboard,
+        project=cfg.project,
+        name=run.root.name,
+    )
+    stop_requested = {"flag": False}
+    previous_handlers = _install_stop_handlers(stop_requested)
+    try:
+        if dist.is_main:
+            save_config(cfg, run.config_file("train"))
+            _print_summary(cfg, dist, job)
+        return _loop(cfg, dist, run, job, train_model, logger, stop_requested)
+    finally:
+        _restore_handlers(previous_handlers)
+        logger.close()
+
+
+@dataclass
+class _Job:
+    """The built objects of one training run; `state` holds what a checkpoint saves."""
+
+    state: TrainState
+    dataset: Any
+    autoencoder: torch.nn.Module
+    spec: DataSpec
+    diffusion: Any
+    data_sampler: ResumableSampler
+    loader: Any
+    micro_batch: int  # per process and accumulation step
+
+
+def _build(cfg: DictConfig, dist) -> _Job:
+    """Dataset, autoencoder, model, EMAs, diffusion, optimizer, schedules and loader."""
+    device = dist.device
     dataset = build_dataset(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     _check_latent_cache(dataset, autoencoder)
@@ -85,7 +134,6 @@ def train(cfg: DictConfig) -> Path:
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
     )
-    autocast_dtype = PRECISIONS[cfg.precision]
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     micro_batch = _micro_batch_size(cfg, dist.world_size)
     data_sampler = ResumableSampler(
@@ -99,111 +147,89 @@ def train(cfg: DictConfig) -> Path:
         pin_memory=cfg.data.get("pin_memory", False),
         seed=cfg.seed,
     )
-
-    # ---- Restore state. ----
-    step, epoch, batches_in_epoch = 0, 0, 0
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        load_state_strict(model, ckpt["model"], resume_path)
-        for ema, rate in zip(emas, ema_rates):
-            ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
-        optimizer.load_state_dict(ckpt["opt"])
-        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        diffusion.timestep_sampler.load_state_dict(ckpt.get("timestep_sampler", {}))
-        step, epoch, batches_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batches_in_epoch"]
-        if len(ckpt["rng"]) == dist.world_size:
-            set_rng_state(ckpt["rng"][dist.rank])
-        del ckpt
-    elif cfg.ckpt_path:
-        load_pretrained(model, cfg.ckpt_path)
-        for ema in emas:
-            ema.load_state_dict(model.state_dict())
-
-    train_model = model
-    if dist.world_size > 1:
-        device_ids = [dist.local_rank] if device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
-    # ---- Logging and interruption handling. ----
-    logger = RunLogger(
-        run_dir / "logs",
+    state = TrainState(
+        model=model,
+        emas=emas,
+        ema_rates=ema_rates,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        scaler=scaler,
+        timestep_sampler=diffusion.timestep_sampler,
+        data_spec=spec.to_dict(),
         config=OmegaConf.to_container(cfg),
-        wandb_mode=cfg.wandb,
-        tensorboard=cfg.tensorboard,
-        project=cfg.project,
-        name=Path(cfg.experiment_dir).name,
     )
+    return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
+
+
+def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:
+    """The module the loop calls: DDP over several processes, compiled if asked."""
+    if dist.world_size > 1:
+        device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    return torch.compile(model) if cfg.compile else model
+
+
+def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
+    params = sum(p.numel() for p in job.state.model.parameters())
+    print(
+        f"train: {params / 1e6:.2f}M params, {len(job.dataset)} items, global batch "
+        f"{job.micro_batch * dist.world_size * cfg.grad_accum}, "
+        f"{dist.world_size} process(es) on {dist.device.type}; "
+        f"timesteps: {job.diffusion.timestep_sampler.describe()}",
+        flush=True,
+    )
+
+
+def _save(cfg: DictConfig, dist, run: RunDir, state: TrainState) -> Path:
+    """Checkpoint the state at its step (every rank takes part; rank 0 writes and prunes)."""
+    _check_ranks_in_sync(state.model)
+    rng_states = all_gather_objects(get_rng_state())
+    path = run.checkpoint(state.step)
     if dist.is_main:
-        save_config(cfg, run_dir / "config.yaml")
-        print(
-            f"train: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-            f"{len(dataset)} items, global batch {micro_batch * dist.world_size * cfg.grad_accum}, "
-            f"{dist.world_size} process(es) on {device.type}; "
-            f"timesteps: {diffusion.timestep_sampler.describe()}",
-            flush=True,
-        )
-    grids = TrainingGridSampler(cfg, spec, autoencoder, device) if cfg.sample_every else None
-    stop_requested = {"flag": False}
-    previous_handlers = _install_stop_handlers(stop_requested)
+        state.save(path, rng_states)
+        prune_checkpoints(run.checkpoints, cfg.ckpt_keep, cfg.ckpt_keep_every)
+    barrier()
+    return path
+
+
+def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested) -> Path:
+    """Train from `job.state` to `max_training_steps` (or a stop request); returns the last
+    checkpoint, written at the final step."""
+    device, state, diffusion = dist.device, job.state, job.diffusion
+    model, micro_batch = state.model, job.micro_batch
+    autocast_dtype = PRECISIONS[cfg.precision]
+    grids = (
+        TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
+    )
     timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
 
-    def save(path_step: int) -> Path:
-        _check_ranks_in_sync(model)
-        rng_states = all_gather_objects(get_rng_state())
-        path = ckpt_dir / checkpoint_name(path_step)
-        if dist.is_main:
-            state = {
-                "model": model.state_dict(),
-                "ema": emas[0].state_dict(),
-                "emas": {str(rate): ema.state_dict() for rate, ema in zip(ema_rates, emas)},
-                "opt": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "timestep_sampler": diffusion.timestep_sampler.state_dict(),
-                "step": path_step,
-                "epoch": epoch,
-                "batches_in_epoch": batches_in_epoch,
-                "rng": rng_states,
-                "data_spec": spec.to_dict(),
-                "config": OmegaConf.to_container(cfg),
-            }
-            atomic_torch_save(state, path)
-            prune_checkpoints(ckpt_dir, cfg.ckpt_keep, cfg.ckpt_keep_every)
-        barrier()
-        return path
-
-    # ---- Training loop. ----
     model.train()
-    last_ckpt = latest_checkpoint(ckpt_dir)
+    last_ckpt = latest_checkpoint(run.checkpoints)
     nonfinite_in_a_row = 0
     micro_step = 0
     interval = _IntervalStats(device)
     tic = time.perf_counter()
-    done = step >= cfg.max_training_steps
-    while not done and epoch < cfg.epoch:
-        data_sampler.set_epoch(epoch)
-        data_sampler.set_start(batches_in_epoch * micro_batch)
-        for x, y in loader:
+    done = state.step >= cfg.max_training_steps
+    while not done and state.epoch < cfg.epoch:
+        job.data_sampler.set_epoch(state.epoch)
+        job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
+        for x, y in job.loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with torch.no_grad():
-                x = x if dataset.is_latent else autoencoder.encode(x)
+                x = x if job.dataset.is_latent else job.autoencoder.encode(x)
             micro_index = micro_step % cfg.grad_accum
-            batches_in_epoch += 1
+            state.batches_in_epoch += 1
             micro_step += 1
             last_micro = micro_step % cfg.grad_accum == 0
 
             # This micro-batch's share of the step's randomness (timesteps, noise, label dropout).
             if micro_index == 0:
-                diffusion.timestep_sampler.set_step(step)
+                diffusion.timestep_sampler.set_step(state.step)
                 randomness = _StepRandomness.draw(
                     diffusion.timestep_sampler,
-                    derived_seed(cfg.seed, STEP_NOISE_STREAM, step),
+                    derived_seed(cfg.seed, STEP_NOISE_STREAM, state.step),
                     micro_batch * dist.world_size * cfg.grad_accum,
                     tuple(x.shape[1:]),
                     label_drop_prob,
@@ -224,7 +250,7 @@ def train(cfg: DictConfig) -> Path:
                     )
                     loss = terms["loss"].mean()
                 scaled = loss / cfg.grad_accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
             # Unweighted per-sample losses: loss-by-region logs and the loss-aware samplers.
             unweighted = sum(terms[k] for k in ("mse", "vb") if k in terms).detach().float()
             diffusion.timestep_sampler.update_with_losses(t, unweighted)
@@ -240,64 +266,70 @@ def train(cfg: DictConfig) -> Path:
                 )
             )
             if flags[0] > 0:
-                optimizer.zero_grad(set_to_none=True)
+                state.optimizer.zero_grad(set_to_none=True)
                 nonfinite_in_a_row += 1
                 interval.nonfinite += 1
                 if nonfinite_in_a_row >= cfg.max_nonfinite:
                     raise NonFiniteLossError(
-                        f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {step}; "
-                        "lower the lr, use bf16 instead of fp16, or set grad_clip"
+                        f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step "
+                        f"{state.step}; lower the lr, use bf16 instead of fp16, or set grad_clip"
                     )
             else:
                 nonfinite_in_a_row = 0
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr_scheduler.step()
-                for ema, rate in zip(emas, ema_rates):
-                    update_ema(ema, model, rate)
-                interval.grad_norm = float(grad_norm)
-            step += 1
+                interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
+            state.step += 1
             interval.steps += 1
 
             # Logs, sample grids, checkpoints.
+            step = state.step
             if step % cfg.log_every == 0 or step == cfg.max_training_steps:
                 elapsed = time.perf_counter() - tic
                 stats = interval.summarize(elapsed, num_timesteps=diffusion.original_num_steps)
-                stats["lr"] = optimizer.param_groups[0]["lr"]
+                stats["lr"] = state.optimizer.param_groups[0]["lr"]
                 logger.scalars(step, stats)
                 interval = _IntervalStats(device)
                 tic = time.perf_counter()
             if grids is not None and step % cfg.sample_every == 0:
-                grid = grids.render(emas[0], diffusion)
+                grid = grids.render(state.emas[0], diffusion)
                 if grid is not None:
                     logger.image(step, "samples", grid)
-                    save_png(grid, run_dir / "samples" / f"{step:07d}.png")
+                    save_png(grid, run.training_grid(step))
             if flags[1] > 0:
-                last_ckpt = save(step)
+                last_ckpt = _save(cfg, dist, run, state)
                 logger.scalars(step, {"preempted": 1})
                 done = True
                 break
             if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
-                last_ckpt = save(step)
+                last_ckpt = _save(cfg, dist, run, state)
             if step >= cfg.max_training_steps:
                 done = True
                 break
         else:
-            epoch += 1
-            batches_in_epoch = 0
-    if last_ckpt is None or int(last_ckpt.stem) != step:
-        last_ckpt = save(step)
-    _restore_handlers(previous_handlers)
-    logger.close()
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    if last_ckpt is None or checkpoint_step(last_ckpt) != state.step:
+        last_ckpt = _save(cfg, dist, run, state)
     return last_ckpt
+
+
+def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
+    """Unscale, clip, step (through the fp16 scaler if any), advance the lr schedule and EMAs;
+    returns the gradient norm before clipping."""
+    scaler, optimizer = state.scaler, state.optimizer
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    max_norm = grad_clip if grad_clip else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.lr_scheduler.step()
+    for ema, rate in zip(state.emas, state.ema_rates):
+        update_ema(ema, state.model, rate)
+    return float(grad_norm)
 
 
 class _StepRandomness:
@@ -385,32 +417,6 @@ def _micro_batch_size(cfg: DictConfig, world_size: int) -> int:
             f"world_size x grad_accum = {world_size} x {cfg.grad_accum}; change one of them"
         )
     return cfg.global_batch_size // per_step
-
-
-def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> Path | None:
-    """The checkpoint to resume from: `resume: true` -> newest in the run, `resume: <path>`."""
-    if cfg.resume is True:
-        return latest_checkpoint(ckpt_dir)
-    if cfg.resume in (False, None, ""):
-        return None
-    path = Path(str(cfg.resume))
-    if not path.is_file():
-        raise FileNotFoundError(f"resume: no checkpoint at {path}")
-    return path
-
-
-def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to start a fresh run on top of another one's checkpoints, unless overwrite."""
-    ckpt_dir = run_dir / "checkpoints"
-    if latest_checkpoint(ckpt_dir) is not None and not overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints; pass resume=true to continue that run, "
-            "overwrite=true to start over, or choose another experiment_dir"
-        )
-    if overwrite:
-        for path in ckpt_dir.glob("*.pt"):
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _check_latent_cache(dataset, autoencoder) -> None:

@@ -21,14 +21,16 @@ from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
+from speed.run import RunDir
 from speed.sweep.state import find_sweep_dir, read_record
+from speed.utils.atomic import atomic_write
 
 METRICS_SUFFIX = ".metrics.json"
 
 
 def newest_samples(run_dir: Path) -> Path | None:
     """The run's most recently written inference `.npz`, if any."""
-    npzs = list((run_dir / "inference").glob("*.npz"))
+    npzs = list(RunDir(run_dir).inference.glob("*.npz"))
     return max(npzs, key=lambda p: p.stat().st_mtime) if npzs else None
 
 
@@ -64,7 +66,7 @@ def evaluate_sweep(
             ref, load_npz(npz_path), extractor, which, batch_size, device, progress
         )
         metrics["reference_path"] = ref_path
-        out.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write(out, json.dumps(metrics, indent=2) + "\n")
         results[entry["name"]] = metrics
         print(f"{entry['name']}: FID {metrics['fid']['value']:.4f} ({npz_path})", flush=True)
     return results

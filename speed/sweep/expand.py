@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from speed.config import ConfigError, instantiate, load_config
+from speed.errors import MissingFileError
 
 CONFIG_KEY = "config"  # sweeps over experiment files instead of a config key
 SWEEP_FOLDER = "sweep"
@@ -85,7 +86,7 @@ def expand_sweep(config_path: str | Path, phase: str, words: Iterable[str]) -> S
     """
     config_path = Path(config_path)
     if not config_path.is_file():
-        raise FileNotFoundError(f"config file not found: {config_path}")
+        raise MissingFileError(f"config file not found: {config_path}")
     overrides = _parse(list(words), _ExperimentFiles(config_path.parent))
     fixed = [o for o in overrides if not o.is_sweep_override()]
     swept = [o for o in overrides if o.is_sweep_override()]

@@ -15,6 +15,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from speed.config import instantiate
+from speed.errors import MissingFileError
+from speed.run import DONE, RESUME, phase_state
 from speed.sweep.expand import Sweep, expand_sweep, load_run_configs
 from speed.sweep.slurm import (
     SlurmSettings,
@@ -23,7 +25,7 @@ from speed.sweep.slurm import (
     submit_sbatch,
     torchrun_command,
 )
-from speed.sweep.state import DONE, RESUME, record_sweep, recorded_job, run_state, set_status
+from speed.sweep.state import record_sweep, recorded_job, set_status
 from speed.utils.distributed import init_distributed
 
 PHASE_WORDS = {"train": ("resume=true",)}  # added to each run's words, per phase
@@ -66,14 +68,14 @@ def run_sweep(
 
 
 def _states(sweep: Sweep, configs: list[DictConfig]) -> list[str]:
-    """Each run's state (`run_state`); a run that cannot start (inference without a checkpoint)
+    """Each run's state (`phase_state`); a run that cannot start (inference without a checkpoint)
     is an error naming it, before any run starts."""
     states = []
     for run, cfg in zip(sweep.runs, configs):
         try:
-            states.append(run_state(sweep.phase, cfg))
+            states.append(phase_state(sweep.phase, cfg))
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"run '{run.name}': {err}") from None
+            raise MissingFileError(f"run '{run.name}': {err}") from None
     return states
 
 

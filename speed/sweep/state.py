@@ -1,9 +1,7 @@
-"""Where each run of a sweep stands, read from its files, and the sweep's index `sweep.yaml`.
+"""The sweep's index `sweep.yaml`: every run a sweep has named and where each phase stands.
 
-A train run is done when its checkpoint at `max_training_steps` exists, and resumable when it
-has any checkpoint. An inference run is done when the `.npz` of the checkpoint it would sample
-exists and `inference/config.yaml` holds the same config (other settings sample again). Other
-phases always run.
+Whether a run's phase is done, resumable or new is read from its files by
+`speed.run.phase_state`; this index records it (and what is running or submitted).
 
 `<experiment_dir>/sweep/sweep.yaml` lists every run a sweep command has named (later commands
 add theirs), with its folder, config file, overrides, swept values and, per phase, its status:
@@ -17,37 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
 
-from speed.config import config_to_yaml
-from speed.runners.build import sampling_checkpoint
+from speed.errors import MissingFileError
+from speed.run import DONE
 from speed.sweep.expand import SWEEP_FOLDER, Sweep
-from speed.utils.checkpoint import checkpoint_name, latest_checkpoint
+from speed.utils.atomic import atomic_write
 
 RECORD_FILE = "sweep.yaml"
-DONE, RESUME, NEW = "done", "resume", "new"
-
-
-def run_state(phase: str, cfg: DictConfig) -> str:
-    """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
-
-    Inference raises FileNotFoundError when the run has no checkpoint to sample.
-    """
-    run_dir = Path(cfg.experiment_dir)
-    if phase == "train":
-        ckpt_dir = run_dir / "train" / "checkpoints"
-        if (ckpt_dir / checkpoint_name(cfg.max_training_steps)).is_file():
-            return DONE
-        return RESUME if latest_checkpoint(ckpt_dir) is not None else NEW
-    if phase == "inference":
-        out_dir = run_dir / "inference"
-        stem = sampling_checkpoint(cfg).stem
-        saved = out_dir / "config.yaml"
-        same = saved.is_file() and saved.read_text() == config_to_yaml(cfg)
-        if same and (out_dir / f"{stem}.npz").is_file():
-            return DONE
-        return RESUME if same and (out_dir / stem).is_dir() else NEW
-    return NEW
 
 
 def find_sweep_dir(path: str | os.PathLike) -> Path:
@@ -56,7 +30,7 @@ def find_sweep_dir(path: str | os.PathLike) -> Path:
     for folder in (path / SWEEP_FOLDER, path):
         if (folder / RECORD_FILE).is_file():
             return folder
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no {SWEEP_FOLDER}/{RECORD_FILE} under {path}; give the experiment_dir of a sweep "
         "(run one with main.py -m first)"
     )
@@ -111,9 +85,5 @@ def recorded_job(sweep_dir: Path, name: str, phase: str) -> str | None:
 
 
 def _write_record(sweep_dir: Path, record: dict) -> None:
-    """Atomic write: a temporary file renamed into place."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep_dir / RECORD_FILE
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False, default_flow_style=None))
-    os.replace(tmp, path)
+    text = yaml.safe_dump(record, sort_keys=False, default_flow_style=None)
+    atomic_write(Path(sweep_dir) / RECORD_FILE, text)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from evaluations.cli import run
+from speed.run import RunDir
 from speed.sweep.evaluate import metrics_path, newest_samples
 from speed.sweep.state import find_sweep_dir, read_record
 from speed.utils.logging import read_metrics
@@ -28,7 +29,7 @@ DIGITS = {"loss": 5, "images_per_s": 4, "fid": 5, "class_accuracy": 4}  # signif
 
 def train_metrics(run_dir: Path) -> dict:
     """{"step", "loss", "images_per_s"} of the run's training log ({} when it has none)."""
-    lines = [m for m in read_metrics(run_dir / "train" / "logs") if "loss" in m]
+    lines = [m for m in read_metrics(RunDir(run_dir).logs) if "loss" in m]
     if not lines:
         return {}
     speeds = [m["images_per_s"] for m in lines[1:] or lines]

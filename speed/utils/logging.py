@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speed.errors import ConfigError
 from speed.utils.distributed import get_rank
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -54,7 +55,10 @@ class RunLogger:
             self._tb = SummaryWriter(str(log_dir / "tensorboard"))
         mode = os.environ.get("WANDB_MODE", wandb_mode)
         if mode not in WANDB_MODES:
-            raise ValueError(f"wandb: unknown mode '{mode}'; use one of {', '.join(WANDB_MODES)}")
+            raise ConfigError(
+                f"wandb: unknown mode '{mode}' (WANDB_MODE or wandb); use one of "
+                f"{', '.join(WANDB_MODES)}"
+            )
         if mode != "disabled":
             import wandb
 

@@ -22,10 +22,12 @@ def derived_seed(seed: int, *path: int) -> int:
 
 
 def get_rng_state() -> dict:
-    """Every generator's state of this process, for a checkpoint."""
+    """Every generator's state of this process, for a checkpoint. Only tensors and Python
+    values, so the checkpoint loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -36,7 +38,8 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what `get_rng_state` captured."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]  # keys: a tensor, or an array in older checkpoints
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

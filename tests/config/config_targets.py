@@ -18,3 +18,7 @@ def flexible(size: int = 1, **options) -> dict:
 
 def failing(value: int = 0):
     raise ValueError(f"value must be positive, got {value}")
+
+
+def broken():
+    raise RuntimeError("a bug in the target")

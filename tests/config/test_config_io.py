@@ -47,8 +47,14 @@ def test_instantiate_class_after_dropping_runner_keys(cfg):
 
 
 def test_instantiate_errors(cfg):
-    with pytest.raises(ValueError, match="value must be positive, got -1"):
-        instantiate(cfg.diffusion)  # the target's own error, unwrapped
+    with pytest.raises(ConfigError) as info:
+        instantiate(cfg.diffusion)  # the target's check of its value: the user's to fix
+    assert str(info.value) == "diffusion: value must be positive, got -1"
+    assert isinstance(info.value, ValueError) and isinstance(info.value.__cause__, ValueError)
+    bug = OmegaConf.create({"model": {"_target_": "config_targets.broken"}})
+    with pytest.raises(RuntimeError, match="a bug in the target") as info:
+        instantiate(bug.model)  # any other error is a bug: unchanged
+    assert type(info.value) is RuntimeError
     bad = OmegaConf.create({"model": {"_target_": "config_targets.missing"}})
     with pytest.raises(ConfigError, match=r"^model\._target_: cannot import 'config_targets"):
         instantiate(bad.model)

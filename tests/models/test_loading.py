@@ -55,7 +55,9 @@ def test_mismatch_is_one_line_naming_keys_and_shapes(tmp_path):
         load_pretrained(small_dit(), tmp_path / "bad.pt")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"checkpoint {tmp_path / 'bad.pt'} does not match DiT: ")
+    assert message.startswith(
+        f"checkpoint {tmp_path / 'bad.pt'} does not fit the configured model (DiT): "
+    )
     assert "missing keys [final_layer.linear.bias]" in message
     assert "unexpected keys [extra.weight]" in message
     assert "y_embedder.embedding_table.weight: ckpt (8, 32) vs model (5, 32)" in message

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from speed.config import load_config
+from speed.models import load_checkpoint
 from speed.runners.train import train
-from speed.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")

@@ -13,9 +13,9 @@ from speed.autoencoders.sd_vae import SD_VAE_SCALE
 from speed.config import ConfigError, load_config
 from speed.data import LatentCacheDataset
 from speed.data.latent_cache import latent_noise_generator, part_paths
+from speed.models import load_checkpoint
 from speed.runners.extract import extract
 from speed.runners.train import train
-from speed.utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 3

@@ -11,8 +11,10 @@ import torch
 
 from speed.config import load_config
 from speed.diffusion.respace import SpacedDiffusion
+from speed.models import load_checkpoint
+from speed.run import latest_checkpoint
 from speed.runners.train import NonFiniteLossError, train
-from speed.utils.checkpoint import latest_checkpoint, load_checkpoint
+from speed.utils.logging import RunLogger
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
@@ -49,10 +51,24 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(
         return terms
 
     monkeypatch.setattr(SpacedDiffusion, "training_losses", nan_losses)
+    closed = []
+    real_close = RunLogger.close
+    monkeypatch.setattr(RunLogger, "close", lambda self: closed.append(real_close(self)))
     overrides = tiny_overrides(tmp_path / "run", steps=10) + ["max_nonfinite=3"]
     cfg = load_config(demo_config, "train", overrides)
-    with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row"):
-        train(cfg)
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row"):
+            train(cfg)
+        # the failed run gave back the signal handler it replaced and closed its logger
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert len(closed) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     # the skipped steps never touched the weights: the step-1 and step-2 checkpoints are equal
     ckpts = sorted((tmp_path / "run/train/checkpoints").glob("*.pt"))
     first, second = (load_checkpoint(p)["model"] for p in ckpts[:2])

@@ -1,0 +1,313 @@
+"""A run's files: where each phase writes, its checkpoints, whether a phase is done, and the
+training state a checkpoint holds. Every other module asks this one instead of spelling folder
+names or checkpoint keys.
+
+    <experiment_dir>/
+      train/config.yaml, train/checkpoints/0005000.pt, train/logs/, train/samples/0005000.png
+      inference/config.yaml, inference/<ckpt-stem>/000000.png ..., inference/<ckpt-stem>.npz
+      sample/config.yaml, sample/<ckpt-stem>.png
+      latents/ (the `extract` phase's cache), curve/<tag>.json and curve/<tag>/ (FID curves)
+
+Checkpoints are named by training step (`0005000.pt`), written atomically
+(`speed.utils.atomic`), read with one torch.load policy (`speed.models.load_checkpoint`), and
+their keys are written and read by one object, `TrainState`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from speed.config import config_to_yaml
+from speed.errors import ConfigError, MissingFileError
+from speed.models.loading import load_checkpoint, load_state_strict
+from speed.utils.atomic import atomic_write
+from speed.utils.logging import METRICS_FILE
+from speed.utils.seeding import set_rng_state
+
+CKPT_DIGITS = 7
+CONFIG_FILE = "config.yaml"
+PHASE_FOLDERS = {
+    "train": "train",
+    "inference": "inference",
+    "sample": "sample",
+    "extract": "latents",
+}
+DONE, RESUME, NEW = "done", "resume", "new"
+
+
+# ---- folders ----
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The folders and files of the run at `root` (its `experiment_dir`)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> RunDir:
+        return cls(Path(cfg.experiment_dir))
+
+    def phase(self, phase: str) -> Path:
+        """The output folder of `phase` (train, inference, sample, extract)."""
+        return self.root / PHASE_FOLDERS[phase]
+
+    def config_file(self, phase: str) -> Path:
+        """Where `phase` saves its resolved config."""
+        return self.phase(phase) / CONFIG_FILE
+
+    @property
+    def train(self) -> Path:
+        return self.phase("train")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.train / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        """Training logs: tensorboard/, wandb/, metrics.jsonl."""
+        return self.train / "logs"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.logs / METRICS_FILE
+
+    @property
+    def inference(self) -> Path:
+        return self.phase("inference")
+
+    @property
+    def sample(self) -> Path:
+        return self.phase("sample")
+
+    @property
+    def latents(self) -> Path:
+        return self.phase("extract")
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "curve"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / checkpoint_name(step)
+
+    def training_grid(self, step: int) -> Path:
+        """The sample grid drawn during training at `step`."""
+        return self.train / "samples" / f"{checkpoint_stem(step)}.png"
+
+    def inference_images(self, ckpt_stem: str) -> Path:
+        """The folder of the PNGs sampled from checkpoint `ckpt_stem`."""
+        return self.inference / ckpt_stem
+
+    def inference_npz(self, ckpt_stem: str) -> Path:
+        """The ADM evaluator's .npz of those samples."""
+        return self.inference / f"{ckpt_stem}.npz"
+
+    def sample_grid(self, ckpt_stem: str, suffix: str = "") -> Path:
+        """The `sample` phase's picture of checkpoint `ckpt_stem` (`suffix`: '-denoising')."""
+        return self.sample / f"{ckpt_stem}{suffix}.png"
+
+    def curve_results(self, tag: str) -> Path:
+        """step -> metrics of the FID curve `tag`."""
+        return self.curve / f"{tag}.json"
+
+    def curve_run(self, tag: str) -> RunDir:
+        """The run folder the FID curve `tag` samples into (its own inference/)."""
+        return RunDir(self.curve / tag)
+
+
+# ---- checkpoints ----
+
+
+def checkpoint_stem(step: int) -> str:
+    return f"{step:0{CKPT_DIGITS}d}"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{checkpoint_stem(step)}.pt"
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The training step a checkpoint file is named after."""
+    return int(Path(path).stem)
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Step-named checkpoints in `ckpt_dir`, oldest first (temporary files are ignored)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.glob("*.pt") if p.stem.isdigit()]
+    return sorted(found, key=checkpoint_step)
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(ckpt_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints, sparing steps divisible by `keep_every`.
+
+    `keep <= 0` keeps everything. Returns the deleted paths.
+    """
+    if keep <= 0:
+        return []
+    deleted = []
+    for path in list_checkpoints(ckpt_dir)[:-keep]:
+        if keep_every > 0 and checkpoint_step(path) % keep_every == 0:
+            continue
+        path.unlink()
+        deleted.append(path)
+    return deleted
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint training resumes from: `resume: true` -> the run's newest (None if it has
+    none yet), `resume: <path>` -> that file; None when not resuming."""
+    if cfg.resume is True:
+        return latest_checkpoint(RunDir.of(cfg).checkpoints)
+    if cfg.resume in (False, None, ""):
+        return None
+    path = Path(str(cfg.resume))
+    if not path.is_file():
+        raise MissingFileError(f"resume: no checkpoint at {path}")
+    return path
+
+
+def claim_train_dir(run: RunDir, overwrite: bool) -> None:
+    """Make the train folder of a fresh run; refuse one holding another run's checkpoints unless
+    `overwrite` (which deletes them)."""
+    if latest_checkpoint(run.checkpoints) is not None and not overwrite:
+        raise ConfigError(
+            f"{run.train} already holds checkpoints; pass resume=true to continue that run, "
+            "overwrite=true to start over, or choose another experiment_dir"
+        )
+    if overwrite:
+        for path in run.checkpoints.glob("*.pt"):
+            path.unlink()
+    run.train.mkdir(parents=True, exist_ok=True)
+
+
+def sampling_checkpoint(cfg: DictConfig) -> Path:
+    """`ckpt_path` if set, else the newest checkpoint of `experiment_dir`'s training run."""
+    if cfg.ckpt_path:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise MissingFileError(f"ckpt_path: no checkpoint at {path}")
+        return path
+    ckpt_dir = RunDir.of(cfg).checkpoints
+    path = latest_checkpoint(ckpt_dir)
+    if path is None:
+        raise MissingFileError(
+            f"no checkpoint in {ckpt_dir}; train first (-p train) or set ckpt_path=<file.pt>"
+        )
+    return path
+
+
+# ---- phases ----
+
+
+def phase_state(phase: str, cfg: DictConfig) -> str:
+    """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
+
+    Train is done when its checkpoint at `max_training_steps` exists, resumable with any
+    checkpoint. Inference is done when the `.npz` of the checkpoint it would sample exists and
+    `inference/config.yaml` holds the same config, resumable when some of its PNGs do (other
+    settings sample again). Other phases always run. Inference raises MissingFileError when the
+    run has no checkpoint to sample.
+    """
+    run = RunDir.of(cfg)
+    if phase == "train":
+        if run.checkpoint(cfg.max_training_steps).is_file():
+            return DONE
+        return RESUME if latest_checkpoint(run.checkpoints) is not None else NEW
+    if phase == "inference":
+        stem = sampling_checkpoint(cfg).stem
+        saved = run.config_file("inference")
+        same = saved.is_file() and saved.read_text() == config_to_yaml(cfg)
+        if same and run.inference_npz(stem).is_file():
+            return DONE
+        return RESUME if same and run.inference_images(stem).is_dir() else NEW
+    return NEW
+
+
+# ---- the training state ----
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed training run needs to continue as if never stopped. `state_dict` /
+    `save` write a training checkpoint and `load_state_dict` / `load` read the same keys back:
+
+    model, ema (the first EMA: what sampling and DiT's tools read), emas (rate -> weights), opt,
+    scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch, rng
+    (every rank's RNG states, by rank), data_spec (what the model sees), config (resolved).
+    """
+
+    model: nn.Module
+    emas: list[nn.Module]
+    ema_rates: list[float]
+    optimizer: Any
+    lr_scheduler: Any
+    scaler: Any  # torch.amp.GradScaler or None
+    timestep_sampler: Any
+    data_spec: dict
+    config: dict
+    step: int = 0
+    epoch: int = 0  # data epochs finished
+    batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
+
+    def state_dict(self, rng: list[dict]) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.emas[0].state_dict(),
+            "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
+            "opt": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "timestep_sampler": self.timestep_sampler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "rng": rng,
+            "data_spec": dict(self.data_spec),
+            "config": self.config,
+        }
+
+    def load_state_dict(self, ckpt: Mapping, source, rank: int = 0, world_size: int = 1) -> None:
+        """Restore from `ckpt`; this rank's RNG states only when it was saved by as many ranks
+        (another world size draws fresh ones; the per-step training randomness does not depend
+        on them)."""
+        load_state_strict(self.model, ckpt["model"], source)
+        for ema, rate in zip(self.emas, self.ema_rates):
+            ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
+        self.optimizer.load_state_dict(ckpt["opt"])
+        self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.timestep_sampler.load_state_dict(ckpt.get("timestep_sampler", {}))
+        self.step, self.epoch = ckpt["step"], ckpt["epoch"]
+        self.batches_in_epoch = ckpt["batches_in_epoch"]
+        if len(ckpt["rng"]) == world_size:
+            set_rng_state(ckpt["rng"][rank])
+
+    def save(self, path: str | os.PathLike, rng: list[dict]) -> Path:
+        """Write the checkpoint to `path` atomically."""
+        return atomic_write(path, self.state_dict(rng))
+
+    def load(self, path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> None:
+        self.load_state_dict(load_checkpoint(path), path, rank, world_size)
+
+    @staticmethod
+    def stored_data_spec(ckpt: Mapping) -> dict | None:
+        """The data spec a loaded file records (None for official DiT / ADM weights)."""
+        return ckpt.get("data_spec") if isinstance(ckpt, Mapping) else None

@@ -1,0 +1,58 @@
+"""Atomic file writes: a crash or a kill mid-write never leaves a truncated file.
+
+The data goes to a temporary file in the target's folder, named `.<name>.<random>.tmp`, which is
+flushed and fsynced, then renamed over the target (a rename within one file system is atomic);
+the folder is fsynced too, so the rename survives a power loss. On an error the temporary file is
+deleted and the old target, if any, stays as it was. Readers see the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path` for a writer that needs a path (np.savez into an
+    open file, a memory map); once the block succeeds it is fsynced and renamed to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp, os.O_RDONLY)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent, os.O_RDONLY)
+
+
+def atomic_write(path: str | os.PathLike, data) -> Path:
+    """Write `data` to `path` atomically: str as UTF-8 text, bytes as they are, anything else
+    with torch.save (state dicts, checkpoints). Returns `path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if isinstance(data, str):
+            f.write(data.encode("utf-8"))
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            f.write(data)
+        else:
+            torch.save(data, f)
+    return path
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
