@@ -32,6 +32,8 @@ import importlib
 import inspect
 import json
 import os
+import re
+import warnings
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -213,7 +215,35 @@ def _lift_phase(merged: dict, phase: str) -> dict:
     """The root with `phase`'s subtree merged over it; all phase subtrees removed."""
     root = {key: value for key, value in merged.items() if key not in PHASES}
     subtree = merged.get(phase) if phase in PHASES else None
+    if phase in SAMPLING_PHASES and subtree:
+        subtree = _respacing_as_num_steps(phase, subtree)
     return _merge_layer(root, subtree or {})
+
+
+SAMPLING_PHASES = ("inference", "sample")
+_STEPS = re.compile(r"(?:ddim)?([0-9]+)")
+
+
+def _respacing_as_num_steps(phase: str, subtree: dict) -> dict:
+    """SpeeD's and DiT's configs choose the sampling steps as `<phase>: {diffusion:
+    {timestep_respacing: '250'}}`; here the samplers respace themselves to `num_steps`, so such a
+    value is read as num_steps (with a note), and a form that names no step count is refused."""
+    diffusion = subtree.get("diffusion")
+    if not isinstance(diffusion, dict) or not diffusion.get("timestep_respacing"):
+        return subtree
+    value = str(diffusion["timestep_respacing"])
+    key = f"{phase}.diffusion.timestep_respacing"
+    match = _STEPS.fullmatch(value)
+    if match is None or "num_steps" in subtree:
+        reason = "also sets num_steps" if match else "names no single step count"
+        raise ConfigError(
+            f"{key}={value!r} {reason}; sampling steps are `{phase}.num_steps` (the sampler "
+            "respaces itself), e.g. num_steps=250 sampler=ddpm"
+        )
+    warnings.warn(f"{key}={value!r} is read as num_steps={match.group(1)}", stacklevel=4)
+    rest = {k: v for k, v in diffusion.items() if k != "timestep_respacing"}
+    subtree = {k: v for k, v in subtree.items() if k != "diffusion"}
+    return {**subtree, **({"diffusion": rest} if rest else {}), "num_steps": int(match.group(1))}
 
 
 def _finalize(merged: dict) -> DictConfig:

@@ -151,3 +151,34 @@ def test_file_must_hold_a_mapping(write_tree):
     assert message == "configs/exp.yaml must hold a mapping of keys at the top level"
     message = load_error(write_tree, {"configs/exp.yaml": "seed: [1,\n"})
     assert message.startswith("cannot parse configs/exp.yaml: ")
+
+
+def test_a_phase_respacing_is_read_as_num_steps_or_refused(demo_config):
+    """SpeeD's configs set sampling steps as `inference: {diffusion: {timestep_respacing: ...}}`."""
+    with pytest.warns(UserWarning, match=r"timestep_respacing='250' is read as num_steps=250"):
+        cfg = load_config(demo_config, "inference", ["inference.diffusion.timestep_respacing=250"])
+    assert cfg.num_steps == 250 and cfg.diffusion.timestep_respacing == ""
+    with pytest.warns(UserWarning, match="num_steps=50"):
+        assert (
+            load_config(
+                demo_config, "sample", ["sample.diffusion.timestep_respacing=ddim50"]
+            ).num_steps
+            == 50
+        )
+    with pytest.raises(
+        ConfigError, match=r"names no single step count; sampling steps are `inference.num_steps`"
+    ):
+        load_config(demo_config, "inference", ["inference.diffusion.timestep_respacing='10,15,20'"])
+    with pytest.raises(ConfigError, match="also sets num_steps"):
+        load_config(
+            demo_config,
+            "inference",
+            ["inference.diffusion.timestep_respacing=250", "inference.num_steps=25"],
+        )
+    # training keeps its own meaning of the key (a respaced training diffusion)
+    assert (
+        load_config(
+            demo_config, "train", ["train.diffusion.timestep_respacing=250"]
+        ).diffusion.timestep_respacing
+        == 250
+    )
