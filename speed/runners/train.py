@@ -131,6 +131,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None) -> _Job:
     model = build_model(cfg, spec).to(device)
     if init_weights:
         load_pretrained(model, init_weights)
+    if cfg.strategy == "fsdp":
+        fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]

@@ -19,6 +19,7 @@ one and the other way round (torch.distributed.checkpoint reshards on load).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def shard(model: nn.Module, param_dtype: torch.dtype | None = None) -> nn.Module
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
+
+
+@torch.no_grad()
+def broadcast_from_rank0(model: nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (ranks seed differently, and each keeps
+    only its shard of what it holds when sharded; DDP broadcasts the same way). A no-op in one
+    process."""
+    if dist.is_initialized():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -111,7 +122,8 @@ def save_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str,
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "opt": optim_state}
     state["emas"] = {name: get_model_state_dict(ema) for name, ema in emas}
-    dcp.save(state, checkpoint_id=str(folder))
+    with _one_process_is_intended():
+        dcp.save(state, checkpoint_id=str(folder))
 
 
 def load_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str, nn.Module]]):
@@ -121,10 +133,20 @@ def load_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str,
     # optimizer's template creates its state with a zero-lr step, overwritten here.
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "opt": optim_state}
-    dcp.load(state, checkpoint_id=str(folder))
+    with _one_process_is_intended():
+        dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["opt"])
     partial = DefaultLoadPlanner(allow_partial_load=True)
     for name, ema in emas:
         ema_state = {"emas": {name: get_model_state_dict(ema)}}
-        dcp.load(ema_state, checkpoint_id=str(folder), planner=partial)
+        with _one_process_is_intended():
+            dcp.load(ema_state, checkpoint_id=str(folder), planner=partial)
         set_model_state_dict(ema, ema_state["emas"][name])
+
+
+@contextlib.contextmanager
+def _one_process_is_intended() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: that is the plan here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
