@@ -14,6 +14,7 @@ import torch
 
 from speed.config import ConfigError, load_config
 from speed.diffusion.respace import SpacedDiffusion
+from speed.errors import MissingFileError
 from speed.models import load_checkpoint
 from speed.run import latest_checkpoint
 from speed.run_sharded import shards_folder
@@ -174,3 +175,21 @@ def test_bf16_unet_on_two_ranks_keeps_float32_master_weights(tmp_path, demo_conf
     assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
     assert all(torch.isfinite(v).all() for v in ckpt["ema"].values())
     assert (run / "train/samples/0000002.png").is_file()  # the sharded EMA drew the grid
+
+
+def test_a_checkpoint_resumes_only_under_its_own_strategy(
+    two_ranks, tmp_path, dit_config, settings
+):
+    run, _ = two_ranks
+    sharded = f"resume={run}/train/checkpoints/0000002.pt"
+    with pytest.raises(ConfigError, match="written by strategy=fsdp"):
+        train(
+            load_config(dit_config, "train", settings(tmp_path / "a", 3, [sharded, "strategy=ddp"]))
+        )
+    replicated = train(
+        load_config(dit_config, "train", settings(tmp_path / "b", 1, ["strategy=ddp"]))
+    )
+    with pytest.raises(MissingFileError, match="resume it with strategy=ddp"):
+        train(
+            load_config(dit_config, "train", settings(tmp_path / "c", 2, [f"resume={replicated}"]))
+        )
