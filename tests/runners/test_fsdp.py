@@ -85,6 +85,18 @@ def test_two_ranks_equal_one_and_hold_half_the_memory(
         assert 0.45 * one < two < 0.55 * one
 
 
+def test_accumulation_on_two_ranks_equals_the_full_micro_batch(
+    two_ranks, tmp_path, dit_config, settings
+):
+    run, _ = two_ranks
+    stdout = torchrun(dit_config, settings(tmp_path, steps=4, extra=["grad_accum=2"]))
+    assert "global batch 4" in stdout
+    accumulated = load_checkpoint(tmp_path / "train/checkpoints/0000004.pt")
+    straight = load_checkpoint(run / "train/checkpoints/0000004.pt")
+    for key in ("model", "ema"):
+        assert_weights(accumulated[key], straight[key], atol=1e-5)
+
+
 @pytest.mark.parametrize("nproc", [2, 1])
 def test_resume_on_two_or_one_ranks_is_the_uninterrupted_run(
     two_ranks, tmp_path, dit_config, settings, nproc
