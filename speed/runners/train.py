@@ -206,7 +206,8 @@ def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
 
 
 def _save(cfg: DictConfig, dist, run: RunDir, state: TrainState) -> Path:
-    """Checkpoint the state at its step (every rank takes part; rank 0 writes and prunes)."""
+    """Checkpoint the state at its step (every rank takes part; rank 0 writes the file and
+    prunes; under FSDP every rank also writes its shards)."""
     sharded = isinstance(state, ShardedTrainState)
     if not sharded:  # FSDP ranks hold different shards by design
         _check_ranks_in_sync(state.model)
