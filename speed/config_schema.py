@@ -63,6 +63,7 @@ class RootConfig:
     max_nonfinite: int = 10  # abort after this many non-finite losses in a row
     # optimisation
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # replicate the model per rank, or shard it
     tf32: bool = True  # allow TF32 matmuls on Ampere+ GPUs
     grad_clip: float | None = None  # max global gradient norm (null = no clipping)
     compile: bool = False  # torch.compile the model

@@ -26,6 +26,7 @@ from speed.config import ConfigError
 from speed.config_schema import type_mismatch
 from speed.diffusion.samplers import AtLeast, get_sampler, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
+from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
@@ -215,7 +216,8 @@ def render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, label
 
 
 class TrainingGridSampler:
-    """Grids during training: fixed noise and classes, EMA weights, rank 0 only.
+    """Grids during training: fixed noise and classes, EMA weights, rank 0 only (every rank
+    runs a sharded EMA's forward passes, which gather its weights; rank 0 keeps the grid).
 
     The sampler is built here, so a bad sampler option fails when training starts.
     """
@@ -226,10 +228,11 @@ class TrainingGridSampler:
         self.noise, self.labels = grid_inputs(cfg, spec, device)
 
     def render(self, ema, diffusion) -> np.ndarray | None:
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if rank != 0 and not is_sharded(ema):
             return None
         scale = scales_of(self.cfg)[0]
-        return render_grid(
+        grid = render_grid(
             ema,
             diffusion,
             self.autoencoder,
@@ -239,3 +242,4 @@ class TrainingGridSampler:
             self.noise,
             self.labels,
         )
+        return grid if rank == 0 else None

@@ -272,6 +272,12 @@ class TrainState:
             "ema": self.emas[0].state_dict(),
             "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
             "opt": self.optimizer.state_dict(),
+            **self.progress_state_dict(rng),
+        }
+
+    def progress_state_dict(self, rng: list[dict]) -> dict:
+        """Every key but the weights and the optimizer state: schedules, counters, RNG, config."""
+        return {
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "timestep_sampler": self.timestep_sampler.state_dict(),
@@ -287,10 +293,16 @@ class TrainState:
         """Restore from `ckpt`; this rank's RNG states only when it was saved by as many ranks
         (another world size draws fresh ones; the per-step training randomness does not depend
         on them)."""
+        if ckpt["opt"] is None:
+            raise ConfigError(f"{source} was written by strategy=fsdp; resume it with that")
         load_state_strict(self.model, ckpt["model"], source)
         for ema, rate in zip(self.emas, self.ema_rates):
             ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
         self.optimizer.load_state_dict(ckpt["opt"])
+        self.load_progress(ckpt, rank, world_size)
+
+    def load_progress(self, ckpt: Mapping, rank: int = 0, world_size: int = 1) -> None:
+        """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here)."""
         self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

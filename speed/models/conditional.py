@@ -1,5 +1,6 @@
 """The base of every backbone: class labels with a null label, classifier-free guidance, and
-per-block gradient checkpointing, written once for DiT and the ADM UNet.
+per-block gradient checkpointing and the blocks that fully sharded data parallel training wraps one
+by one, written once for DiT and the ADM UNet.
 
 Classifier-free guidance (Ho & Salimans 2022): training replaces labels by the null label
 `num_classes` with probability `class_dropout_prob`, so one network learns eps(x, t, y) and
@@ -29,8 +30,12 @@ class ConditionalBackbone(nn.Module):
         grad_checkpointing: recompute each block in the backward pass (training only).
 
     A subclass builds its label table with `label_rows` rows, embeds `self.labels(y, t,
-    force_drop_ids)` in `forward`, and runs each block through `self.run_block`.
+    force_drop_ids)` in `forward`, runs each block through `self.run_block`, and names its block
+    classes in `shard_unit_types`.
     """
+
+    # Block classes FSDP shards as separate units (one all-gather / reduce-scatter per block).
+    shard_unit_types: tuple[type[nn.Module], ...] = ()
 
     def __init__(
         self,
@@ -92,6 +97,11 @@ class ConditionalBackbone(nn.Module):
             return checkpoint(block, *inputs, use_reentrant=False)
         return block(*inputs)
 
+    def shard_units(self) -> list[nn.Module]:
+        """The blocks to shard one by one, in module order (`shard_unit_types` instances); the
+        rest (embedders, final layer) belongs to the root unit."""
+        return [m for m in self.modules() if isinstance(m, self.shard_unit_types)]
+
     def forward_with_cfg(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
     ) -> torch.Tensor:
@@ -102,4 +112,5 @@ class ConditionalBackbone(nn.Module):
                 f"classifier-free guidance needs a class-conditional {type(self).__name__} "
                 "trained with label dropout (num_classes > 0, class_dropout_prob > 0)"
             )
-        return guidance.forward_with_cfg(self.forward, x, t, y, cfg_scale, self.guided_channels)
+        # Through __call__, so module hooks (FSDP's weight gathering) run.
+        return guidance.forward_with_cfg(self, x, t, y, cfg_scale, self.guided_channels)

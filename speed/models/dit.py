@@ -132,6 +132,8 @@ class DiT(ConditionalBackbone):
         cfg_channels: leading channels mixed by `forward_with_cfg`: 3 (DiT's convention) or "all".
     """
 
+    shard_unit_types = (DiTBlock,)
+
     def __init__(
         self,
         input_size: int | tuple[int, int] = 32,

@@ -263,6 +263,8 @@ class UNetModel(ConditionalBackbone):
             name of the switch, so a config sets `model.grad_checkpointing` for either backbone.
     """
 
+    shard_unit_types = (ResBlock, AttentionBlock)
+
     def __init__(
         self,
         image_size: int = 64,

@@ -1,4 +1,5 @@
-"""The `train` phase: DDP training with EMA, mixed precision, accumulation and exact resume.
+"""The `train` phase: DDP or FSDP training with EMA, mixed precision, accumulation and exact
+resume.
 
 Shaped like EDM's training loop: objects are built from the config, then one flat loop whose
 sections are headed by comments. Everything a resumed run needs to continue as if never stopped
@@ -34,6 +35,7 @@ from speed.run import (
     prune_checkpoints,
     resume_checkpoint,
 )
+from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
     build_autoencoder,
@@ -43,6 +45,7 @@ from speed.runners.build import (
     build_optimizer,
     data_spec,
 )
+from speed.utils import fsdp
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
@@ -64,6 +67,8 @@ def train(cfg: DictConfig) -> Path:
     run = RunDir.of(cfg)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: unknown '{cfg.precision}'; use one of fp32, bf16, fp16")
+    if cfg.strategy == "fsdp" and cfg.precision == "fp16":
+        raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_path = resume_checkpoint(cfg)
@@ -75,13 +80,9 @@ def train(cfg: DictConfig) -> Path:
     torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     # ---- Objects, then their state (after the objects: restoring sets the RNG states). ----
-    job = _build(cfg, dist)
+    job = _build(cfg, dist, init_weights=None if resume_path is not None else cfg.ckpt_path)
     if resume_path is not None:
         job.state.load(resume_path, dist.rank, dist.world_size)
-    elif cfg.ckpt_path:
-        load_pretrained(job.state.model, cfg.ckpt_path)
-        for ema in job.state.emas:
-            ema.load_state_dict(job.state.model.state_dict())
     train_model = _wrap(job.state.model, cfg, dist)
 
     # ---- Logging and interruption handling, undone however the loop ends. ----
@@ -98,7 +99,6 @@ def train(cfg: DictConfig) -> Path:
     try:
         if dist.is_main:
             save_config(cfg, run.config_file("train"))
-            _print_summary(cfg, dist, job)
         return _loop(cfg, dist, run, job, train_model, logger, stop_requested)
     finally:
         _restore_handlers(previous_handlers)
@@ -119,17 +119,27 @@ class _Job:
     micro_batch: int  # per process and accumulation step
 
 
-def _build(cfg: DictConfig, dist) -> _Job:
-    """Dataset, autoencoder, model, EMAs, diffusion, optimizer, schedules and loader."""
+def _build(cfg: DictConfig, dist, init_weights: str | None) -> _Job:
+    """Dataset, autoencoder, model (from `init_weights` if given), EMAs, diffusion, optimizer,
+    schedules and loader; with strategy=fsdp the model and EMAs are sharded before the optimizer
+    sees their parameters."""
     device = dist.device
     dataset = build_dataset(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
+    if init_weights:
+        load_pretrained(model, init_weights)
+    if cfg.strategy == "fsdp":
+        fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]
+    if cfg.strategy == "fsdp":
+        fsdp.shard(model, param_dtype=PRECISIONS[cfg.precision])
+        for ema in emas:
+            fsdp.shard(ema)
     optimizer = build_optimizer(cfg, model, device)
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
@@ -147,7 +157,8 @@ def _build(cfg: DictConfig, dist) -> _Job:
         pin_memory=cfg.data.get("pin_memory", False),
         seed=cfg.seed,
     )
-    state = TrainState(
+    state_type = ShardedTrainState if cfg.strategy == "fsdp" else TrainState
+    state = state_type(
         model=model,
         emas=emas,
         ema_rates=ema_rates,
@@ -162,32 +173,53 @@ def _build(cfg: DictConfig, dist) -> _Job:
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:
-    """The module the loop calls: DDP over several processes, compiled if asked."""
-    if dist.world_size > 1:
+    """The module the loop calls: DDP over several processes (FSDP's model is already sharded),
+    compiled if asked."""
+    if dist.world_size > 1 and cfg.strategy == "ddp":
         device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)
     return torch.compile(model) if cfg.compile else model
 
 
 def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
-    params = sum(p.numel() for p in job.state.model.parameters())
+    """The log's first line, printed once the first step has created the optimizer state: run
+    size, and the largest bytes any rank holds for weights, optimizer state and EMAs (local
+    shards under FSDP; gradients take as much as the weights)."""
+    state = job.state
+    held = (
+        fsdp.local_bytes(state.model.parameters()),
+        fsdp.optimizer_state_bytes(state.optimizer),
+        sum(fsdp.local_bytes(ema.parameters()) for ema in state.emas),
+    )
+    per_rank = [max(column) / 2**20 for column in zip(*all_gather_objects(held))]
+    if not dist.is_main:
+        return
+    params = sum(p.numel() for p in state.model.parameters())
     print(
         f"train: {params / 1e6:.2f}M params, {len(job.dataset)} items, global batch "
         f"{job.micro_batch * dist.world_size * cfg.grad_accum}, "
-        f"{dist.world_size} process(es) on {dist.device.type}; "
-        f"timesteps: {job.diffusion.timestep_sampler.describe()}",
+        f"{dist.world_size} process(es) on {dist.device.type}, {cfg.strategy}; "
+        f"per rank MiB: params {per_rank[0]:.3f}, optimizer {per_rank[1]:.3f}, "
+        f"ema {per_rank[2]:.3f}; timesteps: {job.diffusion.timestep_sampler.describe()}",
         flush=True,
     )
 
 
 def _save(cfg: DictConfig, dist, run: RunDir, state: TrainState) -> Path:
-    """Checkpoint the state at its step (every rank takes part; rank 0 writes and prunes)."""
-    _check_ranks_in_sync(state.model)
+    """Checkpoint the state at its step (every rank takes part; rank 0 writes the file and
+    prunes; under FSDP every rank also writes its shards)."""
+    sharded = isinstance(state, ShardedTrainState)
+    if not sharded:  # FSDP ranks hold different shards by design
+        _check_ranks_in_sync(state.model)
     rng_states = all_gather_objects(get_rng_state())
     path = run.checkpoint(state.step)
+    if sharded:
+        state.save(path, rng_states)  # a collective
     if dist.is_main:
-        state.save(path, rng_states)
+        if not sharded:
+            state.save(path, rng_states)
         prune_checkpoints(run.checkpoints, cfg.ckpt_keep, cfg.ckpt_keep_every)
+        prune_shards(run.checkpoints)
     barrier()
     return path
 
@@ -205,6 +237,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
 
     model.train()
+    summary_pending = True
     last_ckpt = latest_checkpoint(run.checkpoints)
     nonfinite_in_a_row = 0
     micro_step = 0
@@ -243,7 +276,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
             amp = torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype))
-            with sync or train_model.no_sync():
+            with sync or fsdp.no_sync(train_model):
                 with amp:
                     terms = diffusion.training_losses(
                         train_model, x, t, model_kwargs=model_kwargs, noise=noise, weights=weights
@@ -279,6 +312,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
+            if summary_pending:
+                _print_summary(cfg, dist, job)
+                summary_pending = False
 
             # Logs, sample grids, checkpoints.
             step = state.step
@@ -307,6 +343,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         else:
             state.epoch += 1
             state.batches_in_epoch = 0
+    if summary_pending:
+        _print_summary(cfg, dist, job)
     if last_ckpt is None or checkpoint_step(last_ckpt) != state.step:
         last_ckpt = _save(cfg, dist, run, state)
     return last_ckpt
@@ -319,7 +357,7 @@ def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
     if scaler is not None:
         scaler.unscale_(optimizer)
     max_norm = grad_clip if grad_clip else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm)
+    grad_norm = fsdp.full_value(torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

@@ -1,4 +1,5 @@
-"""Exponential moving averages of model weights, kept in float32 (Polyak averaging)."""
+"""Exponential moving averages of model weights, kept in float32 (Polyak averaging). An EMA of a
+sharded model (`speed.utils.fsdp`) is sharded the same way and updated on the local shards."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import copy
 
 import torch
 from torch import nn
+
+from speed.utils.fsdp import local
 
 
 def make_ema(model: nn.Module) -> nn.Module:
@@ -17,9 +20,10 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter; buffers are copied."""
-    ema_params = list(ema.parameters())
-    model_params = [p.detach().float() for p in model.parameters()]
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter; buffers are copied. A
+    sharded EMA and model (same sharding) update each rank's shards, with no communication."""
+    ema_params = [local(p) for p in ema.parameters()]
+    model_params = [local(p).detach().float() for p in model.parameters()]
     torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
-        ema_buffer.copy_(buffer)
+        local(ema_buffer).copy_(local(buffer))

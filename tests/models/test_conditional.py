@@ -106,3 +106,21 @@ def test_both_backbones_share_one_switch_and_the_label_attributes():
         assert model.grad_checkpointing and model.has_null_label and model.label_rows == 6
         assert model.class_dropout_prob == 0.1
     assert dit.y_embedder.embedding_table.weight.shape[0] == unet.label_emb.weight.shape[0] == 6
+
+
+def test_shard_units_are_the_blocks_of_each_backbone():
+    dit = build_dit("DiT-S/8", input_size=8, num_classes=5, depth=3)
+    assert dit.shard_units() == list(dit.blocks)
+    unet = UNetModel(
+        image_size=8,
+        in_channels=4,
+        model_channels=32,
+        num_res_blocks=1,
+        attention_resolutions=(1,),
+        channel_mult=(1, 2),
+    )
+    units = unet.shard_units()
+    assert {type(u).__name__ for u in units} == {"ResBlock", "AttentionBlock"}
+    resblocks = [m for m in unet.modules() if type(m).__name__ == "ResBlock"]
+    assert [u for u in units if type(u).__name__ == "ResBlock"] == resblocks
+    assert not Toy().shard_units()  # no declared block types: the root unit holds everything
