@@ -6,7 +6,7 @@
 Runs, each in its own process with a time limit:
   1. the `cuda`-marked tests (tests/test_cuda.py and the CUDA feature test): bf16 / fp16 training
      steps against float32, fused AdamW, the fused attention kernel, compile against eager, DDP
-     over nccl, inference images CPU against CUDA;
+     and FSDP over nccl, inference images CPU against CUDA;
   2. the training throughput of DiT-XL/2 at batch 32 (fp32 and bf16+compile, MFU against the
      GPU's peak: benchmarks/throughput.py);
   3. the sampling benchmark's rows on the demo model (benchmarks/sampling.py --quick --device

@@ -107,11 +107,16 @@ def test_compiled_model_matches_eager():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
-def test_ddp_over_nccl_with_one_process_equals_the_plain_step(tmp_path):
-    """DDP on one rank over nccl: the same gradients as the unwrapped model (bit for bit up to
-    the bucket's reduction, atol 1e-6)."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_ddp_and_fsdp_over_nccl_with_one_process_equal_the_plain_step(strategy):
+    """DDP, and FSDP2 (one unit per DiT block, `speed.utils.fsdp.shard`), on one rank over nccl:
+    the same gradients as the unwrapped model (atol 1e-6: only the reduction path differs)."""
+    import copy
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    from speed.utils import fsdp
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
@@ -121,8 +126,18 @@ def test_ddp_over_nccl_with_one_process_equals_the_plain_step(tmp_path):
         loss_and_grads(model, batch, None)
         torch.optim.SGD(model.parameters(), lr=0.1).step()
         _, plain = loss_and_grads(model, batch, None)
-        _, wrapped = loss_and_grads(DistributedDataParallel(model, device_ids=[0]), batch, None)
-        torch.testing.assert_close(wrapped, plain, rtol=0, atol=1e-6)
+        if strategy == "ddp":
+            wrapped = DistributedDataParallel(model, device_ids=[0])
+        else:
+            wrapped = fsdp.shard(copy.deepcopy(model))
+            assert fsdp.is_sharded(wrapped)
+        wrapped.zero_grad(set_to_none=True)
+        x, y, t, noise = batch
+        loss = create_diffusion("").training_losses(wrapped, x, t, {"y": y}, noise)["loss"].mean()
+        loss.backward()
+        grads = [fsdp.full_value(p.grad).flatten().float() for p in wrapped.parameters()
+                 if p.grad is not None]  # fmt: skip
+        torch.testing.assert_close(torch.cat(grads), plain, rtol=0, atol=1e-6)
     finally:
         dist.destroy_process_group()
 
