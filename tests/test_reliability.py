@@ -105,6 +105,38 @@ def test_a_second_training_into_a_locked_run_is_refused(
     assert not (run / "train/.lock").exists()  # released on exit
 
 
+HOLD_LOCK = """
+import sys, time
+from speed.run import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_held_by_another_process_is_refused_until_it_dies(
+    main, run, demo_config, tiny_overrides, capsys
+):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / "train")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        words = ["-c", demo_config, "-p", "train", *tiny_overrides(run, 3), "resume=true"]
+        assert f"(pid {holder.pid} on" in one_line_error(main, capsys, words)
+        assert [p.name for p in list_checkpoints(run / "train/checkpoints")][-1] == "0000002.pt"
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.warns(UserWarning, match="taking over"):  # killed: its lock is stale
+        assert main(words) == 0
+    assert list_checkpoints(run / "train/checkpoints")[-1].name == "0000003.pt"
+
+
 def test_inference_and_sample_folders_are_locked(main, run, demo_config, tiny_overrides, capsys):
     for phase in ("inference", "sample"):
         with RunLock(RunDir(run).phase(phase)):
