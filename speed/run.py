@@ -266,9 +266,9 @@ class RunLock:
     that no longer runs on this host (a killed run) is taken over with a warning; any other held
     lock is a RunLockedError (one line naming the holder)."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_FILE):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
+        self.path = self.folder / name
         self.me = {"host": socket.gethostname(), "pid": os.getpid()}
         self._made: list[Path] = []  # folders the lock created, removed on release if still empty
 
