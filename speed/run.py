@@ -40,6 +40,7 @@ from speed.models.loading import (
     load_state_strict,
     save_checkpoint,
 )
+from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
 from speed.utils.seeding import set_rng_state
 
@@ -297,13 +298,17 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         if not self.try_acquire():
-            holder = self.holder()
-            raise RunLockedError(
-                f"{self.folder} is in use by another run (pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')}); wait for it to finish, or delete {self.path} if "
-                "that run is gone, or choose another experiment_dir"
-            )
+            raise RunLockedError(self.refusal())
         return self
+
+    def refusal(self) -> str:
+        """The one-line message refusing a second run, naming the holder."""
+        holder = self.holder()
+        return (
+            f"{self.folder} is in use by another run (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}); wait for it to finish, or delete {self.path} if that "
+            "run is gone, or choose another experiment_dir"
+        )
 
     def release(self) -> None:
         """Delete the lock file if this process still holds it (and the folders the lock made,
@@ -330,12 +335,18 @@ class RunLock:
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike, enabled: bool = True) -> Iterator[RunLock | None]:
     """Hold `RunLock(folder)` for the block (released however it ends); `enabled=False` (ranks
-    other than 0) holds nothing."""
-    if not enabled:
-        yield None
-        return
-    with RunLock(folder) as lock:
+    other than 0) holds nothing but learns whether rank 0 got it, so every rank raises the
+    RunLockedError together instead of waiting for rank 0 at a barrier."""
+    lock = RunLock(folder) if enabled else None
+    refusal = None if lock is None or lock.try_acquire() else lock.refusal()
+    refusals = [r for r in all_gather_objects(refusal) if r]
+    if refusals:
+        raise RunLockedError(refusals[0])
+    try:
         yield lock
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _alive(pid: int) -> bool:
