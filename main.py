@@ -5,9 +5,9 @@ the resolved config and exit). With -m/--multirun, swept values (`diffusion.k=1,
 `range(...)`, `choice(...)`, `config=glob(...)`) run one experiment per combination, each in
 `<experiment_dir>/sweep/<key=value,...>/` (see README "Sweeps and clusters").
 
-A mistake the user can fix (`speed.errors.UserError`: a config value, a missing file) prints one
-`error: ...` line and exits with 2 (SPEED_DEBUG=1 shows its traceback); any other exception is a
-bug and keeps its traceback.
+A mistake the user can fix (`speed.errors.user_message`: a config value, a missing or broken
+file, a full disk, a run folder held by another run) prints one `error: ...` line and exits with
+2 (SPEED_DEBUG=1 shows its traceback); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from speed.config import config_to_yaml, load_config
-from speed.errors import UserError
+from speed.config import check_values, config_to_yaml, load_config
+from speed.errors import user_message
 
 PHASES = {
     "train": "speed.runners.train:train",
@@ -72,14 +72,16 @@ def main(argv=None) -> int:
             multirun(args, phase, show)
             return 0
         cfg = load_config(args.config, phase, args.overrides)
+        check_values(cfg)
         if show:
             print(config_to_yaml(cfg), end="")
             return 0
         run_phase(phase, cfg)
-    except UserError as error:  # anything else is a bug: its traceback is kept
-        if os.environ.get("SPEED_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        message = user_message(error)
+        if message is None or os.environ.get("SPEED_DEBUG"):
+            raise  # a bug (or SPEED_DEBUG=1): the traceback is kept
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -38,8 +38,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -57,7 +55,7 @@ from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.curve import evaluate_run
 from speed.experiments.export_reference import export_reference
-from speed.run import DONE, RunDir, checkpoint_stem, phase_state
+from speed.run import DONE, RunDir, RunLock, checkpoint_stem, phase_state
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,
@@ -238,43 +236,14 @@ CLAIM_FILE = ".study-claim"
 
 
 def claim(run_dir: Path) -> bool:
-    """Take the run for this process; False if another live process holds it. A claim of a
-    process that no longer runs on this host is taken over."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CLAIM_FILE
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            if holder == me:
-                return True
-            if holder.get("host") == me["host"] and not _alive(holder.get("pid", -1)):
-                path.unlink(missing_ok=True)
-                continue
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return True
-    return False
+    """Take the run for this process (again, if it holds it already); False if another live
+    process holds it. A claim of a process that no longer runs on this host is taken over."""
+    lock = RunLock(run_dir, CLAIM_FILE)
+    return lock.holder() == lock.me or lock.try_acquire()
 
 
 def release(run_dir: Path) -> None:
-    (run_dir / CLAIM_FILE).unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+    RunLock(run_dir, CLAIM_FILE).release()
 
 
 # ---- one run: train, score, record ----

@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 from evaluations.evaluate import FEATURE_KINDS, build_extractor
 from evaluations.features import FeatureExtractor
-
-USER_ERRORS = (OSError, ValueError, KeyError)
+from speed.errors import user_message
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +36,14 @@ def extractor_from_args(args: argparse.Namespace) -> FeatureExtractor:
 
 
 def run(main: Callable[[], int]) -> int:
-    """Call `main`; a user error (bad path, bad file) prints one `error: ...` line and returns 2.
-    Set SPEED_DEBUG=1 to see the traceback instead."""
+    """Call `main`; a user error (`speed.errors.user_message`: a bad path, a bad file, too few
+    images, a full disk) prints one `error: ...` line and returns 2. Any other exception is a bug
+    and keeps its traceback; SPEED_DEBUG=1 shows the traceback of user errors too."""
     try:
         return main()
-    except USER_ERRORS as error:
-        if os.environ.get("SPEED_DEBUG"):
+    except Exception as error:
+        message = user_message(error)
+        if message is None or os.environ.get("SPEED_DEBUG"):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluations.features import FeatureExtractor, file_digest, to_float_nchw
+from speed.errors import DataError, MissingFileError
 from speed.utils.atomic import atomic_write
 
 DEFAULT_DOMAIN_PATH = Path("runs/domain_classifier.pt")
@@ -88,21 +89,19 @@ def train_domain_classifier(
     to `out_path` and return the metadata (accuracies, sizes, seed)."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(images) != len(labels) or len(images) < 2:
-        raise ValueError(
+        raise DataError(
             f"need >= 2 images with one label each, got {len(images)} and {len(labels)}"
         )
     if not 0 <= val_fraction < 1 or epochs < 1:
-        raise ValueError(
-            f"need 0 <= val_fraction < 1 and epochs >= 1, got {val_fraction}, {epochs}"
-        )
+        raise DataError(f"need 0 <= val_fraction < 1 and epochs >= 1, got {val_fraction}, {epochs}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = to_float_nchw(images)
     if x.shape[2] != x.shape[3]:
-        raise ValueError(f"domain classifier needs square images, got {tuple(x.shape[2:])}")
+        raise DataError(f"domain classifier needs square images, got {tuple(x.shape[2:])}")
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
+        raise DataError(
             f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
         )
     meta = {
@@ -149,13 +148,13 @@ class DomainFeatures(FeatureExtractor):
         super().__init__()
         path = Path(DEFAULT_DOMAIN_PATH if path is None else path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"domain classifier {path} not found: create it with "
                 f"`python -m evaluations.domain_classifier --out {path}`"
             )
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(checkpoint, dict) or checkpoint.get("meta", {}).get("format") != FORMAT:
-            raise ValueError(f"{path}: not a domain classifier file written by this module")
+            raise DataError(f"{path}: not a domain classifier file written by this module")
         self.meta = meta = checkpoint["meta"]
         self.model = DomainClassifier(
             meta["in_channels"], meta["num_classes"], meta["widths"], meta["feature_dim"]

@@ -25,6 +25,7 @@ from evaluations import metrics
 from evaluations.features import FeatureExtractor, InceptionV3Features, extract_features
 from evaluations.image_io import ImageSource
 from evaluations.reference import FeatureStats
+from speed.errors import ConfigError
 
 FEATURE_KINDS = ("inception", "domain")
 
@@ -39,7 +40,7 @@ def build_extractor(
         from evaluations.domain_classifier import DomainFeatures
 
         return DomainFeatures(domain_path)
-    raise ValueError(f"unknown feature extractor {kind!r}; choose one of {FEATURE_KINDS}")
+    raise ConfigError(f"unknown feature extractor {kind!r}; choose one of {FEATURE_KINDS}")
 
 
 def stats_mismatch(stats: FeatureStats, extractor: FeatureExtractor) -> str | None:
@@ -70,7 +71,7 @@ def source_stats(
     if isinstance(source, FeatureStats):
         reason = stats_mismatch(source, extractor)
         if reason is not None:
-            raise ValueError(f"{reason}; recompute them with `evaluations.evaluator --save-ref`")
+            raise ConfigError(f"{reason}; recompute them with `evaluations.evaluator --save-ref`")
         return source
     activations = extract_features(extractor, source.images, batch_size, device, progress)
     origin = f"computed from {len(source)} images in {source.path}"
@@ -256,13 +257,13 @@ def compute_metrics(
     """
     unknown = set(which) - set(METRICS)
     if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ALL_METRICS}")
+        raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {ALL_METRICS}")
     known = metric_settings()
     for key in settings:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown metric setting {key!r}{hint}")
+            raise ConfigError(f"unknown metric setting {key!r}{hint}")
     ref = source_stats(reference, extractor, batch_size, device, progress)
     fake = source_stats(samples, extractor, batch_size, device, progress)
     result = {

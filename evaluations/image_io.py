@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from evaluations.reference import FeatureStats, stats_from_npz
+from speed.data.npz import open_npz
+from speed.errors import DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -45,16 +47,16 @@ def load_source(path: str | os.PathLike, num: int | None = None) -> ImageSource 
         source = load_image_folder(path)
     elif path.is_file():
         if path.suffix.lower() != ".npz":
-            raise ValueError(f"{path}: expected an .npz file or an image folder")
+            raise DataError(f"{path}: expected an .npz file or an image folder")
         source = load_npz(path)
     else:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: no such file or folder (expected an .npz with arr_0 images or mu/sigma "
             "statistics, or a folder of images)"
         )
     if num is not None and isinstance(source, ImageSource):
         if not 1 <= num <= len(source):
-            raise ValueError(f"{path}: asked for {num} images but it holds {len(source)}")
+            raise DataError(f"{path}: asked for {num} images but it holds {len(source)}")
         source.images = source.images[:num]
         source.labels = None if source.labels is None else source.labels[:num]
     return source
@@ -63,12 +65,12 @@ def load_source(path: str | os.PathLike, num: int | None = None) -> ImageSource 
 def _as_nhwc(images: np.ndarray, path: Path) -> np.ndarray:
     """Check uint8 [N, H, W(, C)] with C in {1, 3}; add the channel axis to [N, H, W]."""
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: arr_0 must be uint8 in 0..255, got {images.dtype}")
+        raise DataError(f"{path}: arr_0 must be uint8 in 0..255, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         hint = " (it looks channels-first; transpose to NHWC)" if images.ndim == 4 else ""
-        raise ValueError(
+        raise DataError(
             f"{path}: arr_0 must be [N, H, W, C] with C in {{1, 3}}, got {images.shape}{hint}"
         )
     return images
@@ -77,11 +79,11 @@ def _as_nhwc(images: np.ndarray, path: Path) -> np.ndarray:
 def load_npz(path: str | os.PathLike) -> ImageSource | FeatureStats:
     """An ADM-format `.npz`: images (`arr_0`, `arr_1`) and/or statistics (`mu`, `sigma`, ...)."""
     path = Path(path)
-    with np.load(path) as data:
+    with open_npz(path) as data:
         stats = stats_from_npz(data, path) if "mu" in data else None
         if "arr_0" not in data:
             if stats is None:
-                raise KeyError(
+                raise DataError(
                     f"{path}: has neither 'arr_0' (images) nor 'mu'/'sigma' (statistics); "
                     f"keys: {sorted(data)}"
                 )
@@ -89,7 +91,7 @@ def load_npz(path: str | os.PathLike) -> ImageSource | FeatureStats:
         images = _as_nhwc(data["arr_0"], path)
         labels = data["arr_1"].astype(np.int64) if "arr_1" in data else None
     if labels is not None and labels.shape != (len(images),):
-        raise ValueError(
+        raise DataError(
             f"{path}: arr_1 must hold one label per image, "
             f"got {labels.shape} for {len(images)} images"
         )
@@ -121,13 +123,13 @@ def load_image_folder(path: str | os.PathLike) -> ImageSource:
             warnings.warn(f"skipping unreadable image {file}: {error}", stacklevel=2)
             skipped.append(str(file))
     if not images:
-        raise ValueError(f"{path}: no readable {'/'.join(IMAGE_SUFFIXES)} images found")
+        raise DataError(f"{path}: no readable {'/'.join(IMAGE_SUFFIXES)} images found")
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} unreadable file(s)", stacklevel=2)
     channels = max(im.shape[2] for im in images)
     for name, image in zip(names, images):
         if image.shape[:2] != images[0].shape[:2]:
-            raise ValueError(
+            raise DataError(
                 f"{name}: size {image.shape[:2]} differs from {names[0]}'s {images[0].shape[:2]}"
             )
     images = [np.repeat(im, channels // im.shape[2], axis=2) for im in images]

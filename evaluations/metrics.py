@@ -9,15 +9,27 @@ Every function takes features already extracted by a network (see `evaluations.f
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.special import rel_entr
+
+from speed.errors import DataError
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and unbiased covariance [D, D] (divided by N - 1) of features [N, D], in float64."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"need features of shape [N >= 2, D], got {features.shape}")
+        raise DataError(f"need features of shape [N >= 2, D], got {features.shape}")
+    n, dim = features.shape
+    if n < dim:
+        warnings.warn(
+            f"FID statistics from {n} images of {dim}-d features: the covariance has rank < "
+            f"{dim}, so the score is far from the true FID; use at least {dim} images "
+            "(50000 is the standard)",
+            stacklevel=2,
+        )
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -39,7 +51,7 @@ def frechet_distance(
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(
+        raise DataError(
             f"statistics differ in size: mu {mu1.shape} vs {mu2.shape}, "
             f"sigma {sigma1.shape} vs {sigma2.shape} (made by different feature extractors?)"
         )
@@ -61,7 +73,7 @@ def _nonnegative(eigenvalues: np.ndarray, name: str) -> np.ndarray:
     negative one means the input was not a covariance."""
     tolerance = 1e-6 * max(abs(eigenvalues).max(initial=0.0), 1e-300)
     if eigenvalues.min(initial=0.0) < -tolerance:
-        raise ValueError(
+        raise DataError(
             f"FID: {name} has eigenvalue {eigenvalues.min():.3g} < 0: not covariance matrices "
             "(pass the statistics of feature_statistics)"
         )
@@ -94,13 +106,13 @@ def kernel_inception_distance(
     """
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"KID needs features [N1, D] and [N2, D], got {f1.shape} and {f2.shape}")
+        raise DataError(f"KID needs features [N1, D] and [N2, D], got {f1.shape} and {f2.shape}")
     if not 2 <= subset_size <= min(len(f1), len(f2)):
-        raise ValueError(
+        raise DataError(
             f"KID subset_size={subset_size} must lie in [2, min(N1, N2) = {min(len(f1), len(f2))}]"
         )
     if num_subsets < 1:
-        raise ValueError(f"KID num_subsets must be >= 1, got {num_subsets}")
+        raise DataError(f"KID num_subsets must be >= 1, got {num_subsets}")
     rng = np.random.default_rng(0) if rng is None else rng
     values = [
         _mmd2_unbiased(
@@ -125,7 +137,7 @@ def knn_radii(features: np.ndarray, k: int = 3, batch_size: int = 1024) -> np.nd
     """
     f = np.asarray(features, np.float64)
     if not 1 <= k < len(f):
-        raise ValueError(f"k-NN radius needs 1 <= k < N, got k={k}, N={len(f)}")
+        raise DataError(f"k-NN radius needs 1 <= k < N, got k={k}, N={len(f)}")
     radii = np.empty(len(f))
     for start in range(0, len(f), batch_size):
         d = _squared_distances(f[start : start + batch_size], f)
@@ -155,7 +167,7 @@ def precision_recall(
     """
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(
+        raise DataError(
             f"precision/recall needs [N1, D] and [N2, D], got {real.shape}, {fake.shape}"
         )
     precision = _fraction_in_manifold(real, knn_radii(real, k, batch_size), fake, batch_size)
@@ -181,13 +193,11 @@ def inception_score(
     """
     p = softmax(scores) if from_logits else np.asarray(scores, np.float64)
     if p.ndim != 2 or not 1 <= splits <= len(p):
-        raise ValueError(
+        raise DataError(
             f"IS needs probabilities [N, C] with 1 <= splits <= N, got {p.shape}, {splits}"
         )
     if not from_logits and (p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)):
-        raise ValueError(
-            "IS got rows that are not probabilities; pass logits with from_logits=True"
-        )
+        raise DataError("IS got rows that are not probabilities; pass logits with from_logits=True")
     values = []
     for i in range(splits):
         part = p[i * len(p) // splits : (i + 1) * len(p) // splits]
@@ -200,7 +210,7 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of rows whose argmax class over logits [N, C] equals the requested label [N]."""
     logits, labels = np.asarray(logits), np.asarray(labels)
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-        raise ValueError(
+        raise DataError(
             f"class accuracy needs logits [N, C] and labels [N], got {logits.shape}, {labels.shape}"
         )
     return float((logits.argmax(axis=1) == labels).mean())

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evaluations.metrics import feature_statistics
+from speed.errors import DataError
 
 if TYPE_CHECKING:
     from evaluations.features import Activations
@@ -70,7 +71,7 @@ class FeatureStats:
             arrays.update(mu_s=self.mu_s, sigma_s=self.sigma_s)
         if with_features:
             if self.features is None:
-                raise ValueError("these statistics hold no features to save")
+                raise DataError("these statistics hold no features to save")
             arrays["features"] = self.features.astype(np.float32)
         if self.extractor is not None:
             arrays["extractor"] = np.array(self.extractor)
@@ -86,7 +87,7 @@ class FeatureStats:
 def stats_from_npz(data, path: str | os.PathLike) -> FeatureStats:
     """FeatureStats from an opened `.npz` (np.load result) that has `mu` and `sigma`."""
     if "sigma" not in data:
-        raise KeyError(f"{path}: has 'mu' but no 'sigma'; a statistics file needs both")
+        raise DataError(f"{path}: has 'mu' but no 'sigma'; a statistics file needs both")
 
     def optional(key):
         return np.asarray(data[key], np.float64) if key in data else None

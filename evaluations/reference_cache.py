@@ -16,6 +16,7 @@ from evaluations.evaluate import source_stats
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz, load_source
 from evaluations.reference import FeatureStats
+from speed.errors import MissingFileError
 
 
 def reference_stats(
@@ -31,7 +32,7 @@ def reference_stats(
     and the extractor's name)."""
     ref = Path(ref).resolve()
     if not ref.exists():
-        raise FileNotFoundError(f"--ref {ref}: no such file or folder")
+        raise MissingFileError(f"--ref {ref}: no such file or folder")
     info = ref.stat()
     key = f"{ref}|{info.st_size}|{info.st_mtime_ns}|{extractor.name}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -49,6 +49,7 @@ from speed.config_schema import (
     HYDRA_KEYS,
     NODES,
     PHASES,
+    POSITIVE_KEYS,
     ROOT_TYPES,
     root_defaults,
     type_mismatch,
@@ -125,6 +126,13 @@ def instantiate(node, **kwargs):
             kind = ConfigError if isinstance(cause, ValueError) else MissingFileError
             raise kind(message) from cause
         raise cause from None
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Value checks that need an object built: the diffusion node (SpeeD's k, lam, tau ranges),
+    as train and -m check them, so `-p config` refuses what a run would refuse."""
+    if "diffusion" in cfg:
+        instantiate(cfg.diffusion)
 
 
 def config_to_yaml(cfg) -> str:
@@ -268,10 +276,18 @@ def _finalize(merged: dict) -> DictConfig:
         message = str(err).splitlines()[0]
         raise ConfigError(f"cannot resolve config key '{err.full_key}': {message}") from None
     _check_layer(resolved, {}, where=None)
+    _check_positive(resolved)
     OmegaConf.resolve(cfg)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _check_positive(resolved: dict) -> None:
+    for key in POSITIVE_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
 
 
 def _missing_paths(tree: Any, prefix: str = "") -> Iterable[str]:

@@ -50,6 +50,7 @@ class RootConfig:
     ckpt_path: str | None = None  # train: initial weights; inference/sample: checkpoint to use
     resume: bool | str = False  # true = newest checkpoint of experiment_dir, or a checkpoint path
     overwrite: bool = False  # allow a fresh run into an experiment_dir holding checkpoints
+    trust_checkpoint: bool = False  # unpickle checkpoints holding more than tensors (runs code)
     # training length, checkpoints and logs (in optimizer steps)
     max_training_steps: int = 400000  # stop after this many optimizer steps
     epoch: int = 1400  # ... or after this many passes over the data
@@ -72,7 +73,7 @@ class RootConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up steps
     lr_anneal_steps: int = 0  # steps to anneal to zero; 0 = max_training_steps
     # logging
-    wandb: Literal["offline", "online", "disabled"] = "offline"  # wandb mode
+    wandb: Literal["offline", "online", "disabled"] = "disabled"  # wandb mode; off unless asked
     tensorboard: bool = True  # write TensorBoard event files
     project: str = "speed"  # wandb project name
     # sampling
@@ -93,6 +94,12 @@ class RootConfig:
 
 
 ROOT_TYPES: dict[str, Any] = typing.get_type_hints(RootConfig)
+
+# Root keys that must be >= 1: a run with 0 of them cannot take a step, log or write an image.
+POSITIVE_KEYS = (
+    "max_training_steps", "epoch", "grad_accum", "ckpt_every", "log_every", "max_nonfinite",
+    "num_steps", "num_samples", "per_proc_batch_size", "num_sample_seeds",
+)  # fmt: skip
 
 
 def root_defaults() -> dict[str, Any]:

@@ -1,9 +1,17 @@
-"""The errors a user can fix (a config value, a path, a missing file): `main.py` prints them as
-one line. Every other exception is a bug and keeps its traceback.
+"""The errors a user can fix (a config value, a path, a missing file, a broken file, a full disk):
+`main.py` and the evaluation CLIs print them as one line. Every other exception is a bug and keeps
+its traceback.
 
-`ConfigError` is also a ValueError and `MissingFileError` a FileNotFoundError, so code that
-catches the built-in kinds keeps working.
+`ConfigError` and `DataError` are also ValueErrors and `MissingFileError` a FileNotFoundError, so
+code that catches the built-in kinds keeps working. `user_message` is the one test of what counts
+as a user's mistake.
 """
+
+from __future__ import annotations
+
+import errno
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class UserError(Exception):
@@ -16,3 +24,33 @@ class ConfigError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or a run should hold) is not there."""
+
+
+class DataError(UserError, ValueError):
+    """A file's contents cannot be used: a corrupt, truncated or empty checkpoint, a text file
+    named .npz, a dataset with no usable item, non-finite weights or images."""
+
+
+class RunLockedError(UserError):
+    """Another live process owns the run folder (see `speed.run.RunLock`)."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed because the disk (or quota) is full; the message names the file."""
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one-line message of a mistake the user can fix, None for a bug (keep its traceback).
+
+    User mistakes: every UserError; a full disk or quota (ENOSPC/EDQUOT) anywhere; a path that is
+    missing, a folder, or not permitted (the built-in OSErrors that carry a file name).
+    """
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"disk full{where} ({error.strerror or error}); free space and run again"
+    if isinstance(error, FileNotFoundError | IsADirectoryError | PermissionError):
+        if error.filename:
+            return f"{error.strerror}: {error.filename}"
+    return None

@@ -26,6 +26,7 @@ from speed.config import ConfigError
 from speed.config_schema import type_mismatch
 from speed.diffusion.samplers import AtLeast, get_sampler, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
+from speed.errors import DataError
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
 
@@ -76,8 +77,11 @@ def build_sampler(name: str, options: Mapping[str, Any], prefix: str = "") -> Ca
 
 def sampler_from_config(cfg: DictConfig) -> Callable:
     """The sampler of `cfg.sampler` with the root keys of `ROOT_OPTION_KEYS` it declares and then
-    `cfg.sampler_options` bound (see `build_sampler`)."""
-    declared = sampler_options(cfg.sampler)
+    `cfg.sampler_options` bound (see `build_sampler`); an unknown sampler is a ConfigError."""
+    try:
+        declared = sampler_options(cfg.sampler)
+    except ValueError as err:
+        raise ConfigError(f"sampler: {err}") from None
     options = {key: cfg[key] for key in ROOT_OPTION_KEYS if key in declared}
     options.update(OmegaConf.to_container(cfg.sampler_options, resolve=True))
     return build_sampler(cfg.sampler, options, prefix="sampler_options.")
@@ -99,7 +103,8 @@ def generate(
     callback: Callable | None = None,
     **options,
 ) -> torch.Tensor:
-    """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W].
+    """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W],
+    checked finite (a DataError otherwise, so no caller writes pictures of NaNs).
 
     Args:
         labels: class indices [N], or None for an unconditional model.
@@ -139,7 +144,14 @@ def generate(
         progress=progress,
         callback=callback,
     )
-    return autoencoder.decode(latents[:n])
+    images = autoencoder.decode(latents[:n])
+    if not bool(torch.isfinite(images).all()):  # never let NaNs become black pictures
+        raise DataError(
+            f"sampling produced NaN/inf in {int((~torch.isfinite(images)).flatten(1).any(1).sum())}"
+            f" of {n} images; nothing was written for them; check the checkpoint, sampler and "
+            "guidance_scale"
+        )
+    return images
 
 
 # ---- sample grids (sample phase, and periodic grids during training) ----

@@ -8,15 +8,23 @@ names or checkpoint keys.
       sample/config.yaml, sample/<ckpt-stem>.png
       latents/ (the `extract` phase's cache), curve/<tag>.json and curve/<tag>/ (FID curves)
 
-Checkpoints are named by training step (`0005000.pt`), written atomically
-(`speed.utils.atomic`), read with one torch.load policy (`speed.models.load_checkpoint`), and
-their keys are written and read by one object, `TrainState`.
+Checkpoints are named by training step (`0005000.pt`), written atomically with a sha256 sidecar
+(`speed.models.save_checkpoint`), read with one checked, weights-only torch.load policy
+(`speed.models.load_checkpoint`), and their keys are written and read by one object,
+`TrainState`. Resuming skips a newest checkpoint that does not load for the one before it.
+
+A phase's output folder is owned by one run at a time: `RunLock` (a `.lock` file holding the
+owner's host and pid).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Mapping
+import socket
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +33,20 @@ from omegaconf import DictConfig
 from torch import nn
 
 from speed.config import config_to_yaml
-from speed.errors import ConfigError, MissingFileError
-from speed.models.loading import load_checkpoint, load_state_strict
-from speed.utils.atomic import atomic_write
+from speed.errors import ConfigError, DataError, MissingFileError, RunLockedError
+from speed.models.loading import (
+    checksum_path,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+)
+from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
 from speed.utils.seeding import set_rng_state
 
 CKPT_DIGITS = 7
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
 PHASE_FOLDERS = {
     "train": "train",
     "inference": "inference",
@@ -166,6 +180,7 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, keep_every: int = 
         if keep_every > 0 and checkpoint_step(path) % keep_every == 0:
             continue
         path.unlink()
+        checksum_path(path).unlink(missing_ok=True)
         deleted.append(path)
     return deleted
 
@@ -173,14 +188,43 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, keep_every: int = 
 def resume_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint training resumes from: `resume: true` -> the run's newest (None if it has
     none yet), `resume: <path>` -> that file; None when not resuming."""
+    candidates = resume_candidates(cfg)
+    return candidates[0] if candidates else None
+
+
+def resume_candidates(cfg: DictConfig) -> list[Path]:
+    """The checkpoints training may resume from, to try in order: `resume: true` -> the run's
+    checkpoints newest first (empty if it has none yet), `resume: <path>` -> that file only."""
     if cfg.resume is True:
-        return latest_checkpoint(RunDir.of(cfg).checkpoints)
+        return list_checkpoints(RunDir.of(cfg).checkpoints)[::-1]
     if cfg.resume in (False, None, ""):
-        return None
+        return []
     path = Path(str(cfg.resume))
     if not path.is_file():
         raise MissingFileError(f"resume: no checkpoint at {path}")
-    return path
+    return [path]
+
+
+def load_newest_good(state: TrainState, candidates: list[Path], rank: int = 0, **kwargs) -> Path:
+    """Restore `state` from the first of `candidates` that loads (`TrainState.load` with
+    `kwargs`); a corrupt, truncated or empty one is skipped with a warning naming it. Returns the
+    path used; DataError when none loads."""
+    for i, path in enumerate(candidates):
+        try:
+            state.load(path, rank=rank, **kwargs)
+            return path
+        except DataError as error:
+            if i + 1 == len(candidates):
+                if len(candidates) == 1:
+                    raise
+                raise DataError(
+                    f"resume: none of the {len(candidates)} checkpoints loads; the oldest: {error}"
+                ) from None
+            if rank == 0:
+                warnings.warn(
+                    f"resume: skipping {path} ({error}); trying {candidates[i + 1]}", stacklevel=2
+                )
+    raise MissingFileError("resume: no checkpoint to resume from")
 
 
 def claim_train_dir(run: RunDir, overwrite: bool) -> None:
@@ -194,6 +238,7 @@ def claim_train_dir(run: RunDir, overwrite: bool) -> None:
     if overwrite:
         for path in run.checkpoints.glob("*.pt"):
             path.unlink()
+            checksum_path(path).unlink(missing_ok=True)
     run.train.mkdir(parents=True, exist_ok=True)
 
 
@@ -211,6 +256,109 @@ def sampling_checkpoint(cfg: DictConfig) -> Path:
             f"no checkpoint in {ckpt_dir}; train first (-p train) or set ckpt_path=<file.pt>"
         )
     return path
+
+
+# ---- one run per folder ----
+
+
+class RunLock:
+    """Exclusive ownership of a run folder by one process: `<folder>/.lock`, created with
+    O_EXCL and holding the owner's host and pid, deleted on release. A lock whose owner is a pid
+    that no longer runs on this host (a killed run) is taken over with a warning; any other held
+    lock is a RunLockedError (one line naming the holder)."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_FILE):
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._made: list[Path] = []  # folders the lock created, removed on release if still empty
+
+    def try_acquire(self) -> bool:
+        """Take the lock; False when another live process holds it."""
+        self._made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self.holder()
+                if holder.get("host") != self.me["host"] or _alive(holder.get("pid", -1)):
+                    return False
+                warnings.warn(
+                    f"taking over {self.path}: its holder (pid {holder.get('pid')}) no longer "
+                    "runs on this host",
+                    stacklevel=2,
+                )
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.me, f)
+            return True
+        return False
+
+    def acquire(self) -> RunLock:
+        if not self.try_acquire():
+            raise RunLockedError(self.refusal())
+        return self
+
+    def refusal(self) -> str:
+        """The one-line message refusing a second run, naming the holder."""
+        holder = self.holder()
+        return (
+            f"{self.folder} is in use by another run (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}); wait for it to finish, or delete {self.path} if that "
+            "run is gone, or choose another experiment_dir"
+        )
+
+    def release(self) -> None:
+        """Delete the lock file if this process still holds it (and the folders the lock made,
+        when the run left them empty)."""
+        if self.holder() == self.me:
+            self.path.unlink(missing_ok=True)
+        for folder in self._made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                folder.rmdir()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike, enabled: bool = True) -> Iterator[RunLock | None]:
+    """Hold `RunLock(folder)` for the block (released however it ends); `enabled=False` (ranks
+    other than 0) holds nothing but learns whether rank 0 got it, so every rank raises the
+    RunLockedError together instead of waiting for rank 0 at a barrier."""
+    lock = RunLock(folder) if enabled else None
+    refusal = None if lock is None or lock.try_acquire() else lock.refusal()
+    refusals = [r for r in all_gather_objects(refusal) if r]
+    if refusals:
+        raise RunLockedError(refusals[0])
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---- phases ----
@@ -313,11 +461,22 @@ class TrainState:
             set_rng_state(ckpt["rng"][rank])
 
     def save(self, path: str | os.PathLike, rng: list[dict]) -> Path:
-        """Write the checkpoint to `path` atomically."""
-        return atomic_write(path, self.state_dict(rng))
+        """Write the checkpoint to `path` atomically, with its checksum."""
+        return save_checkpoint(self.state_dict(rng), path)
 
-    def load(self, path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> None:
-        self.load_state_dict(load_checkpoint(path), path, rank, world_size)
+    def load(
+        self, path: str | os.PathLike, rank: int = 0, world_size: int = 1, trust: bool = False
+    ) -> None:
+        """Restore from the checkpoint at `path` (checked by `load_checkpoint`, `trust` too);
+        DataError, state untouched, when it is no training checkpoint."""
+        ckpt = load_checkpoint(path, trust)
+        missing = [k for k in ("model", "ema", "emas", "opt", "step", "rng") if k not in ckpt]
+        if missing:
+            raise DataError(
+                f"checkpoint {path} is no training checkpoint of this project "
+                f"(no {', '.join(missing)}); use ckpt_path= for weights to start from"
+            )
+        self.load_state_dict(ckpt, path, rank, world_size)
 
     @staticmethod
     def stored_data_spec(ckpt: Mapping) -> dict | None:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speed.errors import MissingFileError
-from speed.models.loading import load_checkpoint
+from speed.models.loading import load_checkpoint, save_checkpoint
 from speed.run import TrainState, list_checkpoints
-from speed.utils.atomic import atomic_write
 from speed.utils.distributed import barrier, get_rank
 from speed.utils.fsdp import full_state_dict, load_sharded, save_sharded
 
@@ -71,15 +70,18 @@ class ShardedTrainState(TrainState):
             os.replace(tmp, folder)
             weights = {"model": model, "ema": emas[names[0]], "emas": emas, "opt": None}
             progress = self.progress_state_dict(rng)
-            atomic_write(path, {**weights, **progress, "shards": folder.name})
+            save_checkpoint({**weights, **progress, "shards": folder.name}, path)
         barrier()
         return path
 
-    def load(self, path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> None:
-        """Restore from the checkpoint file `path` and its shard folder; an EMA rate the run
-        did not save starts from the first saved EMA (as TrainState does)."""
+    def load(
+        self, path: str | os.PathLike, rank: int = 0, world_size: int = 1, trust: bool = False
+    ) -> None:
+        """Restore from the checkpoint file `path` (checked as `load_checkpoint` checks it) and
+        its shard folder; an EMA rate the run did not save starts from the first saved EMA (as
+        TrainState does)."""
         path = Path(path)
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, trust=trust)
         folder = path.parent / ckpt["shards"] if ckpt.get("shards") else shards_folder(path)
         if not folder.is_dir():
             raise MissingFileError(

@@ -18,7 +18,7 @@ from torch import nn
 from speed import run as run_files
 from speed.config import ConfigError, config_to_yaml
 from speed.diffusion import create_diffusion
-from speed.errors import MissingFileError
+from speed.errors import DataError, MissingFileError
 from speed.models import extract_state_dict, load_checkpoint, load_pretrained
 from speed.run import DONE, NEW, RESUME, RunDir, TrainState, phase_state
 from speed.utils.atomic import atomic_path, atomic_write
@@ -330,16 +330,21 @@ def test_weight_loader_training_checkpoint(tmp_path, torch_loads):
     _assert_equal(model.state_dict(), state.model.state_dict())
 
 
-def test_weight_loader_falls_back_for_files_holding_other_objects(tmp_path, torch_loads):
-    """Checkpoints of earlier versions kept numpy's RNG state as an array."""
+def test_weight_loader_unpickles_other_objects_only_when_trusted(tmp_path, torch_loads):
+    """Checkpoints of earlier versions kept numpy's RNG state as an array: refused in one line
+    unless trusted, then loaded in full with a warning."""
     ckpt = {"model": filled(3.0).state_dict(), "rng": [{"numpy": np.random.get_state()}]}
     torch.save(ckpt, tmp_path / "old.pt")
-    model = load_pretrained(filled(0.0), tmp_path / "old.pt")
+    with pytest.raises(DataError, match="trust_checkpoint=true"):
+        load_pretrained(filled(0.0), tmp_path / "old.pt")
+    assert torch_loads == [True]
+    with pytest.warns(UserWarning, match="unpickling"):
+        model = load_pretrained(filled(0.0), tmp_path / "old.pt", trust=True)
     assert all(torch.all(p == 3.0) for p in model.parameters())
-    assert torch_loads == [True, False]
+    assert torch_loads == [True, True, False]
 
 
 def test_weight_loader_rejects_a_file_without_weights(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
-    with pytest.raises(ConfigError, match="expected a state dict"):
+    with pytest.raises(DataError, match="holds a list, not a state dict"):
         load_pretrained(nn.Linear(3, 2), Path(tmp_path / "list.pt"))

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from speed.data.transforms import center_crop_arr, random_hflip, to_tensor
+from speed.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"}
 # What PIL raises on truncated, unidentifiable or malformed files.
@@ -108,7 +109,8 @@ class ImageFolderDataset(Dataset):
             if arr is not None:
                 x = to_tensor(arr)
                 return (random_hflip(x) if self.random_flip else x), self.labels[i]
-        raise RuntimeError(f"data.path: none of the {n} images could be decoded")
+        folder = self.files[0].parent
+        raise DataError(f"data.path: none of the {n} images in {folder} could be decoded")
 
     def _load(self, i: int):
         """uint8 [R, R, 3] center crop of file i; None (marked, counted, warned) if unreadable."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,22 @@ import torch
 from torch.utils.data import Dataset
 
 from speed.data.transforms import random_hflip, to_tensor
+from speed.errors import DataError
+
+
+def open_npz(path: str | os.PathLike):
+    """np.load of a `.npz` archive (a context manager); a file that is no archive (a text or
+    pickle file named .npz, a truncated download) is one DataError line naming it."""
+    try:
+        data = np.load(path)
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"{path} is not a readable .npz archive ({reason.split('. ')[0]})"
+        ) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds a single .npy array, not a .npz archive")
+    return data
 
 
 class NpzDataset(Dataset):
@@ -27,7 +45,7 @@ class NpzDataset(Dataset):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"data.path: no .npz file at {path}")
-        with np.load(path) as data:
+        with open_npz(path) as data:
             if "arr_0" not in data:
                 raise ValueError(f"data.path: {path} has no 'arr_0' (uint8 [N, H, W, C] images)")
             images = data["arr_0"]

@@ -3,22 +3,40 @@
 Accepted files: a raw state dict (`DiT-XL-2-256x256.pt`, guided-diffusion's `64x64_diffusion.pt`)
 or a training checkpoint dict holding "ema" (preferred) and/or "model" (DiT's
 `{"model", "ema", "opt", "args"}`, and ours). Every weight file of the project is read by
-`load_checkpoint`, one torch.load policy. Loading is strict; a mismatch is one line naming the
-keys and shapes that differ.
+`load_checkpoint`, one torch.load policy:
+
+- Safe by default: the weights-only unpickler (tensors, dicts, lists, numbers, strings, and the
+  argparse Namespace of DiT's training checkpoints), which cannot run code. A file that needs the
+  full unpickler is refused in one line unless the caller trusts it (`trust_checkpoint=true`),
+  and then loaded with a one-line warning.
+- Checked: a checkpoint written by `save_checkpoint` has a sidecar `<name>.sha256` (the sha256 of
+  the file's bytes, in `sha256sum` format) that must match; the file must unpickle and hold a
+  dict; every floating tensor in it must be finite. Any failure is one `DataError` line naming the
+  file (what `speed.run` uses to fall back to an older checkpoint).
+
+Loading into a model is strict; a mismatch is one line naming the keys and shapes that differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
-from collections.abc import Mapping
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from speed.errors import ConfigError, MissingFileError
+from speed.errors import ConfigError, DataError, MissingFileError
+from speed.utils.atomic import atomic_path, atomic_write
+
+CHECKSUM_SUFFIX = ".sha256"
+# What torch.load raises on a file that is not a whole checkpoint (truncated, garbage, empty).
+_BROKEN = (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile, pickle.PickleError)
 
 # Entries of each kind shown before "... (+N more)".
 _SHOWN = 5
@@ -53,23 +71,124 @@ def describe_state_dict_mismatch(
     return "; ".join(parts)
 
 
-def load_checkpoint(path: str | os.PathLike):
-    """torch.load onto the CPU (never onto the GPU it was saved from) with one policy: the safe
-    weights-only unpickler where the file allows it (raw state dicts; DiT's training checkpoints,
-    whose argparse Namespace is allowed), the full one for files holding other objects (this
-    project's training checkpoints carry numpy RNG states).
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The sidecar holding the sha256 of checkpoint `path`: `<name>.sha256` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(obj, path: str | os.PathLike) -> Path:
+    """torch.save `obj` to `path` atomically, with its sha256 sidecar written before the rename,
+    so a checkpoint never appears without the checksum of its bytes. Returns `path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+        atomic_write(checksum_path(path), f"{file_sha256(tmp)}  {path.name}\n")
+    return path
+
+
+def verify_checksum(path: str | os.PathLike) -> None:
+    """Raise DataError when `path` has a sidecar checksum its bytes do not match (no sidecar:
+    official weights, files from elsewhere, nothing to check)."""
+    sidecar = checksum_path(path)
+    if not sidecar.is_file():
+        return
+    expected = sidecar.read_text().split()[:1]
+    if expected != [file_sha256(path)]:
+        raise DataError(
+            f"checkpoint {path} is corrupt: its sha256 does not match {sidecar.name} "
+            "(the file changed after it was written)"
+        )
+
+
+def load_checkpoint(path: str | os.PathLike, trust: bool = False):
+    """The dict in checkpoint `path`, loaded onto the CPU (never onto the GPU it was saved from),
+    checked as the module docstring says.
+
+    Args:
+        trust: load a file that needs the full unpickler (it can run code), with a warning.
 
     Raises:
         MissingFileError: no file at `path`.
+        DataError: a corrupt, truncated, empty or non-dict file, a checksum mismatch, non-finite
+            weights, or (not `trust`) a file holding objects besides tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"no checkpoint at {path}; check ckpt_path / resume")
+    if path.stat().st_size == 0:
+        raise DataError(f"checkpoint {path} is empty (0 bytes)")
+    verify_checksum(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = next((ln for ln in str(error).splitlines() if "Unsupported global" in ln), None)
+        if reason is None:  # not a refused object: the bytes are broken
+            raise DataError(
+                f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
+            ) from None
+        reason = reason.strip().removeprefix("WeightsUnpickler error: ").split(". ")[0]
+        if not trust:
+            raise DataError(
+                f"checkpoint {path} holds objects besides tensors, and unpickling it could run "
+                f"code ({reason}); if you trust its source, load it with trust_checkpoint=true"
+            ) from None
+        warnings.warn(
+            f"trust_checkpoint=true: unpickling {path} in full (it can run code)", stacklevel=2
+        )
+        ckpt = _load_or_raise(path, weights_only=False)
+    except _BROKEN as error:
+        raise DataError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
+        ) from None
+    if not isinstance(ckpt, Mapping):
+        raise DataError(
+            f"checkpoint {path} holds a {type(ckpt).__name__}, not a state dict or checkpoint dict"
+        )
+    bad = next(_nonfinite_keys(ckpt), None)
+    if bad is not None:
+        raise DataError(f"checkpoint {path} holds non-finite weights (NaN/inf in {bad})")
+    return ckpt
+
+
+def _load_or_raise(path: Path, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except _BROKEN as error:
+        raise DataError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
+        ) from None
+
+
+def _nonfinite_keys(tree, prefix: str = "") -> Iterator[str]:
+    """Dotted keys of the floating tensors in a nested dict/list that hold NaN or inf."""
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+            yield prefix or "the tensor"
+    elif isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _nonfinite_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from _nonfinite_keys(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _first_line(error: BaseException, limit: int = 100) -> str:
+    """The first sentence of an error's message, shortened to `limit` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[0].split(". ")[0] if lines else ""
+    if len(line) < 8:  # e.g. a bare byte value from the legacy unpickler
+        return f"{type(error).__name__} {line}; not a torch checkpoint".strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def extract_state_dict(ckpt, use_ema: bool = True) -> Mapping[str, torch.Tensor]:
@@ -96,12 +215,16 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     return model
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, use_ema: bool = True) -> nn.Module:
+def load_pretrained(
+    model: nn.Module, path: str | os.PathLike, use_ema: bool = True, trust: bool = False
+) -> nn.Module:
     """Load the weights in `path` (EMA weights where the file has them, unless not `use_ema`)
-    into `model` (strict) and return the model.
+    into `model` (strict) and return the model (`trust`: see `load_checkpoint`).
 
     Raises:
         MissingFileError: no file at `path`.
+        DataError: the file is broken or unsafe (see `load_checkpoint`).
         ConfigError: the weights do not fit the model (one line naming keys and shapes).
     """
-    return load_state_strict(model, extract_state_dict(load_checkpoint(path), use_ema), path)
+    ckpt = load_checkpoint(path, trust)
+    return load_state_strict(model, extract_state_dict(ckpt, use_ema), path)

@@ -86,7 +86,7 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
     its DataSpec)."""
     path = sampling_checkpoint(cfg)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     model = build_model(cfg, spec)
     load_state_strict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)

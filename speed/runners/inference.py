@@ -2,7 +2,9 @@
 
 Image i's starting noise is seeded by (seed, i) and batch b's sampler noise by (seed, b); batches
 are dealt round-robin to ranks, so the images do not depend on how many processes made them.
-Batches whose PNGs are all on disk are skipped, so a killed run resumes where it stopped.
+Batches whose PNGs are all on disk are skipped, so a killed run resumes where it stopped (PNGs
+are written atomically: one on disk is whole). The inference folder is locked for the run;
+`settings.json` beside the PNGs is removed again when a run fails before writing any.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
+from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import generate, sampler_from_config, scales_of
-from speed.run import RunDir
+from speed.run import RunDir, locked
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
@@ -55,12 +58,21 @@ def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.nda
 def inference(cfg: DictConfig) -> Path:
     """Generate `num_samples` images; returns the path of the written `.npz`."""
     dist = init_distributed()
+    with locked(RunDir.of(cfg).inference, enabled=dist.is_main):
+        return _inference(cfg, dist)
+
+
+def _inference(cfg: DictConfig, dist) -> Path:
     device = dist.device
     scale = _one_guidance_scale(cfg)
     sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
+    try:  # every setting is checked before earlier images may be deleted (overwrite=true)
+        check_num_steps(diffusion, cfg.num_steps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     run = RunDir.of(cfg)
     png_dir = run.inference_images(ckpt_path.stem)
     npz_path = run.inference_npz(ckpt_path.stem)
@@ -72,27 +84,33 @@ def inference(cfg: DictConfig) -> Path:
     num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     labels = sample_labels(cfg, spec.num_classes, num_samples)
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
-    for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
-        indices = range(b * batch, min(num_samples, (b + 1) * batch))
-        paths = [png_dir / f"{i:06d}.png" for i in indices]
-        if all(p.is_file() for p in paths):
-            continue
-        noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
-        y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
-        sampler_seed = derived_seed(cfg.seed, SAMPLER_STREAM, b)
-        images = generate(
-            model,
-            diffusion,
-            autoencoder,
-            noise,
-            None if y is None else y.to(device),
-            sampler=sampler,
-            num_steps=cfg.num_steps,
-            guidance_scale=scale,
-            generator=torch.Generator(device).manual_seed(sampler_seed),
-        )
-        for image, path in zip(to_uint8(images), paths):
-            save_png(image, path)
+    try:
+        for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
+            indices = range(b * batch, min(num_samples, (b + 1) * batch))
+            paths = [png_dir / f"{i:06d}.png" for i in indices]
+            if all(p.is_file() for p in paths):
+                continue
+            noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
+            y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
+            images = generate(
+                model,
+                diffusion,
+                autoencoder,
+                noise,
+                None if y is None else y.to(device),
+                sampler=sampler,
+                num_steps=cfg.num_steps,
+                guidance_scale=scale,
+                generator=torch.Generator(device).manual_seed(
+                    derived_seed(cfg.seed, SAMPLER_STREAM, b)
+                ),
+            )
+            for image, path in zip(to_uint8(images), paths):
+                save_png(image, path)
+    except BaseException:
+        if dist.is_main and not any(png_dir.glob("*.png")):
+            (png_dir / SETTINGS_FILE).unlink(missing_ok=True)  # nothing produced: no claim
+        raise
     barrier()
     if dist.is_main:
         _write_npz(png_dir, npz_path, num_samples, labels)
@@ -115,6 +133,7 @@ def _one_guidance_scale(cfg: DictConfig) -> float:
     return scales[0]
 
 
+SETTINGS_FILE = "settings.json"
 SETTINGS_KEYS = (
     "seed", "sampler", "num_steps", "eta", "guidance_scale", "clip_denoised",
     "use_ema_for_sampling", "per_proc_batch_size", "sample_classes", "diffusion",
@@ -127,7 +146,7 @@ def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
     settings = {key: OmegaConf.to_container(cfg)[key] for key in SETTINGS_KEYS}
     if cfg.sampler_options:  # recorded only when set, so records of earlier runs still match
         settings["sampler_options"] = OmegaConf.to_container(cfg.sampler_options)
-    record = png_dir / "settings.json"
+    record = png_dir / SETTINGS_FILE
     if record.is_file() and json.loads(record.read_text()) != settings:
         if not cfg.overwrite:
             raise ConfigError(

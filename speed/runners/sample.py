@@ -22,7 +22,7 @@ from speed.generation import (
     sampler_from_config,
     scales_of,
 )
-from speed.run import RunDir
+from speed.run import RunDir, locked
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import init_distributed
 from speed.utils.images import make_grid, save_png, to_uint8, upscale
@@ -67,8 +67,14 @@ def denoising_strip(model, diffusion, autoencoder, cfg, sampler, noise, labels, 
 
 
 def sample(cfg: DictConfig) -> Path:
-    """Write `<experiment_dir>/sample/<ckpt-stem>.png`; returns its path."""
+    """Write `<experiment_dir>/sample/<ckpt-stem>.png`; returns its path. The sample folder is
+    locked for the run."""
     dist = init_distributed()
+    with locked(RunDir.of(cfg).sample, enabled=dist.is_main):
+        return _sample(cfg, dist)
+
+
+def _sample(cfg: DictConfig, dist) -> Path:
     device = dist.device
     sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)

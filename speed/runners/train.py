@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
+from speed.errors import UserError
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
 from speed.run import (
@@ -32,8 +33,10 @@ from speed.run import (
     checkpoint_step,
     claim_train_dir,
     latest_checkpoint,
+    load_newest_good,
+    locked,
     prune_checkpoints,
-    resume_checkpoint,
+    resume_candidates,
 )
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
@@ -57,22 +60,29 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after `max_nonfinite` consecutive steps with a NaN/inf loss."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Raised after `max_nonfinite` consecutive steps with a NaN/inf loss (one line: the run's
+    checkpoints so far are kept, the settings need a change)."""
 
 
 def train(cfg: DictConfig) -> Path:
-    """Run the train phase described by the resolved config; returns the last checkpoint path."""
+    """Run the train phase described by the resolved config; returns the last checkpoint path.
+    The train folder is locked for the run (a second run into it is refused)."""
     dist = init_distributed()
     run = RunDir.of(cfg)
+    with locked(run.train, enabled=dist.is_main):
+        return _train(cfg, dist, run)
+
+
+def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: unknown '{cfg.precision}'; use one of fp32, bf16, fp16")
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
-    resume_path = resume_checkpoint(cfg)
-    if resume_path is None and dist.is_main:
+    resume_paths = resume_candidates(cfg)
+    if not resume_paths and dist.is_main:
         claim_train_dir(run, cfg.overwrite)
     barrier()
     seed_everything(cfg.seed * dist.world_size + dist.rank)
@@ -80,9 +90,16 @@ def train(cfg: DictConfig) -> Path:
     torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     # ---- Objects, then their state (after the objects: restoring sets the RNG states). ----
-    job = _build(cfg, dist, init_weights=None if resume_path is not None else cfg.ckpt_path)
-    if resume_path is not None:
-        job.state.load(resume_path, dist.rank, dist.world_size)
+    init_weights = None if resume_paths else cfg.ckpt_path
+    job = _build(cfg, dist, init_weights, trust=cfg.trust_checkpoint)
+    if resume_paths:
+        load_newest_good(
+            job.state,
+            resume_paths,
+            dist.rank,
+            world_size=dist.world_size,
+            trust=cfg.trust_checkpoint,
+        )
     train_model = _wrap(job.state.model, cfg, dist)
 
     # ---- Logging and interruption handling, undone however the loop ends. ----
@@ -119,7 +136,7 @@ class _Job:
     micro_batch: int  # per process and accumulation step
 
 
-def _build(cfg: DictConfig, dist, init_weights: str | None) -> _Job:
+def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False) -> _Job:
     """Dataset, autoencoder, model (from `init_weights` if given), EMAs, diffusion, optimizer,
     schedules and loader; with strategy=fsdp the model and EMAs are sharded before the optimizer
     sees their parameters."""
@@ -130,7 +147,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None) -> _Job:
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
     if init_weights:
-        load_pretrained(model, init_weights)
+        load_pretrained(model, init_weights, trust=trust)
     if cfg.strategy == "fsdp":
         fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
@@ -146,6 +163,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None) -> _Job:
     )
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     micro_batch = _micro_batch_size(cfg, dist.world_size)
+    _check_one_step(cfg, len(dataset), micro_batch, dist.world_size)
     data_sampler = ResumableSampler(
         len(dataset), rank=dist.rank, world_size=dist.world_size, shuffle=True, seed=cfg.seed
     )
@@ -455,6 +473,18 @@ def _micro_batch_size(cfg: DictConfig, world_size: int) -> int:
             f"world_size x grad_accum = {world_size} x {cfg.grad_accum}; change one of them"
         )
     return cfg.global_batch_size // per_step
+
+
+def _check_one_step(cfg: DictConfig, num_items: int, micro_batch: int, world_size: int) -> None:
+    """An epoch must hold at least one optimizer step: batches are full (drop_last), so a dataset
+    smaller than one global batch would train nothing and stop at once."""
+    global_batch = micro_batch * world_size * cfg.grad_accum
+    if num_items < global_batch:
+        raise ConfigError(
+            f"data: {num_items} items are fewer than one global batch of {global_batch} "
+            f"(batch {micro_batch} x {world_size} process(es) x grad_accum {cfg.grad_accum}), "
+            "so no step could be taken; lower data.batch_size / global_batch_size or add data"
+        )
 
 
 def _check_latent_cache(dataset, autoencoder) -> None:

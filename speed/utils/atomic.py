@@ -4,6 +4,7 @@ The data goes to a temporary file in the target's folder, named `.<name>.<random
 flushed and fsynced, then renamed over the target (a rename within one file system is atomic);
 the folder is fsynced too, so the rename survives a power loss. On an error the temporary file is
 deleted and the old target, if any, stays as it was. Readers see the old file or the new one.
+A full disk or quota (ENOSPC, EDQUOT) is a `DiskFullError` naming the file, a one-line user error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from speed.errors import DISK_FULL, DiskFullError
 
 
 @contextlib.contextmanager
@@ -30,8 +33,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            raise DiskFullError(
+                f"disk full writing {path} ({error.strerror or error}); nothing was replaced, "
+                "free space and run again"
+            ) from error
         raise
     _fsync(path.parent, os.O_RDONLY)
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from speed.utils.atomic import atomic_path
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[N, C, H, W] floats in [-1, 1] -> uint8 [N, H, W, C] (rounded, clipped)."""
@@ -34,12 +36,13 @@ def make_grid(images: np.ndarray, nrow: int, padding: int = 2, pad_value: int = 
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 HWC image (C = 1 or 3) as PNG, creating parent folders."""
+    """Write a uint8 HWC image (C = 1 or 3) as PNG atomically (a killed run never leaves a
+    truncated PNG that looks finished), creating parent folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    Image.fromarray(image).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
     return path
 
 

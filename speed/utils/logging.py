@@ -1,4 +1,4 @@
-"""Run logging: stdout, TensorBoard, wandb (offline unless WANDB_MODE says otherwise) and
+"""Run logging: stdout, TensorBoard, wandb (only when asked: wandb=offline|online or WANDB_MODE) and
 `metrics.jsonl` (one JSON object per log line, `{"step": ..., "loss": ...}`, appended across
 resumes; `read_metrics` reads it back for tables).
 
@@ -36,7 +36,7 @@ class RunLogger:
         self,
         log_dir: str | os.PathLike,
         config: dict | None = None,
-        wandb_mode: str = "offline",
+        wandb_mode: str = "disabled",
         tensorboard: bool = True,
         project: str = "speed",
         name: str | None = None,

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from speed.data import ImageFolderDataset
+from speed.errors import DataError
 
 
 def _save(path, color, size=(12, 10)):
@@ -109,5 +110,5 @@ def test_all_corrupt_raises(tmp_path):
     ds = ImageFolderDataset(str(tmp_path), image_size=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(RuntimeError, match="none of the 1 images"):
+        with pytest.raises(DataError, match="none of the 1 images"):
             ds[0]

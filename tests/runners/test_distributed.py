@@ -40,3 +40,23 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(
     reference = load_checkpoint(train(load_config(dit_config, "train", single)))
     for name, tensor in reference["model"].items():
         torch.testing.assert_close(state["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_a_locked_run_stops_every_rank_in_one_line(tmp_path, dit_config, tiny_overrides, tiny_dit):
+    """Rank 0 finds the train folder held by another run: every rank stops (none waits for rank 0
+    at a barrier) and the refusal is one line per rank that got to print it (torchrun may end
+    the other rank first)."""
+    from speed.run import RunLock
+
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        MAIN, "-c", dit_config, "-p", "train", *tiny_overrides(run), *tiny_dit,
+    ]  # fmt: skip
+    with RunLock(run / "train"):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0  # torchrun adds its own report of the failed ranks
+    refusals = [line for line in result.stderr.splitlines() if "in use by another run" in line]
+    assert 1 <= len(refusals) <= 2 and all(line.startswith("error: ") for line in refusals)
+    assert "RunLockedError" not in result.stderr
+    assert not (run / "train/checkpoints").exists()

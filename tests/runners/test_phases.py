@@ -16,7 +16,8 @@ def test_train_inference_sample_write_every_file(tmp_path, demo_config, tiny_ove
     run = tmp_path / "run"
     last = train(load_config(demo_config, "train", tiny_overrides(run)))
     ckpts = sorted(p.name for p in (run / "train/checkpoints").iterdir())
-    assert ckpts == ["0000001.pt", "0000002.pt"] and last.name == "0000002.pt"
+    assert ckpts == ["0000001.pt", "0000001.pt.sha256", "0000002.pt", "0000002.pt.sha256"]
+    assert last.name == "0000002.pt"
     assert (run / "train/config.yaml").is_file()
     assert (run / "train/samples/0000002.png").is_file()
     assert any((run / "train/logs/tensorboard").iterdir())
