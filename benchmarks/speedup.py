@@ -70,6 +70,7 @@ from speed.utils.atomic import atomic_write
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = ROOT / "configs" / "image" / "animals"
+DOMAIN_CLASSIFIER = ROOT / "benchmarks" / "assets" / "domain_classifier.pt"
 SAMPLINGS = ("uniform", "speed", "tanh")
 WEIGHTINGS = ("none", "speed", "p2")
 NAMED = {  # method -> (diffusion.sampling, diffusion.weighting)
@@ -249,6 +250,11 @@ def release(run_dir: Path) -> None:
 # ---- one run: train, score, record ----
 
 
+class StudyInterrupted(Exception):
+    """A run's training was stopped (it saved a checkpoint); the study ends here and resumes
+    from that checkpoint when started again."""
+
+
 class Scorer:
     """The extractors and reference statistics every run is scored against."""
 
@@ -348,6 +354,9 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
     if phase_state("train", cfg) != DONE:
         set_status(sweep.sweep_dir, run.name, "train", "running")
         train(cfg)
+    if phase_state("train", cfg) != DONE:  # stopped early (SIGTERM/SIGINT saved a checkpoint)
+        set_status(sweep.sweep_dir, run.name, "train", "pending")
+        raise StudyInterrupted(f"{run.name}: training stopped before step {plan.steps}")
     set_status(sweep.sweep_dir, run.name, "train", DONE)
     train_seconds = time.perf_counter() - start
     g1_steps = [s for s in plan.checkpoint_steps if s % plan.g1_every == 0 or s == plan.steps]
@@ -359,6 +368,7 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
         "lr": run.lr,
         "seed": run.seed,
         "steps": plan.steps,
+        "extractor": scorer.domain.name,
         "train_seconds_this_attempt": round(train_seconds, 1),
         "sec_per_step": _mean_sec_per_step(RunDir.of(cfg)),
         "curve": _str_keys(scorer.curve(run, sweep, plan.checkpoint_steps, plan.guidance)),
@@ -433,7 +443,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--report", action="store_true", help="only write the tables and figures")
     parser.add_argument("--steps", type=int, default=None, help="steps per run (tests, trials)")
     parser.add_argument("--eval-every", type=int, default=None)
-    parser.add_argument("--domain", default=None, help="domain classifier (default: created)")
+    parser.add_argument(
+        "--domain",
+        default=str(DOMAIN_CLASSIFIER),
+        help="domain classifier weights (default: the study's own, kept in the repository so "
+        "that every machine scores with the same network)",
+    )
     parser.add_argument("--inception", default=None, help="Inception weights (default_1.pt)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     return parser.parse_args(argv)
@@ -470,7 +485,11 @@ def main(argv=None) -> int:
     if not args.report:
         sweep = study_sweep(plan, runs_dir.resolve(), args.overrides)
         scorer = Scorer(plan, runs_dir.resolve(), args.domain, args.inception)
-        work(plan, sweep, records_dir, scorer, parse_shard(args.shard))
+        try:
+            work(plan, sweep, records_dir, scorer, parse_shard(args.shard))
+        except StudyInterrupted as stop:
+            print(f"study stopped: {stop}; run the same command to resume", flush=True)
+            return 1
     records = load_records(records_dir)
     if records:
         speedup_report.write_report(args.backbone, plan, records, args.results)

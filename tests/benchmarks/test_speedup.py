@@ -18,6 +18,7 @@ from speed.config import load_config
 from speed.diffusion import create_diffusion
 from speed.diffusion.timesteps import loss_by_region
 from speed.runners.train import train
+from speed.sweep.state import read_record
 
 PLAN = dataclasses.replace(speedup.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
 
@@ -76,6 +77,19 @@ def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cell
     others = todo[6:]
     assert {r.lr for r in others} == {1e-3} and all(r.method is None for r in others)
     assert {(r.sampling, r.weighting) for r in others}.isdisjoint(speedup.NAMED.values())
+
+
+def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch):
+    """SIGTERM makes train() save and return early: the run must stay unrecorded and pending."""
+    sweep = speedup.study_sweep(PLAN, tmp_path, [])
+    run = speedup.study_runs(sweep)[("uniform", "none", 2.0e-3, 0)]
+    speedup.record_sweep(dataclasses.replace(sweep, runs=(run.sweep_run,)), ["new"])
+    monkeypatch.setattr(speedup, "train", lambda cfg: None)  # stopped before any checkpoint
+    scorer = type("NoScorer", (), {"plan": PLAN})()
+    with pytest.raises(speedup.StudyInterrupted, match="stopped before step 300"):
+        speedup.do_run(run, sweep, scorer, noise_probe=False)
+    (entry,) = read_record(sweep.sweep_dir)["runs"]
+    assert entry["status"]["train"] == "pending"
 
 
 def test_common_rate_is_the_majority_and_the_smaller_on_a_tie():
