@@ -4,6 +4,7 @@ seconds-long runs writing into tmp_path, `single_thread` for folders of tiny-ten
 (their conftest makes it autouse), and for metric tests a tiny deterministic feature extractor,
 its numpy twin and small random image sets."""
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,18 @@ def tiny_features():
 @pytest.fixture(scope="session")
 def random_images():
     return _random_images
+
+
+@pytest.fixture(scope="session")
+def main():
+    """main.py's `main(argv)`, loaded from the file (it is a script, not a module)."""
+    spec = importlib.util.spec_from_file_location("speed_main", REPO / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(autouse=True)
+def _no_speed_debug(monkeypatch):
+    """Tests see one-line user errors whatever the developer's SPEED_DEBUG says."""
+    monkeypatch.delenv("SPEED_DEBUG", raising=False)

@@ -1,6 +1,5 @@
 """main.py: a user error is one line and exit code 2; any other exception keeps its traceback."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,19 +10,6 @@ import pytest
 from speed.errors import ConfigError, MissingFileError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def main():
-    spec = importlib.util.spec_from_file_location("speed_main", REPO / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("SPEED_DEBUG", raising=False)
 
 
 def test_error_kinds():

@@ -3,7 +3,6 @@ cannot take a step refused, inference that validates before deleting and never w
 pictures, one-line messages for what the user can fix, and safe loading of checkpoints."""
 
 import errno
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,19 +23,6 @@ from speed.runners.inference import inference
 from speed.runners.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def main():
-    spec = importlib.util.spec_from_file_location("speed_main", REPO / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("SPEED_DEBUG", raising=False)
 
 
 @pytest.fixture(scope="module")
