@@ -159,3 +159,18 @@ def main():
 def _no_speed_debug(monkeypatch):
     """Tests see one-line user errors whatever the developer's SPEED_DEBUG says."""
     monkeypatch.delenv("SPEED_DEBUG", raising=False)
+
+
+@pytest.fixture
+def nan_losses(monkeypatch):
+    """Every training loss of the test becomes NaN (the diffusion's own terms, times NaN)."""
+    from speed.diffusion.respace import SpacedDiffusion
+
+    real = SpacedDiffusion.training_losses
+
+    def nan_training_losses(self, *args, **kwargs):
+        terms = real(self, *args, **kwargs)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(SpacedDiffusion, "training_losses", nan_training_losses)
