@@ -66,6 +66,7 @@ from speed.runners.train import train
 from speed.sweep.expand import Sweep, SweepRun, expand_sweep, load_run_configs
 from speed.sweep.state import record_sweep, set_status
 from speed.utils.atomic import atomic_write
+from speed.utils.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -498,9 +499,7 @@ def main(argv=None) -> int:
 
 def _mean_sec_per_step(run: RunDir) -> float | None:
     """Mean `sec_per_step` of the run's training log (all attempts)."""
-    path = run.metrics_file
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    values = [row["sec_per_step"] for row in rows if "sec_per_step" in row]
+    values = [row["sec_per_step"] for row in read_metrics(run.logs) if "sec_per_step" in row]
     return statistics.fmean(values) if values else None
 
 

@@ -179,3 +179,12 @@ def test_region_losses_of_a_zero_output_model_are_the_noise_power(
     assert list(losses) == list(expected) and len(losses) == 10
     for key in expected:
         assert losses[key] == pytest.approx(expected[key], rel=1e-5)
+
+
+def test_seconds_per_step_is_the_mean_over_the_training_log(tmp_path):
+    run = speedup.RunDir(tmp_path)
+    assert speedup._mean_sec_per_step(run) is None
+    run.logs.mkdir(parents=True)
+    run.metrics_file.write_text('{"step": 100, "sec_per_step": 0.5}\n{"step": 1}\n'
+                                '{"step": 200, "sec_per_step": 1.5}\n{"step": 3')  # fmt: skip
+    assert speedup._mean_sec_per_step(run) == pytest.approx(1.0)  # a killed run's cut line: skipped
