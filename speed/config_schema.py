@@ -63,11 +63,11 @@ class RootConfig:
     sample_every: int = 0  # steps between sample grids during training (0 = never)
     max_nonfinite: int = 10  # abort after this many non-finite losses in a row
     # optimisation
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (training and sampling)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # replicate the model per rank, or shard it
     tf32: bool = True  # allow TF32 matmuls on Ampere+ GPUs
     grad_clip: float | None = None  # max global gradient norm (null = no clipping)
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (training and sampling)
     ema_rates: list[float] = dataclasses.field(default_factory=lambda: [0.9999])  # EMA decays
     lr_schedule: Literal["constant", "warmup", "cosine", "linear_anneal"] = "constant"
     warmup_steps: int = 0  # linear learning-rate warm-up steps

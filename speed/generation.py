@@ -29,6 +29,7 @@ from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import DataError
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
+from speed.utils.precision import autocast_denoiser
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
 MIN_DISPLAY_SIDE = 96  # tiny images are enlarged (nearest neighbour) to at least this side
@@ -101,6 +102,7 @@ def generate(
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callable | None = None,
+    precision: str = "fp32",
     **options,
 ) -> torch.Tensor:
     """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W],
@@ -114,6 +116,8 @@ def generate(
             doubled ([cond; uncond] with the null label `model.num_classes`) and the model's
             `forward_with_cfg` mixes eps_uncond + s * (eps_cond - eps_uncond).
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
+        precision: fp32, bf16 or fp16: the autocast dtype of the model's forward; the sampler's
+            own arithmetic stays float32 (`speed.utils.precision.autocast_denoiser`).
         options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
     if isinstance(sampler, str):
@@ -136,7 +140,7 @@ def generate(
         model_kwargs = {"y": labels}
     latents = sample_fn(
         diffusion,
-        model_fn,
+        autocast_denoiser(model_fn, precision, noise.device.type),
         noise,
         num_steps,
         model_kwargs=model_kwargs,
@@ -198,8 +202,8 @@ def scales_of(cfg: DictConfig) -> list[float]:
 
 
 def generate_from_config(model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, **kw):
-    """`generate` with a sampler built by `sampler_from_config(cfg)`, the config's steps and a
-    generator seeded by `cfg.seed`; kw: `generate`'s progress, callback."""
+    """`generate` with a sampler built by `sampler_from_config(cfg)`, the config's steps and
+    precision and a generator seeded by `cfg.seed`; kw: `generate`'s progress, callback."""
     return generate(
         model,
         diffusion,
@@ -210,6 +214,7 @@ def generate_from_config(model, diffusion, autoencoder, cfg, sampler, noise, lab
         num_steps=cfg.num_steps,
         guidance_scale=scale,
         generator=torch.Generator(noise.device).manual_seed(cfg.seed),
+        precision=cfg.precision,
         **kw,
     )
 

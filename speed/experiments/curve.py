@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from evaluations.cli import extractor_from_args, run
 from evaluations.evaluate import FEATURE_KINDS, compute_metrics
@@ -37,24 +36,9 @@ from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
 from speed.config import load_config
 from speed.run import RunDir, checkpoint_step, list_checkpoints
-from speed.runners.inference import inference
+from speed.runners.inference import inference, sampling_settings
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import all_gather_objects, init_distributed
-
-# Config keys that change the samples of a checkpoint: results made with other values don't mix.
-SAMPLING_KEYS = (
-    "seed",
-    "sampler",
-    "num_steps",
-    "eta",
-    "guidance_scale",
-    "clip_denoised",
-    "use_ema_for_sampling",
-    "per_proc_batch_size",
-    "sample_classes",
-    "diffusion",
-)
-
 
 # ---- choosing checkpoints and reference statistics ----
 
@@ -82,7 +66,6 @@ def default_tag(extractor: FeatureExtractor, num_samples: int) -> str:
 def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats) -> dict:
     """What a stored result depends on besides the checkpoint (JSON-ready)."""
     mu = np.ascontiguousarray(ref.mu, dtype=np.float64)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     return {
         "extractor": extractor.name,
         "num_samples": int(cfg.num_samples),
@@ -90,7 +73,7 @@ def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats) -> d
             "num_images": ref.num_images,
             "mu_sha256": hashlib.sha256(mu.tobytes()).hexdigest()[:16],
         },
-        "sampling": {key: resolved[key] for key in SAMPLING_KEYS},
+        "sampling": sampling_settings(cfg),
     }
 
 

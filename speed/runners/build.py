@@ -84,13 +84,18 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
 
 def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
-    its DataSpec)."""
+    its DataSpec). With `compile: true` the model's `__call__` is compiled in place
+    (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs
+    the compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     model = build_model(cfg, spec)
     load_state_strict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)
-    return model.to(device).eval(), path, spec
+    model = model.to(device).eval()
+    if cfg.compile:
+        model.compile()
+    return model, path, spec
 
 
 def build_diffusion(cfg: DictConfig):

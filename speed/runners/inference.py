@@ -101,6 +101,7 @@ def _inference(cfg: DictConfig, dist) -> Path:
                 sampler=sampler,
                 num_steps=cfg.num_steps,
                 guidance_scale=scale,
+                precision=cfg.precision,
                 generator=torch.Generator(device).manual_seed(
                     derived_seed(cfg.seed, SAMPLER_STREAM, b)
                 ),
@@ -140,12 +141,24 @@ SETTINGS_KEYS = (
 )  # fmt: skip
 
 
+def sampling_settings(cfg: DictConfig) -> dict:
+    """What an inference run's images depend on besides the checkpoint (JSON-ready): the keys of
+    `SETTINGS_KEYS`, plus `sampler_options` and `precision` when not at their defaults (so records
+    of earlier runs still match). `compile` is left out: it gives the same images to float
+    tolerance."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    settings = {key: resolved[key] for key in SETTINGS_KEYS}
+    if cfg.sampler_options:
+        settings["sampler_options"] = resolved["sampler_options"]
+    if cfg.precision != "fp32":
+        settings["precision"] = cfg.precision
+    return settings
+
+
 def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
     """Record the sampling settings beside the PNGs; PNGs made with other settings are never
     reused: a mismatch is refused, or cleared with overwrite=true."""
-    settings = {key: OmegaConf.to_container(cfg)[key] for key in SETTINGS_KEYS}
-    if cfg.sampler_options:  # recorded only when set, so records of earlier runs still match
-        settings["sampler_options"] = OmegaConf.to_container(cfg.sampler_options)
+    settings = sampling_settings(cfg)
     record = png_dir / SETTINGS_FILE
     if record.is_file() and json.loads(record.read_text()) != settings:
         if not cfg.overwrite:

@@ -54,9 +54,9 @@ from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
 from speed.utils.logging import RunLogger
 from speed.utils.lr_schedule import build_lr_scheduler
+from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
 
 
@@ -75,8 +75,6 @@ def train(cfg: DictConfig) -> Path:
 
 
 def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision: unknown '{cfg.precision}'; use one of fp32, bf16, fp16")
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
 
@@ -154,7 +152,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]
     if cfg.strategy == "fsdp":
-        fsdp.shard(model, param_dtype=PRECISIONS[cfg.precision])
+        fsdp.shard(model, param_dtype=autocast_dtype(cfg.precision))
         for ema in emas:
             fsdp.shard(ema)
     optimizer = build_optimizer(cfg, model, device)
@@ -247,7 +245,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     checkpoint, written at the final step."""
     device, state, diffusion = dist.device, job.state, job.diffusion
     model, micro_batch = state.model, job.micro_batch
-    autocast_dtype = PRECISIONS[cfg.precision]
+    amp_dtype = autocast_dtype(cfg.precision)
     grids = (
         TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
     )
@@ -293,7 +291,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
 
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
-            amp = torch.autocast(device.type, dtype=autocast_dtype, enabled=bool(autocast_dtype))
+            amp = torch.autocast(device.type, dtype=amp_dtype, enabled=bool(amp_dtype))
             with sync or fsdp.no_sync(train_model):
                 with amp:
                     terms = diffusion.training_losses(

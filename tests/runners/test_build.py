@@ -1,10 +1,22 @@
-"""Config -> optimizer: fused kernels by default, the config's own choice kept."""
+"""Config -> objects: fused optimizer kernels by default (the config's own choice kept), and the
+sampling model, compiled when asked."""
 
+import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
+from speed.autoencoders import Identity
 from speed.config import load_config
-from speed.runners.build import build_optimizer, fused_kwargs
+from speed.diffusion import create_diffusion
+from speed.generation import generate
+from speed.runners.build import (
+    DataSpec,
+    build_model,
+    build_optimizer,
+    build_sampling_model,
+    fused_kwargs,
+)
 
 CPU = torch.device("cpu")
 
@@ -34,3 +46,42 @@ def test_fused_adamw_steps_like_the_foreach_path():
     for start, foreach, fused in zip(weights, *results):
         assert (foreach - start).abs().mean() > 5e-3  # the weights moved (3 steps of lr 1e-2)
         torch.testing.assert_close(fused, foreach, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_compiled_sampling_model_gives_the_eager_images(tmp_path, dit_config, tiny_dit):
+    torch.manual_seed(0)
+    words = [*tiny_dit, f"ckpt_path={tmp_path / 'weights.pt'}"]
+    eager_cfg = load_config(dit_config, "sample", words)
+    spec = DataSpec(channels=1, side=28, num_classes=10)
+    weights = build_model(eager_cfg, spec).state_dict()
+    for value in weights.values():  # adaLN-Zero starts at zero: give the output something to do
+        value.add_(0.05 * torch.randn_like(value))
+    torch.save(weights, tmp_path / "weights.pt")
+    eager, _, _ = build_sampling_model(eager_cfg, Identity(), CPU)
+    compiled_cfg = load_config(dit_config, "sample", [*words, "compile=true"])
+    compiled, _, _ = build_sampling_model(compiled_cfg, Identity(), CPU)
+    assert compiled.state_dict().keys() == weights.keys()  # no torch.compile prefix
+    diffusion = create_diffusion("", learn_sigma=False)
+    noise = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 3])
+    torch._dynamo.reset()
+    counters.clear()
+    for scale in (1.0, 2.0):  # the plain forward, and forward_with_cfg calling the model
+        images = [
+            generate(
+                model,
+                diffusion,
+                Identity(),
+                noise,
+                labels,
+                sampler="ddim",
+                num_steps=3,
+                guidance_scale=scale,
+                precision=precision,
+            )  # fmt: skip
+            for model, precision in ((eager, "fp32"), (compiled, "fp32"), (compiled, "bf16"))
+        ]
+        torch.testing.assert_close(images[1], images[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(images[2], images[0], atol=0.1, rtol=0)
+    assert counters["stats"]["unique_graphs"] >= 2  # guided and bf16 calls ran compiled graphs
