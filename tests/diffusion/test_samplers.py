@@ -110,7 +110,7 @@ def test_dpm_solver_logsnr_grid_keeps_every_step_when_rounding_would_merge_them(
 
 
 def test_dpm_solver_logsnr_grid_beats_the_time_uniform_grid_at_10_steps(diffusion):
-    """Against the exact flow of the Gaussian data (measured: logSNR 0.025, time-uniform 0.38)."""
+    """Against the exact flow of the Gaussian data (measured: logSNR 0.056, time-uniform 0.38)."""
     noise = noise_like(256)
     exact = exact_flow(noise, 999)
     error = {
@@ -120,9 +120,9 @@ def test_dpm_solver_logsnr_grid_beats_the_time_uniform_grid_at_10_steps(diffusio
         .item()
         for grid in ["logSNR", "time_uniform"]
     }
-    assert error["logSNR"] < 0.04 and error["time_uniform"] > 0.3
+    assert error["logSNR"] < 0.07 and error["time_uniform"] > 0.3
     out = SAMPLERS["dpm_solver++"](diffusion, gaussian_model(), noise, 10)
-    assert abs(out.std().item() - exact.std().item()) < 0.01
+    assert abs(out.std().item() - exact.std().item()) < 0.02  # measured 0.016
 
 
 def scale_error(name, num_steps, diffusion, **options):
@@ -132,6 +132,22 @@ def scale_error(name, num_steps, diffusion, **options):
     out = SAMPLERS[name](diffusion, gaussian_model(), ends, num_steps, **options)
     exact = exact_flow(ends, 999)
     return ((out[1] - out[0]) / (exact[1] - exact[0])).item() - 1
+
+
+def test_dpm_solver_error_falls_with_every_step_count(diffusion):
+    """Measured: 3.2e-2, 2.3e-2, 1.5e-2, 6.6e-3, 2.2e-3 (before the lower-order rule of
+    dpm_solver.py: 1.4e-2, 2.2e-2, 1.4e-2, 6.5e-3, 2.1e-3, a hump at 12 steps)."""
+    errors = [abs(scale_error("dpm_solver++", n, diffusion)) for n in (10, 15, 20, 30, 50)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 3e-3
+    # second order from 20 steps on: 2.5x the steps, about 2.5^2 less error
+    assert 5 < errors[2] / errors[4] < 8
+
+
+def test_dpm_solver_keeps_the_first_order_step_into_t0_on_the_time_uniform_grid(diffusion):
+    """There the last lambda interval is 3-5x the one before (r < 1/2); a second-order update
+    into t = 0 would make 50 steps 20x worse (5.6e-2 against measured 2.9e-3)."""
+    assert abs(scale_error("dpm_solver++", 50, diffusion, grid="time_uniform")) < 5e-3
 
 
 def test_pndm_model_calls(diffusion):
