@@ -5,15 +5,15 @@ same x_T.
 Both schedulers are given our float64 schedule (their own tables are float32) so that only the
 order of the arithmetic differs. Settings our samplers equal:
 - pndm: PNDMScheduler(skip_prk_steps=False, timestep_spacing="leading", steps_offset=0,
-  set_alpha_to_one=True) whenever DDIM's stride T // N gives exactly N timesteps (N = 10, 20, 25,
-  50, 100 for T = 1000; N = 30 differs: our stride is 34, diffusers' 33). set_alpha_to_one: our
+  set_alpha_to_one=True) whenever N divides T (our DDIM stride is the smallest one giving N
+  timesteps, ceil(T / N); diffusers' is T // N: N = 30 gives 34 against 33). set_alpha_to_one: our
   last step lands on x_0 (abar = 1), diffusers' default stops at abar_0.
 - euler_ancestral: EulerAncestralDiscreteScheduler(timestep_spacing="linspace", steps_offset=0)
   whenever linspace(0, T - 1, N) is integral (N - 1 divides 999: N = 4, 10, 28, 38, ...); for
   other N diffusers feeds fractional timesteps with interpolated sigmas and we round them. The
-  same x_T is x~_T = x_T / sqrt(abar_{T-1}) in diffusers' variables (its pipeline starts from
-  randn * sigma_max, 2e-5 smaller here), and the same injected noise is one float64 N(0, I) draw
-  of the sample's shape per step, in step order, from equally seeded generators.
+  same x_T is x~_T = x_T / sqrt(abar_{T-1}) in diffusers' variables (its own pipeline would start
+  from randn * sigma_max, smaller by 2e-5 relative), and the same injected noise is one float64
+  N(0, I) draw of the sample's shape per step, in step order, from equally seeded generators.
 """
 
 import numpy as np

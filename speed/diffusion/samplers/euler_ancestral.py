@@ -12,6 +12,8 @@ with eta = 1 (Song et al. 2021, eq. 12): sqrt(abar_{t'}) s_up is DDIM's sigma, a
         = sqrt(abar_{t'}) D + sqrt(1 - abar_{t'} - sigma^2) eps_hat.
 So the sampler runs the diffusion's DDIM step with eta = 1 on the Euler sampler's grid; what sets
 it apart from `ddim` with eta = 1 is only the grid (both ends included, not DDIM's stride).
+Equals diffusers' EulerAncestralDiscreteScheduler(timestep_spacing="linspace", steps_offset=0) when
+that grid is integral (num_steps - 1 divides T - 1), given the same x_T and per-step noise.
 """
 
 from __future__ import annotations

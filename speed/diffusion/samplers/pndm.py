@@ -10,6 +10,8 @@ the midpoint m = t - (t - t') // 2 (an original timestep, rounded like diffusers
 afterwards eps' is the 4th-order Adams-Bashforth combination of e(x_t, t) and the three stored
 before it (eq. 12, one call per step), the stored ones being the e1 of the warm-up steps. The last
 step lands on x_0 (abar = 1). With fewer than four steps the warm-up covers all but the last one.
+Equals diffusers' PNDMScheduler(skip_prk_steps=False, timestep_spacing="leading", steps_offset=0,
+set_alpha_to_one=True) when num_steps divides T (its stride is T // N, DDIM's here ceil(T / N)).
 """
 
 from __future__ import annotations
