@@ -223,8 +223,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         )
     lines += [
         "",
-        "Model calls are per image and step; with guidance each call evaluates the conditional and",
-        "unconditional branch in one doubled batch. DPM-Solver++ uses the logSNR-uniform grid.",
+        "Model calls are per image, counted (PLMS and PNDM make more than their steps); with",
+        "guidance each call evaluates the conditional and unconditional branch in one doubled",
+        "batch. DPM-Solver++ uses the logSNR-uniform grid.",
     ]
     if meta["note"]:
         lines += ["", f"Note: {meta['note']}"]
