@@ -3,15 +3,18 @@
     python benchmarks/sampling.py             # newest checkpoint of runs/animals, 256 images
     python benchmarks/sampling.py --quick     # 64 images, without DDPM-250
     python benchmarks/sampling.py --ckpt runs/animals/train/checkpoints/0002000.pt --num 1000
+    python benchmarks/sampling.py --rows ddpm-100 "ddim-25 eta=0" pndm-10 --reference real.npz
 
-Every setting (DDPM-250, DDIM-50/25, DDIM-25 with eta 1, PLMS-25, DPM-Solver++-20/10) draws the
-same images: image i starts from the inference phase's noise for (seed, i) with class i mod K,
-through `speed.generation.generate` with classifier-free guidance (2.0, the demo's inference
-value). The time is the wall time of all batches over the number of images, after an untimed
-warm-up call. FID and class accuracy use the fast domain-classifier features
-(`evaluations.domain_classifier`, trained once into runs/domain_classifier.pt when missing) against
-real images of the run's dataset: FID-like, not comparable with Inception FID. The config is the
-one saved beside the checkpoints (<run>/train/config.yaml). Shape of nanoGPT's bench.py: build,
+Every setting (DDPM-250/100, DDIM-50, DDIM-25 with eta 0 and 1, Euler ancestral-25, PLMS-25,
+PNDM-10/25, DPM-Solver++-20/10; `--rows` picks some by name) draws the same images: image i starts
+from the inference phase's noise for (seed, i) with class i mod K, through
+`speed.generation.generate` with classifier-free guidance (2.0, the demo's inference value). The
+time is the wall time of all batches over the number of images, after an untimed warm-up call;
+model calls are counted (a forward hook), per image. FID and class accuracy use the fast
+domain-classifier features (`evaluations.domain_classifier`, trained once into
+runs/domain_classifier.pt when missing) against real images of the run's dataset (or of
+`--reference`, an .npz or image folder): FID-like, not comparable with Inception FID. The config is
+the one saved beside the checkpoints (<run>/train/config.yaml). Shape of nanoGPT's bench.py: build,
 warm up, time, print a table, write benchmarks/results/sampling.{json,md,png}.
 """
 
@@ -31,7 +34,7 @@ from models_forward import device_name
 from evaluations.cli import run
 from evaluations.domain_classifier import DEFAULT_DOMAIN_PATH, ensure_domain_classifier
 from evaluations.evaluate import FEATURE_KINDS, build_extractor, compute_metrics, source_stats
-from evaluations.image_io import ImageSource
+from evaluations.image_io import ImageSource, load_source
 from speed.config import load_config
 from speed.experiments.export_reference import export_reference
 from speed.generation import generate
@@ -48,13 +51,17 @@ from speed.utils.seeding import derived_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RUN = RunDir(Path("runs/animals"))
-# (sampler, model calls, sampler options); the first is left out by --quick.
+# (sampler, steps, sampler options); the first is left out by --quick.
 SETTINGS = [
     ("ddpm", 250, {}),
+    ("ddpm", 100, {}),
     ("ddim", 50, {}),
-    ("ddim", 25, {}),
+    ("ddim", 25, {"eta": 0.0}),
     ("ddim", 25, {"eta": 1.0}),  # stochastic DDIM: fresh noise each step, as the demo's grids
+    ("euler_ancestral", 25, {}),
     ("plms", 25, {}),
+    ("pndm", 10, {}),
+    ("pndm", 25, {}),
     ("dpm_solver++", 20, {}),
     ("dpm_solver++", 10, {}),
 ]
@@ -68,6 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=128, help="images per sampler call")
     parser.add_argument("--num-reference", type=int, default=2000, help="real images for FID")
+    parser.add_argument("--reference", type=Path, help="real images (.npz or folder) for FID")
+    parser.add_argument("--rows", nargs="+", help="settings to run, by name (e.g. pndm-10)")
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true", help="unpickle a checkpoint with non-tensors"
+    )
     parser.add_argument("--features", default="domain", choices=FEATURE_KINDS)
     parser.add_argument("--domain-path", type=Path, default=DEFAULT_DOMAIN_PATH)
     parser.add_argument("--device", default="cpu")
@@ -81,8 +93,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def settings(quick: bool) -> list[tuple[str, int, dict]]:
-    return SETTINGS[1:] if quick else SETTINGS
+def settings(quick: bool, rows: list[str] | None = None) -> list[tuple[str, int, dict]]:
+    """The settings to run: all (without DDPM-250 when `quick`), or those named in `rows`."""
+    if rows is None:
+        return SETTINGS[1:] if quick else SETTINGS
+    names = {setting_name(*setting): setting for setting in SETTINGS}
+    unknown = [row for row in rows if row not in names]
+    if unknown:
+        raise ValueError(f"--rows: unknown {unknown}; choose from {list(names)}")
+    return [names[row] for row in rows]
 
 
 def setting_name(sampler: str, num_steps: int, options: dict) -> str:
@@ -138,8 +157,11 @@ def run_settings(model, diffusion, autoencoder, noise, labels, chosen, **kw) -> 
         num_steps=2,
         guidance_scale=kw["guidance_scale"],
     )
-    rows = []
+    rows, calls = [], []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    batches = -(-len(noise) // kw["batch_size"])
     for sampler, num_steps, options in chosen:
+        calls.clear()
         images, seconds = time_sampler(
             model, diffusion, autoencoder, noise, labels, sampler, num_steps, **kw, **options
         )
@@ -150,10 +172,12 @@ def run_settings(model, diffusion, autoencoder, noise, labels, chosen, **kw) -> 
                 setting=name,
                 sampler=sampler,
                 num_steps=num_steps,
+                model_calls=len(calls) // batches,
                 sec_per_image=seconds / len(images),
                 images=images,
             )
         )
+    hook.remove()
     return rows
 
 
@@ -182,7 +206,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"Checkpoint `{meta['checkpoint']}` ({meta['params'] / 1e6:.2f}M params, "
         f"{meta['side']}x{meta['side']}x{meta['channels']} inputs), {meta['num']} images per "
         f"setting (same noise and classes for all), guidance {meta['guidance_scale']}, batch "
-        f"{meta['batch_size']}. FID against {meta['num_reference']} real images with "
+        f"{meta['batch_size']}. FID against {meta['reference']} with "
         f"{meta['features']} features ({meta['extractor_note']}). torch {meta['torch']}, "
         f"{meta['date']}. Load average before/after: {meta['loadavg_before']} / "
         f"{meta['loadavg_after']}.",
@@ -193,14 +217,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         accuracy = r.get("class_accuracy")
         lines.append(
-            f"| {r['setting']} | {r['num_steps']} | {r['sec_per_image']:.4f} | "
+            f"| {r['setting']} | {r['model_calls']} | {r['sec_per_image']:.4f} | "
             f"{1 / r['sec_per_image']:.1f} | {r['fid']:.2f} | "
             f"{'-' if accuracy is None else f'{accuracy:.3f}'} |"
         )
     lines += [
         "",
-        "Model calls are per image and step; with guidance each call evaluates the conditional and",
-        "unconditional branch in one doubled batch. DPM-Solver++ uses the logSNR-uniform grid.",
+        "Model calls are per image, counted (PLMS and PNDM make more than their steps); with",
+        "guidance each call evaluates the conditional and unconditional branch in one doubled",
+        "batch. DPM-Solver++ uses the logSNR-uniform grid.",
     ]
     if meta["note"]:
         lines += ["", f"Note: {meta['note']}"]
@@ -257,15 +282,24 @@ def benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ckpt, config = checkpoint_and_config(args.ckpt)
-    cfg = load_config(config, "inference", [f"ckpt_path={ckpt}", "data.random_flip=false"])
+    overrides = [f"ckpt_path={ckpt}", "data.random_flip=false"]
+    if args.trust_checkpoint:
+        overrides.append("trust_checkpoint=true")
+    cfg = load_config(config, "inference", overrides)
     autoencoder = build_autoencoder(cfg).to(device)
     model, _, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
     domain_path = ensure_domain_classifier(args.domain_path) if args.features == "domain" else None
     extractor = build_extractor(args.features, domain_path=domain_path)
-    images, real_labels = export_reference(build_dataset(cfg), args.num_reference, cfg.seed)
-    reference = ImageSource(
-        path=f"{args.num_reference} real images", images=images, labels=real_labels
+    if args.reference is None:
+        images, real_labels = export_reference(build_dataset(cfg), args.num_reference, cfg.seed)
+        reference = ImageSource(
+            path=f"{args.num_reference} real images", images=images, labels=real_labels
+        )
+    else:
+        reference = load_source(args.reference)
+    reference_name = f"{len(reference)} real images" + (
+        f" ({args.reference})" if args.reference else ""
     )
     reference = source_stats(reference, extractor, progress=False)
 
@@ -283,7 +317,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "num": args.num,
         "guidance_scale": args.guidance_scale,
         "batch_size": args.batch_size,
-        "num_reference": args.num_reference,
+        "reference": reference_name,
         "features": args.features,
         "extractor_note": extractor.name,
         "seed": cfg.seed,
@@ -299,7 +333,7 @@ def benchmark(args: argparse.Namespace) -> int:
         autoencoder,
         noise,
         labels,
-        settings(args.quick),
+        settings(args.quick, args.rows),
         batch_size=args.batch_size,
         seed=cfg.seed,
         guidance_scale=args.guidance_scale,

@@ -72,6 +72,21 @@ def test_sampler_options_reach_the_sampler_and_name_the_setting(tiny):
     assert np.abs(grids[0]["images"].astype(int) - grids[1]["images"]).max() > 0
 
 
+def test_model_calls_are_counted_per_image(tiny):
+    rows = run(tiny, [("pndm", 4, {}), ("plms", 3, {}), ("euler_ancestral", 3, {})], batch_size=4)
+    assert [r["model_calls"] for r in rows] == [4 + 9, 3 + 1, 3]  # two batches of the 6 images
+
+
+def test_rows_pick_settings_by_name():
+    assert sampling.settings(False, ["pndm-10", "ddim-25 eta=0"]) == [
+        ("pndm", 10, {}),
+        ("ddim", 25, {"eta": 0.0}),
+    ]
+    assert sampling.settings(True) == sampling.SETTINGS[1:]
+    with pytest.raises(ValueError, match="unknown \\['pndm-11'\\]"):
+        sampling.settings(False, ["pndm-11"])
+
+
 def test_score_is_zero_for_the_reference_itself(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, 8, 8), dtype=np.uint8)
@@ -108,11 +123,18 @@ def test_report_table_and_plot(tmp_path):
         {
             "setting": "ddim-25",
             "num_steps": 25,
+            "model_calls": 25,
             "sec_per_image": 0.02,
             "fid": 12.5,
             "class_accuracy": 0.8,
         },
-        {"setting": "dpm_solver++-10", "num_steps": 10, "sec_per_image": 0.008, "fid": 14.0},
+        {
+            "setting": "pndm-10",
+            "num_steps": 10,
+            "model_calls": 19,
+            "sec_per_image": 0.008,
+            "fid": 14.0,
+        },
     ]
     meta = {
         "device": "cpu",
@@ -125,7 +147,7 @@ def test_report_table_and_plot(tmp_path):
         "num": 256,
         "guidance_scale": 2.0,
         "batch_size": 128,
-        "num_reference": 2000,
+        "reference": "2000 real images",
         "features": "domain",
         "extractor_note": "FID-like",
         "torch": "x",
@@ -136,6 +158,7 @@ def test_report_table_and_plot(tmp_path):
     }
     table = sampling.markdown(rows, meta)
     assert "| ddim-25 | 25 | 0.0200 | 50.0 | 12.50 | 0.800 |" in table
-    assert "| dpm_solver++-10 | 10 | 0.0080 | 125.0 | 14.00 | - |" in table
+    assert "| pndm-10 | 19 | 0.0080 | 125.0 | 14.00 | - |" in table
+    assert "FID against 2000 real images with domain features" in table
     sampling.plot(rows, meta, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -16,7 +16,8 @@ is keyword-only too but is passed by the caller, never configured. An annotation
 (`speed.generation.build_sampler`); called directly with an unknown option, a sampler raises
 TypeError naming it. A new sampler is one module plus one line in `SAMPLERS`.
 
-Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "plms", "dpm_solver++" (2M).
+Names: "ddpm" (ancestral), "ddim", "euler" (DDIM with eta = 0), "euler_ancestral", "plms", "pndm"
+(Runge-Kutta warm-up, then PLMS), "dpm_solver++" (2M).
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ from speed.diffusion.samplers.common import AtLeast
 from speed.diffusion.samplers.ddim import ddim_sample, euler_sample
 from speed.diffusion.samplers.ddpm import ddpm_sample
 from speed.diffusion.samplers.dpm_solver import dpm_solver_pp_sample
+from speed.diffusion.samplers.euler_ancestral import euler_ancestral_sample
 from speed.diffusion.samplers.plms import plms_sample
+from speed.diffusion.samplers.pndm import pndm_sample
 
 SAMPLERS: dict[str, Callable] = {
     "ddpm": ddpm_sample,
     "ddim": ddim_sample,
     "euler": euler_sample,
+    "euler_ancestral": euler_ancestral_sample,
     "plms": plms_sample,
+    "pndm": pndm_sample,
     "dpm_solver++": dpm_solver_pp_sample,
 }
 
@@ -73,8 +78,10 @@ __all__ = [
     "ddim_sample",
     "ddpm_sample",
     "dpm_solver_pp_sample",
+    "euler_ancestral_sample",
     "euler_sample",
     "get_sampler",
     "plms_sample",
+    "pndm_sample",
     "sampler_options",
 ]

@@ -20,7 +20,7 @@ import torch
 
 from speed.diffusion.samplers.common import predict, steps, stride_spacing, time_index
 
-_ADAMS_BASHFORTH = {  # weights of e_t, e_{t+1}, ... for 1 to 4 stored predictions
+ADAMS_BASHFORTH = {  # weights of e_t, e_{t+1}, ... for 1 to 4 stored predictions
     1: (1.0,),
     2: (3 / 2, -1 / 2),
     3: (23 / 12, -16 / 12, 5 / 12),
@@ -28,7 +28,7 @@ _ADAMS_BASHFORTH = {  # weights of e_t, e_{t+1}, ... for 1 to 4 stored predictio
 }
 
 
-def _transfer(x, eps, abar, abar_next, clip_denoised):
+def transfer(x, eps, abar, abar_next, clip_denoised):
     """DDIM (eta = 0) step from noise level abar to abar_next; returns (x_next, x0_hat).
     With `clip_denoised`, x0_hat is clamped to [-1, 1] and eps recomputed from it."""
     pred_xstart = (x - (1 - abar) ** 0.5 * eps) / abar**0.5
@@ -64,13 +64,13 @@ def plms_sample(
         t = time_index(i, x)
         eps = predict(spaced, model, x, t, model_kwargs, clip_denoised)[1]
         if not history and i > 0:
-            x_euler, _ = _transfer(x, eps, abar[i], abar_prev[i], clip_denoised)
+            x_euler, _ = transfer(x, eps, abar[i], abar_prev[i], clip_denoised)
             eps_next = predict(spaced, model, x_euler, t - 1, model_kwargs, clip_denoised)[1]
             eps_prime = (eps + eps_next) / 2
         else:
             stored = [eps, *history]
-            eps_prime = sum(w * e for w, e in zip(_ADAMS_BASHFORTH[len(stored)], stored))
-        x, pred_xstart = _transfer(x, eps_prime, abar[i], abar_prev[i], clip_denoised)
+            eps_prime = sum(w * e for w, e in zip(ADAMS_BASHFORTH[len(stored)], stored))
+        x, pred_xstart = transfer(x, eps_prime, abar[i], abar_prev[i], clip_denoised)
         history = [eps, *history][:3]
         if callback is not None:
             callback(step, int(spaced.timestep_map[i]), x, pred_xstart)
