@@ -1,7 +1,8 @@
 """Turn noise into images: build the configured sampler, wrap the model for classifier-free
 guidance, decode; and the sample grids the `train` (periodic grids) and `sample` phases draw.
 
-Shared by the `train`, `inference` and `sample` phases, so all three draw images the same way.
+Shared by the `train`, `inference` and `sample` phases and the interactive page (`speed.app`), so
+all of them draw images the same way; the denoising strip too.
 
 A sampler's options are its keyword-only parameters (`speed.diffusion.samplers.sampler_options`),
 set in config under `sampler_options:` (e.g. `sampler_options.grid=time_uniform` for
@@ -33,6 +34,7 @@ from speed.utils.precision import autocast_denoiser
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
 MIN_DISPLAY_SIDE = 96  # tiny images are enlarged (nearest neighbour) to at least this side
+STRIP_COLUMNS = 8  # x0 snapshots shown in a denoising strip
 
 
 # ---- samplers with their options ----
@@ -223,13 +225,47 @@ def enlarge_factor(side: int) -> int:
     return max(1, MIN_DISPLAY_SIDE // side)
 
 
-def render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, labels) -> np.ndarray:
-    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture."""
+def render_grid(
+    model, diffusion, autoencoder, cfg, sampler, scale, noise, labels, callback=None
+) -> np.ndarray:
+    """Sample the grid's images at one guidance scale; returns a uint8 HWC picture.
+    `callback`: `generate`'s, called after every sampling step (e.g. a progress bar)."""
     images = generate_from_config(
-        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, progress=True
+        model,
+        diffusion,
+        autoencoder,
+        cfg,
+        sampler,
+        noise,
+        labels,
+        scale,
+        progress=True,
+        callback=callback,
     )
     tiles = to_uint8(images)
     return upscale(make_grid(tiles, nrow=cfg.num_sample_seeds), enlarge_factor(tiles.shape[1]))
+
+
+def denoising_strip(
+    model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=None
+) -> np.ndarray:
+    """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample;
+    a uint8 HWC picture. `callback` as in `render_grid`."""
+    keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
+    snapshots = []
+
+    def collect(step_index, t, x, pred_xstart):
+        if step_index in keep:
+            snapshots.append(pred_xstart[: noise.shape[0]].clone())
+        if callback is not None:
+            callback(step_index, t, x, pred_xstart)
+
+    final = generate_from_config(
+        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=collect
+    )
+    frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
+    tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
+    return upscale(make_grid(tiles, nrow=len(frames)), enlarge_factor(tiles.shape[1]))
 
 
 class TrainingGridSampler:

@@ -7,6 +7,7 @@ names or checkpoint keys.
       inference/config.yaml, inference/<ckpt-stem>/000000.png ..., inference/<ckpt-stem>.npz
       sample/config.yaml, sample/<ckpt-stem>.png
       latents/ (the `extract` phase's cache), curve/<tag>.json and curve/<tag>/ (FID curves)
+      export/config.yaml, export/<ckpt-stem>.onnx, export/<ckpt-stem>.json (ONNX denoiser)
 
 Checkpoints are named by training step (`0005000.pt`), written atomically with a sha256 sidecar
 (`speed.models.save_checkpoint`), read with one checked, weights-only torch.load policy
@@ -29,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from speed.config import config_to_yaml
+from speed.config_schema import root_defaults
 from speed.errors import ConfigError, DataError, MissingFileError, RunLockedError
 from speed.models.loading import (
     checksum_path,
@@ -52,6 +54,7 @@ PHASE_FOLDERS = {
     "inference": "inference",
     "sample": "sample",
     "extract": "latents",
+    "export": "export",
 }
 DONE, RESUME, NEW = "done", "resume", "new"
 
@@ -70,12 +73,20 @@ class RunDir:
         return cls(Path(cfg.experiment_dir))
 
     def phase(self, phase: str) -> Path:
-        """The output folder of `phase` (train, inference, sample, extract)."""
+        """The output folder of `phase` (train, inference, sample, extract, export)."""
         return self.root / PHASE_FOLDERS[phase]
 
     def config_file(self, phase: str) -> Path:
         """Where `phase` saves its resolved config."""
         return self.phase(phase) / CONFIG_FILE
+
+    def saved_config(self, phase: str = "train") -> DictConfig:
+        """The resolved config `phase` saved, over today's root defaults (so keys added to the
+        project since the run was made take their defaults); MissingFileError when absent."""
+        path = self.config_file(phase)
+        if not path.is_file():
+            raise MissingFileError(f"no {path}: is {self.root} the experiment_dir of a run?")
+        return OmegaConf.merge(root_defaults(), OmegaConf.load(path))
 
     @property
     def train(self) -> Path:
@@ -107,6 +118,10 @@ class RunDir:
         return self.phase("extract")
 
     @property
+    def export(self) -> Path:
+        return self.phase("export")
+
+    @property
     def curve(self) -> Path:
         return self.root / "curve"
 
@@ -128,6 +143,14 @@ class RunDir:
     def sample_grid(self, ckpt_stem: str, suffix: str = "") -> Path:
         """The `sample` phase's picture of checkpoint `ckpt_stem` (`suffix`: '-denoising')."""
         return self.sample / f"{ckpt_stem}{suffix}.png"
+
+    def onnx_file(self, ckpt_stem: str) -> Path:
+        """The ONNX denoiser exported from checkpoint `ckpt_stem`."""
+        return self.export / f"{ckpt_stem}.onnx"
+
+    def onnx_manifest(self, ckpt_stem: str) -> Path:
+        """The JSON beside it: schedule, parameterisation, shapes, guidance, settings."""
+        return self.export / f"{ckpt_stem}.json"
 
     def curve_results(self, tag: str) -> Path:
         """step -> metrics of the FID curve `tag`."""

@@ -36,10 +36,19 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ("speed/diffusion", ("argparse", "matplotlib", "speed.config", "speed.runners")),
         ("speed/models", ("matplotlib", "speed.config", "speed.runners")),
         ("speed/utils", ("speed.config", "speed.runners", "speed.sweep", "speed.experiments")),
+        ("speed/deploy", ("speed.config", "speed.runners", "speed.sweep", "speed.app")),
     ],
 )
 def test_lower_layers_do_not_import_upper_ones(folder, forbidden):
     assert violations(folder, forbidden) == []
+
+
+def test_nothing_imports_the_app():
+    """`speed.app` sits on top (like main.py): the project's other code never imports it."""
+    found = []
+    for folder in ("speed", "evaluations", "benchmarks"):
+        found += [v for v in violations(folder, ("speed.app",)) if not v.startswith("speed/app/")]
+    assert found == []
 
 
 def test_the_check_sees_a_forbidden_import(tmp_path, monkeypatch):

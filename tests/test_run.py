@@ -105,6 +105,9 @@ def test_run_dir_layout(tmp_path):
     assert run.inference_npz("0005000") == tmp_path / "inference/0005000.npz"
     assert run.sample_grid("0005000", "-denoising") == tmp_path / "sample/0005000-denoising.png"
     assert run.curve_results("domain_n4") == tmp_path / "curve/domain_n4.json"
+    assert run.config_file("export") == tmp_path / "export/config.yaml"
+    assert run.onnx_file("0005000") == tmp_path / "export/0005000.onnx"
+    assert run.onnx_manifest("0005000") == tmp_path / "export/0005000.json"
     assert run.curve_run("domain_n4").inference_npz("0000002") == (
         tmp_path / "curve/domain_n4/inference/0000002.npz"
     )

@@ -79,6 +79,6 @@ def forward_with_cfg(
     half = x[: n // 2]
     out = forward(torch.cat([half, half], dim=0), t, y)
     eps, rest = out[:, :guided_channels], out[:, guided_channels:]
-    cond, uncond = eps.chunk(2, dim=0)
+    cond, uncond = eps[: n // 2], eps[n // 2 :]  # slices, not chunk: export keeps N symbolic
     guided = uncond + cfg_scale * (cond - uncond)
     return torch.cat([torch.cat([guided, guided], dim=0), rest], dim=1)

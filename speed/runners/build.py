@@ -30,6 +30,17 @@ def build_dataset(cfg: DictConfig, **kwargs):
     return instantiate(node, **kwargs)
 
 
+def dataset_class_names(cfg: DictConfig) -> list[str] | None:
+    """The class names the `data` node's class declares as a class attribute (e.g. AnimalMNIST's),
+    without building the dataset; None when it declares none or names no importable class."""
+    target = OmegaConf.select(cfg, "data._target_", default=None, throw_on_missing=False)
+    try:
+        names = getattr(get_object(target), "class_names", None) if target else None
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
 def build_autoencoder(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg.autoencoder)
 

@@ -2,7 +2,7 @@
 
 Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
 along the sampling trajectory. The grids themselves (shared with the train phase's periodic
-grids) are drawn by `speed.generation`.
+grids) and the strip are drawn by `speed.generation`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from PIL import Image, ImageDraw
 
 from speed.config import save_config
 from speed.generation import (
-    enlarge_factor,
-    generate_from_config,
+    denoising_strip,
     grid_inputs,
     render_grid,
     sampler_from_config,
@@ -25,9 +24,7 @@ from speed.generation import (
 from speed.run import RunDir, locked
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.distributed import init_distributed
-from speed.utils.images import make_grid, save_png, to_uint8, upscale
-
-STRIP_COLUMNS = 8  # x0 snapshots shown in a denoising strip
+from speed.utils.images import save_png
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
@@ -47,23 +44,6 @@ def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
         for p in pictures
     ]
     return np.concatenate(padded, axis=1)
-
-
-def denoising_strip(model, diffusion, autoencoder, cfg, sampler, noise, labels, scale):
-    """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample."""
-    keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
-    snapshots = []
-
-    def collect(step_index, t, x, pred_xstart):
-        if step_index in keep:
-            snapshots.append(pred_xstart[: noise.shape[0]].clone())
-
-    final = generate_from_config(
-        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=collect
-    )
-    frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
-    tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
-    return upscale(make_grid(tiles, nrow=len(frames)), enlarge_factor(tiles.shape[1]))
 
 
 def sample(cfg: DictConfig) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from speed.utils.atomic import atomic_path
+from speed.utils.atomic import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -35,15 +36,19 @@ def make_grid(images: np.ndarray, nrow: int, padding: int = 2, pad_value: int = 
     return grid
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 HWC image (C = 1 or 3) encoded as PNG."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 HWC image (C = 1 or 3) as PNG atomically (a killed run never leaves a
     truncated PNG that looks finished), creating parent folders."""
-    path = Path(path)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
+    return atomic_write(path, png_bytes(image))
 
 
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:

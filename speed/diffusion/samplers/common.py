@@ -42,15 +42,20 @@ def even_spacing(diffusion, num_steps: int) -> SpacedDiffusion:
     return respace(diffusion, space_timesteps(diffusion.original_num_steps, str(num_steps)))
 
 
-def stride_spacing(diffusion, num_steps: int) -> SpacedDiffusion:
-    """Respace to DDIM's strided timesteps 0, k, 2k, ... ("ddimN"), or to even spacing when no
-    integer stride k gives exactly `num_steps` timesteps."""
-    num_steps = check_num_steps(diffusion, num_steps)
+def stride_timesteps(total: int, num_steps: int) -> list[int]:
+    """DDIM's strided original timesteps 0, k, 2k, ... ("ddimN") of `total`, ascending, or
+    evenly spaced ones when no integer stride k gives exactly `num_steps` of them."""
     try:
-        kept = space_timesteps(diffusion.original_num_steps, f"ddim{num_steps}")
+        kept = space_timesteps(total, f"ddim{num_steps}")
     except ValueError:
-        kept = space_timesteps(diffusion.original_num_steps, str(num_steps))
-    return respace(diffusion, kept)
+        kept = space_timesteps(total, str(num_steps))
+    return sorted(kept)
+
+
+def stride_spacing(diffusion, num_steps: int) -> SpacedDiffusion:
+    """Respace to `stride_timesteps` (DDIM's strided timesteps)."""
+    num_steps = check_num_steps(diffusion, num_steps)
+    return respace(diffusion, stride_timesteps(diffusion.original_num_steps, num_steps))
 
 
 def time_index(index: int, x: torch.Tensor) -> torch.Tensor:

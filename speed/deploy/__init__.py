@@ -1,0 +1,6 @@
+"""A trained denoiser outside PyTorch: its ONNX graph (`onnx_graph`), the JSON manifest that
+describes it (`manifest`: schedule, parameterisation, shapes, classes, guidance, settings), and
+a sampler over an ONNX Runtime session that needs only those two files (`onnx_sampling`).
+
+The `export` phase (`speed.runners.export`) writes both files for a run's checkpoint.
+"""

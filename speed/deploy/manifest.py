@@ -1,0 +1,98 @@
+"""The JSON that travels with an exported denoiser: everything a sampler outside PyTorch needs.
+
+    {
+      "format": "speed-onnx-denoiser/1",
+      "onnx": "0004000.onnx",                 file name, beside this JSON
+      "checkpoint": {"file": ..., "step": 4000, "weights": "ema" | "model"},
+      "inputs": ["x", "t", "y", "guidance_scale"], "output": "model_output",
+      "schedule": {"num_timesteps": T, "betas": [T floats], "alphas_cumprod": [T floats]},
+      "parameterisation": "epsilon" | "start_x" | "velocity" | "previous_x",
+      "variance": "fixed_small" | "fixed_large" | "learned" | "learned_range",
+      "learn_sigma": bool,                    output has 2C channels, variance values last
+      "image": {"channels": C, "side": h, "pixel_side": H, "autoencoder": name,
+                "latent_scale": s},           x is [N, C, h, h]; pixels = decode(x) for latents
+      "classes": {"num_classes": K, "null_label": K or null, "names": [...] or null},
+      "guidance": {"folded": true, "input": "guidance_scale", "guided_channels": g} or null,
+      "settings": {"sampler": ..., "num_steps": ..., "eta": ..., "guidance_scale": ...,
+                   "clip_denoised": ...},     the run's sampling settings, as defaults
+      "export": {"opset": 18, "torch": version, "check_batch": 2, "max_abs_diff": float}
+    }
+
+The schedule is the original (unrespaced) one in float64; a sampler picks its own timesteps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+from speed.errors import DataError, MissingFileError
+from speed.utils.atomic import atomic_write
+
+FORMAT = "speed-onnx-denoiser/1"
+
+
+def describe(
+    diffusion,
+    model: nn.Module,
+    graph_inputs: tuple[str, ...],
+    output_name: str,
+    image: dict,
+    class_names: list[str] | None,
+) -> dict:
+    """The manifest's model part: schedule, parameterisation, inputs, shapes, classes, guidance.
+
+    Args:
+        diffusion: the run's `GaussianDiffusion` (its base schedule is written).
+        model: the exported backbone (`num_classes`, `has_null_label`, `guided_channels`).
+        image: {"channels", "side", "pixel_side", "autoencoder", "latent_scale"}.
+    """
+    null_label = model.num_classes if model.has_null_label else None
+    return {
+        "format": FORMAT,
+        "inputs": list(graph_inputs),
+        "output": output_name,
+        "schedule": {
+            "num_timesteps": int(diffusion.original_num_steps),
+            "betas": [float(b) for b in diffusion.base_betas],
+            "alphas_cumprod": [float(a) for a in diffusion.base_alphas_cumprod],
+        },
+        "parameterisation": diffusion.model_mean_type.name.lower(),
+        "variance": diffusion.model_var_type.name.lower(),
+        "learn_sigma": bool(diffusion.learns_variance),
+        "image": dict(image),
+        "classes": {
+            "num_classes": int(model.num_classes),
+            "null_label": null_label,
+            "names": list(class_names) if class_names else None,
+        },
+        "guidance": (
+            {"folded": True, "input": "guidance_scale", "guided_channels": model.guided_channels}
+            if "guidance_scale" in graph_inputs
+            else None
+        ),
+    }
+
+
+def save_manifest(manifest: dict, path: str | os.PathLike) -> Path:
+    return atomic_write(path, json.dumps(manifest, indent=1) + "\n")
+
+
+def load_manifest(path: str | os.PathLike) -> dict:
+    """Read a manifest; MissingFileError when absent, DataError when not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"no manifest {path}; an exported .onnx needs the .json the export phase writes "
+            "beside it"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path} is not a manifest of format {FORMAT}")
+    return manifest

@@ -1,0 +1,112 @@
+"""The denoiser as an ONNX graph: a wrapper whose inputs are plain tensors, its export with a
+dynamic batch, and the check that ONNX Runtime computes what PyTorch computes.
+
+Graph inputs (N, the batch, is dynamic):
+    x               float32 [N, C, H, W]  the noisy input (latents in latent space)
+    t               int64 [N]             original timesteps 0..T-1
+    y               int64 [N]             class labels (class-conditional models only)
+    guidance_scale  float32 []            (models trained with label dropout only)
+Graph output:
+    model_output    float32 [N, C_out, H, W]  what the network predicts (eps, x_0 or v; with a
+                                              learned variance C_out = 2C, variance values last)
+
+Classifier-free guidance (Ho & Salimans 2022) is folded into the graph rather than left to the
+caller as a batch of two: the graph runs the network on [x; x] with labels [y; null] and mixes
+eps_uncond + s (eps_cond - eps_uncond) through `forward_with_cfg`, the PyTorch path itself, so
+DiT's convention of guiding only some channels is kept, and a serving loop makes one call per
+step with no knowledge of the null label or of which channels are guided. The scale is an input,
+so one file serves every scale; s = 1 gives the conditional prediction (both halves still run).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from speed.utils.atomic import atomic_path
+
+OPSET = 18  # ONNX opset of the exported graph
+INPUT_NAMES = ("x", "t", "y", "guidance_scale")
+OUTPUT_NAME = "model_output"
+
+
+class DenoiserGraph(nn.Module):
+    """`model` (a `speed.models.conditional.ConditionalBackbone`: DiT or the ADM UNet) with the
+    graph's inputs: (x, t) unconditional, (x, t, y) conditional, (x, t, y, guidance_scale) when
+    the model has a null label. Returns the model output [N, C_out, H, W]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.conditional = model.num_classes > 0
+        self.guided = bool(model.has_null_label)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return INPUT_NAMES[: 2 + int(self.conditional) + int(self.guided)]
+
+    def forward(self, x, t, y=None, guidance_scale=None):
+        if guidance_scale is None:
+            return self.model(x, t, y)
+        null = torch.full_like(y, self.model.num_classes)
+        both = self.model.forward_with_cfg(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), guidance_scale
+        )  # [2N, C_out, H, W], both halves guided
+        return both[: x.shape[0]]
+
+    def example_inputs(self, batch: int, channels: int, side: int, seed: int = 0) -> tuple:
+        """Random inputs of the graph's names: `batch` images, timesteps spread over 0..T-1 (T =
+        1000), labels over the classes, guidance scale 2."""
+        g = torch.Generator().manual_seed(seed)
+        inputs = [
+            torch.randn(batch, channels, side, side, generator=g),
+            torch.randint(0, 1000, (batch,), generator=g),
+        ]
+        if self.conditional:
+            inputs.append(torch.randint(0, self.model.num_classes, (batch,), generator=g))
+        if self.guided:
+            inputs.append(torch.tensor(2.0))
+        return tuple(inputs)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, channels: int, side: int) -> Path:
+    """Write `model` (in eval mode, on the CPU) as one self-contained ONNX file at `path`
+    (atomically), with the inputs of `DenoiserGraph` and a dynamic batch. Uses torch.onnx's
+    exporter based on torch.export (`dynamo=True`). Returns `path`."""
+    graph = DenoiserGraph(model).eval()
+    inputs = graph.example_inputs(2, channels, side)
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = tuple(None if name == "guidance_scale" else {0: batch} for name in graph.input_names)
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # x, t and y share the batch axis; the exporter says so once per extra input
+        warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+        torch.onnx.export(
+            graph,
+            inputs,
+            str(tmp),
+            input_names=list(graph.input_names),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+@torch.no_grad()
+def max_difference(model: nn.Module, session_fn, channels: int, side: int, batch: int) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the outputs for random inputs of `batch` images;
+    `session_fn(*inputs as numpy)` runs the exported graph (e.g. an `OnnxDenoiser`)."""
+    graph = DenoiserGraph(model).eval()
+    inputs = graph.example_inputs(batch, channels, side, seed=1)
+    expected = graph(*inputs).numpy()
+    got = session_fn(*(i.numpy() for i in inputs))
+    return float(np.abs(got - expected).max())
