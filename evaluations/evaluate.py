@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from evaluations import metrics
 from evaluations.features import FeatureExtractor, InceptionV3Features, extract_features
 from evaluations.image_io import ImageSource
@@ -62,18 +60,21 @@ def source_stats(
     batch_size: int = 50,
     device=None,
     progress: bool = True,
+    shared: bool = False,
 ) -> FeatureStats:
     """Statistics of an image set (extracting features), or a loaded statistics file (checked).
 
     Statistics stored beside images (ADM reference batches) replace the computed FID/sFID
     statistics when they match the extractor; KID and precision/recall use the images' features.
+    shared: every process of a torch.distributed group calls this and extracts a share
+    (`extract_features`).
     """
     if isinstance(source, FeatureStats):
         reason = stats_mismatch(source, extractor)
         if reason is not None:
             raise ConfigError(f"{reason}; recompute them with `evaluations.evaluator --save-ref`")
         return source
-    activations = extract_features(extractor, source.images, batch_size, device, progress)
+    activations = extract_features(extractor, source.images, batch_size, device, progress, shared)
     origin = f"computed from {len(source)} images in {source.path}"
     stats = FeatureStats.from_activations(activations, extractor.name, origin, source.labels)
     if source.stats is not None:
@@ -115,25 +116,60 @@ def _sfid(ref: FeatureStats, fake: FeatureStats, extractor: FeatureExtractor) ->
     return {"value": value, "extractor": extractor.name}
 
 
-def _inception_score(ref, fake: FeatureStats, extractor, *, is_split_size: int = 5000) -> dict:
+IS_PROTOCOLS = {
+    "torch-fidelity": "10 splits after a shuffle by `seed` (torch-fidelity's default)",
+    "adm": "contiguous splits of 5000 images, no shuffle (ADM's evaluator, as in DiT's tables)",
+}
+ADM_SPLIT_SIZE = 5000  # images per IS split in ADM's evaluator
+
+
+def _inception_score(
+    ref,
+    fake: FeatureStats,
+    extractor,
+    *,
+    is_protocol: str = "torch-fidelity",
+    seed: int = metrics.TORCH_FIDELITY_SEED,
+) -> dict:
+    if is_protocol not in IS_PROTOCOLS:
+        raise ConfigError(
+            f"unknown is_protocol {is_protocol!r}; choose one of {list(IS_PROTOCOLS)}"
+        )
     if fake.logits is None:
         return _unavailable("feature extractor has no logits")
-    splits = min(len(fake.logits), math.ceil(len(fake.logits) / is_split_size))
-    mean, std = metrics.inception_score(fake.logits, splits=splits, from_logits=True)
-    return {"value": mean, "std": std, "splits": splits, "extractor": extractor.name}
+    if is_protocol == "adm":
+        splits = min(len(fake.logits), math.ceil(len(fake.logits) / ADM_SPLIT_SIZE))
+        mean, std = metrics.inception_score(fake.logits, splits, shuffle=False)
+    else:
+        splits = 10
+        if len(fake.logits) < splits:
+            return _unavailable(f"torch-fidelity's IS needs at least {splits} images")
+        mean, std = metrics.inception_score(fake.logits, splits, shuffle=True, seed=seed)
+    return {
+        "value": mean,
+        "std": std,
+        "splits": splits,
+        "protocol": is_protocol,
+        "extractor": extractor.name,
+    }
 
 
 def _kid(
-    ref, fake, extractor, *, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0
+    ref,
+    fake,
+    extractor,
+    *,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = metrics.TORCH_FIDELITY_SEED,
 ) -> dict:
     if ref.features is None or fake.features is None:
         return _unavailable("statistics file holds no features (save with --save-ref-features)")
     size = min(kid_subset_size, len(ref.features), len(fake.features))
     if size < 2:
         return _unavailable("KID needs at least 2 images on each side")
-    rng = np.random.default_rng(seed)
     mean, std = metrics.kernel_inception_distance(
-        fake.features, ref.features, kid_subsets, size, rng
+        fake.features, ref.features, kid_subsets, size, seed
     )
     return {
         "value": mean,
@@ -209,7 +245,12 @@ METRICS: dict[str, Metric] = {
     "fid": Metric(_fid, "FID"),
     "sfid": Metric(_sfid, "sFID"),
     "inception_score": Metric(
-        _inception_score, "IS", help={"is_split_size": "IS images per split, as ADM's evaluator"}
+        _inception_score,
+        "IS",
+        help={
+            "is_protocol": "IS splits: " + "; ".join(f"{k}: {v}" for k, v in IS_PROTOCOLS.items()),
+            "seed": "torch-fidelity's rng_seed: KID subset draws and the IS shuffle",
+        },
     ),
     "kid": Metric(
         _kid,
@@ -217,7 +258,7 @@ METRICS: dict[str, Metric] = {
         help={
             "kid_subsets": "KID random subset pairs",
             "kid_subset_size": "KID images per subset (capped at the set sizes)",
-            "seed": "KID subset draws",
+            "seed": "torch-fidelity's rng_seed: KID subset draws and the IS shuffle",
         },
     ),
     "precision_recall": Metric(
@@ -248,12 +289,15 @@ def compute_metrics(
     batch_size: int = 50,
     device=None,
     progress: bool = True,
+    shared: bool = False,
     **settings,
 ) -> dict:
     """Metrics of `samples` against `reference`; see the module docstring for the entries.
 
-    settings: metric settings (`metric_settings()`: kid_subsets, kid_subset_size, pr_k,
-    is_split_size, seed), each given to the metrics that declare it; others keep their defaults.
+    settings: metric settings (`metric_settings()`: is_protocol, seed, kid_subsets,
+    kid_subset_size, pr_k), each given to the metrics that declare it; others keep their defaults.
+    shared: every process of a torch.distributed group calls this with the same inputs and
+    extracts a share of the features; every process gets the same result.
     """
     unknown = set(which) - set(METRICS)
     if unknown:
@@ -264,8 +308,8 @@ def compute_metrics(
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.0)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown metric setting {key!r}{hint}")
-    ref = source_stats(reference, extractor, batch_size, device, progress)
-    fake = source_stats(samples, extractor, batch_size, device, progress)
+    ref = source_stats(reference, extractor, batch_size, device, progress, shared)
+    fake = source_stats(samples, extractor, batch_size, device, progress, shared)
     result = {
         "extractor": extractor.name,
         "reference": {"origin": ref.origin, "num_images": ref.num_images},

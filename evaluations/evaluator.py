@@ -4,7 +4,8 @@ Prints every metric of `evaluations.evaluate.METRICS` (FID, sFID, IS, KID, preci
 class accuracy for the domain classifier), each metric setting being an option (`--kid-subsets`,
 `--pr-k`, ...); `--out metrics.json` also writes them with the feature extractor of each.
 `--save-ref stats.npz` stores REF's statistics (add `--save-ref-features` for KID / precision /
-recall) so later runs can pass stats.npz as REF; SAMPLES may then be left out.
+recall) so later runs can pass stats.npz as REF; SAMPLES may then be left out. Under torchrun the
+processes share the feature extraction and rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from evaluations.cli import add_common_args, extractor_from_args, run
 from evaluations.evaluate import compute_metrics, format_report, metric_settings, source_stats
 from evaluations.image_io import load_source
+from speed.utils.distributed import init_distributed, print0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,15 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def evaluate() -> int:
+        dist = init_distributed()
+        shared = dist.world_size > 1
         reference = load_source(args.ref, args.num_ref)
         samples = None if args.samples is None else load_source(args.samples, args.num)
         extractor = extractor_from_args(args)
         if args.save_ref is not None:
             reference = source_stats(
-                reference, extractor, args.batch_size, args.device, not args.quiet
+                reference, extractor, args.batch_size, args.device, not args.quiet, shared
             )
-            reference.save(args.save_ref, with_features=args.save_ref_features)
-            print(f"saved reference statistics to {args.save_ref}")
+            if dist.is_main:
+                reference.save(args.save_ref, with_features=args.save_ref_features)
+            print0(f"saved reference statistics to {args.save_ref}")
         if samples is None:
             return 0
         result = compute_metrics(
@@ -60,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             progress=not args.quiet,
+            shared=shared,
             **{name: getattr(args, name) for name in metric_settings()},
         )
-        print(format_report(result))
-        if args.out is not None:
+        print0(format_report(result))
+        if args.out is not None and dist.is_main:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {args.out}")

