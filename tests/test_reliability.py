@@ -280,7 +280,8 @@ def test_a_png_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     from speed.utils.images import save_png
 
     def half_then_die(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n")  # a truncated PNG header
+        header = b"\x89PNG\r\n\x1a\n"  # a truncated PNG, into a file or an in-memory buffer
+        fp.write(header) if hasattr(fp, "write") else Path(fp).write_bytes(header)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Image.Image, "save", half_then_die)
