@@ -1,6 +1,8 @@
 """evaluations/features.py: preprocessing, batched extraction and the Inception extractors (the
 TF FID Inception layouts: tests/evaluations/test_tf_inception.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -154,11 +156,20 @@ def test_cuda_extraction_matches_cpu(random_images):
     np.testing.assert_allclose(on_gpu.spatial, on_cpu.spatial, rtol=2e-2, atol=2e-2)
 
 
-def _share_worker(rank, init_file, out_dir, extractor_cls, ref, fake):
+def _share_worker(rank, init_file, out_dir, extractor_file, extractor_name, ref, fake):
+    import importlib.util
+
     import torch.distributed as dist
 
     from evaluations.evaluate import compute_metrics
     from evaluations.image_io import ImageSource
+
+    # The extractor class comes by file, not pickled by module name: several tests/**/conftest.py
+    # exist, and which one `conftest` names in a spawned process depends on sys.path order.
+    spec = importlib.util.spec_from_file_location("_share_extractor", extractor_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    extractor_cls = getattr(module, extractor_name)
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     extractor, seen = extractor_cls(with_logits=True), []
@@ -187,7 +198,8 @@ def test_two_processes_share_extraction_and_give_the_one_process_numbers(
     from evaluations.image_io import ImageSource
 
     ref, fake = random_images(30, n=23, size=8), random_images(31, n=17, size=8)
-    args = (str(tmp_path / "init"), str(tmp_path), tiny_extractor_cls, ref, fake)
+    source = Path(__file__).parents[1] / "conftest.py"  # where tiny_extractor_cls is defined
+    args = (str(tmp_path / "init"), str(tmp_path), source, tiny_extractor_cls.__name__, ref, fake)
     mp.spawn(_share_worker, args=args, nprocs=2)
     alone = compute_metrics(
         ImageSource("ref", ref),
