@@ -4,34 +4,9 @@ scoring against a reference, the on-demand domain classifier, and the report."""
 import numpy as np
 import pytest
 import sampling
-import torch
 
 from evaluations.domain_classifier import DomainFeatures, train_domain_classifier
 from evaluations.image_io import ImageSource
-from speed.autoencoders import Identity
-from speed.diffusion import create_diffusion
-from speed.models import build_dit
-from speed.runners.inference import image_noise
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = build_dit(
-        "DiT-S/4",
-        input_size=8,
-        in_channels=1,
-        num_classes=3,
-        depth=1,
-        hidden_size=32,
-        num_heads=2,
-        learn_sigma=False,
-    ).eval()
-    for p in model.parameters():  # adaLN-Zero starts at zero: give the output something to do
-        p.data.add_(0.05 * torch.randn_like(p))
-    noise = image_noise(1, 8, seed=0, indices=range(6))
-    labels = torch.arange(6) % 3
-    return model, create_diffusion("", learn_sigma=False), Identity(), noise, labels
 
 
 def run(tiny, chosen, batch_size):
