@@ -256,6 +256,12 @@ class StudyInterrupted(Exception):
     from that checkpoint when started again."""
 
 
+def final_samples(plan: Plan, run_dir: RunDir) -> Path:
+    """The .npz of the `final_samples` images a run's last checkpoint drew for its final score."""
+    tag = f"domain_n{plan.final_samples}_g{plan.guidance:g}"
+    return run_dir.curve_run(tag).inference_npz(checkpoint_stem(plan.steps))
+
+
 class Scorer:
     """The extractors and reference statistics every run is scored against."""
 
@@ -306,9 +312,8 @@ class Scorer:
         """Domain and Inception FID of `final_samples` images from the last checkpoint."""
         plan = self.plan
         domain = self.curve(run, sweep, [plan.steps], plan.guidance, num=plan.final_samples)
-        tag = f"domain_n{plan.final_samples}_g{plan.guidance:g}"
         run_dir = RunDir(run.sweep_run.run_dir(sweep.sweep_dir))
-        npz = run_dir.curve_run(tag).inference_npz(checkpoint_stem(plan.steps))
+        npz = final_samples(plan, run_dir)
         cache = run_dir.curve_results(f"inception_n{plan.final_samples}_g{plan.guidance:g}")
         if cache.is_file():
             inception = json.loads(cache.read_text())

@@ -1,0 +1,15 @@
+"""benchmarks/speedup_samples.py: the images of each class in label order, and the refusal of a
+class with too few."""
+
+import numpy as np
+import pytest
+import speedup_samples
+
+
+def test_class_rows_take_the_first_images_of_each_class_in_label_order():
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    images = np.arange(6).reshape(6, 1, 1, 1)  # image i holds the value i
+    rows = speedup_samples.class_rows(images, labels, per_class=2)
+    assert rows.ravel().tolist() == [1, 3, 0, 2]
+    with pytest.raises(SystemExit, match="class 0 has 3 images, fewer than --per-class"):
+        speedup_samples.class_rows(images, labels, per_class=4)
