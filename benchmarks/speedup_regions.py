@@ -94,6 +94,18 @@ def probed_runs(plan, runs: dict, records: dict) -> dict[str, tuple]:
     return chosen
 
 
+def study_seed0_runs(backbone: str, runs_dir: Path, results: Path):
+    """(plan, sweep, records, probed_runs) of a backbone's study in `runs_dir` with its records in
+    `results`; refuses a study without a finished seed-0 run of a named method."""
+    plan = PLANS[backbone]
+    records = load_records(results / f"speedup_{backbone}")
+    sweep = study_sweep(plan, runs_dir.resolve(), [])
+    chosen = probed_runs(plan, study_runs(sweep), records)
+    if not chosen:
+        raise SystemExit(f"error: no finished seed-0 run of a named method in {results}")
+    return plan, sweep, records, chosen
+
+
 def class_mean_bound(config: Path, words: list[str], num_images: int) -> dict[str, float]:
     """Per tenth of t: the mean over its timesteps of SNR_t * Var(x0 | y), the eps-MSE of
     predicting x0 by its class's mean image (per pixel, images in [-1, 1], classes weighted by
@@ -205,12 +217,7 @@ def plot(result: dict, path: Path) -> None:
 def regions(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = PLANS[args.backbone]
-    records = load_records(args.results / f"speedup_{args.backbone}")
-    sweep = study_sweep(plan, args.runs.resolve(), [])
-    chosen = probed_runs(plan, study_runs(sweep), records)
-    if not chosen:
-        raise SystemExit(f"error: no finished seed-0 run of a named method in {args.results}")
+    plan, sweep, _, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
     losses = trajectories(plan, sweep, chosen, args.images)
     first = next(iter(chosen.values()))[0].sweep_run
     bound = class_mean_bound(first.config, first.words(sweep.sweep_dir), args.bound_images)

@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from speedup import PLANS, RESULTS, load_records, study_runs, study_sweep
+from speedup import PLANS, RESULTS
 from speedup import final_samples as final_samples_path
-from speedup_regions import probed_runs
+from speedup_regions import study_seed0_runs
 
 from evaluations.cli import run
 from evaluations.image_io import load_npz
@@ -54,12 +54,7 @@ def samples(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plan = PLANS[args.backbone]
-    records = load_records(args.results / f"speedup_{args.backbone}")
-    sweep = study_sweep(plan, args.runs.resolve(), [])
-    chosen = probed_runs(plan, study_runs(sweep), records)
-    if not chosen:
-        raise SystemExit(f"error: no finished seed-0 run of a named method in {args.results}")
+    plan, sweep, records, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
     real = load_npz(args.runs / f"reference_{plan.num_reference}.npz")
     panels = [("real images", class_rows(real.images, real.labels, args.per_class))]
     for method, (study_run, lr, _) in chosen.items():
