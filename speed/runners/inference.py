@@ -55,6 +55,41 @@ def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.nda
     return classes[np.arange(num_samples) % len(classes)]
 
 
+def draw_batch(
+    cfg: DictConfig,
+    model,
+    diffusion,
+    autoencoder,
+    spec,
+    indices: range,
+    batch_index: int,
+    *,
+    sampler,
+    scale: float,
+    labels: np.ndarray | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Decoded images [len(indices), C, H, W] of one inference batch: image i starts from the noise
+    of (seed, i) with class labels[i], and the sampler's own noise is seeded by (seed, batch_index),
+    so any model put in `model`'s place sees exactly what the phase would give it."""
+    noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
+    y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
+    return generate(
+        model,
+        diffusion,
+        autoencoder,
+        noise,
+        None if y is None else y.to(device),
+        sampler=sampler,
+        num_steps=cfg.num_steps,
+        guidance_scale=scale,
+        precision=cfg.precision,
+        generator=torch.Generator(device).manual_seed(
+            derived_seed(cfg.seed, SAMPLER_STREAM, batch_index)
+        ),
+    )
+
+
 def inference(cfg: DictConfig) -> Path:
     """Generate `num_samples` images; returns the path of the written `.npz`."""
     dist = init_distributed()
@@ -90,22 +125,10 @@ def _inference(cfg: DictConfig, dist) -> Path:
             paths = [png_dir / f"{i:06d}.png" for i in indices]
             if all(p.is_file() for p in paths):
                 continue
-            noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
-            y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
-            images = generate(
-                model,
-                diffusion,
-                autoencoder,
-                noise,
-                None if y is None else y.to(device),
-                sampler=sampler,
-                num_steps=cfg.num_steps,
-                guidance_scale=scale,
-                precision=cfg.precision,
-                generator=torch.Generator(device).manual_seed(
-                    derived_seed(cfg.seed, SAMPLER_STREAM, b)
-                ),
-            )
+            images = draw_batch(
+                cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
+                scale=scale, labels=labels, device=device,
+            )  # fmt: skip
             for image, path in zip(to_uint8(images), paths):
                 save_png(image, path)
     except BaseException:

@@ -1,0 +1,223 @@
+"""Which timesteps make a study model's images what they are? Sample with one model's denoiser
+above a switch timestep and another's below it, and score the result.
+
+    python benchmarks/speedup_handoff.py --runs RUNS                    # after the study's seed 0
+    python benchmarks/speedup_handoff.py --runs RUNS --switch 100 300 --num 1000
+
+The SpeeD study's released variant (tanh sampling + P2 weights) scores best on the domain
+classifier and clearly worst on Inception features, and its held-out loss is worse than the
+baseline's for small t and better for large t. Which part of the trajectory decides each score is
+a question an experiment answers: the baseline's and the variant's seed-0 models (each at its
+chosen learning rate, final EMA weights) take turns. For every `--switch` s, one hand-off
+samples with the variant for t >= s and the baseline for t < s, the other the reverse. Everything
+else is the study's final scoring: the same `--num` images (default 1000) with the same starting
+noise, classes, sampler noise and sampler (DDIM-25, eta 1, guidance 2), scored with the domain
+classifier (FID, class accuracy) and Inception FID against the study's real images, so each
+hand-off sits beside the two models' own final scores in the study's records. Samples are kept
+under `RUNS/handoff/` (a run resumes from them). Writes
+benchmarks/results/speedup_<backbone>_handoff.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from speedup import PLANS, RESULTS, Scorer, machine
+from speedup_regions import study_seed0_runs
+from torch import nn
+
+from evaluations.cli import run
+from evaluations.evaluate import compute_metrics
+from evaluations.image_io import load_npz
+from speed.config import load_config
+from speed.generation import sampler_from_config
+from speed.run import RunDir
+from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.runners.inference import draw_batch, sample_labels
+from speed.utils.atomic import atomic_path
+from speed.utils.images import to_uint8
+
+PAIR = ("speed_released", "baseline")  # the two models that take turns
+
+
+class TimestepHandoff(nn.Module):
+    """A denoiser that is `high` at timesteps >= `switch` and `low` below (original timesteps, as
+    every sampler passes them); a batch that straddles the switch gets each row from its side."""
+
+    def __init__(self, high: nn.Module, low: nn.Module, switch: int):
+        super().__init__()
+        self.high, self.low, self.switch = high, low, switch
+        self.num_classes = high.num_classes
+
+    def _route(self, call, t: torch.Tensor) -> torch.Tensor:
+        above = t >= self.switch
+        if bool(above.all()):
+            return call(self.high)
+        if not bool(above.any()):
+            return call(self.low)
+        rows = above.view(-1, *([1] * 3))
+        return torch.where(rows, call(self.high), call(self.low))
+
+    def forward(self, x, t, y=None):
+        return self._route(lambda m: m(x, t, y), t)
+
+    def forward_with_cfg(self, x, t, y, cfg_scale):
+        return self._route(lambda m: m.forward_with_cfg(x, t, y, cfg_scale), t)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", choices=sorted(PLANS), default="unet")
+    parser.add_argument("--runs", type=Path, required=True, help="the study's --runs folder")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--switch", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--num", type=int, default=None, help="images (default: the study's)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    if any(not 0 < s < 1000 for s in args.switch):
+        parser.error("--switch takes timesteps between 1 and 999")
+    return args
+
+
+def final_model(study_run, sweep, plan, scorer: Scorer, device: torch.device) -> tuple:
+    """(inference config, EMA model, data spec) of a study run's last checkpoint, with the study's
+    final sampling settings."""
+    run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
+    words = study_run.sweep_run.words(
+        sweep.sweep_dir,
+        [f"ckpt_path={run_dir.checkpoint(plan.steps)}", *scorer.sampling_words(plan.guidance)],
+    )
+    cfg = load_config(study_run.sweep_run.config, "inference", words)
+    model, _, spec = build_sampling_model(cfg, build_autoencoder(cfg).to(device), device)
+    return cfg, model, spec
+
+
+def handoff_images(cfg, spec, high: nn.Module, low: nn.Module, switch: int, num: int) -> tuple:
+    """uint8 RGB images [num, H, W, 3] and their labels: the first `num` images of the inference
+    phase of `cfg`, drawn with the denoiser handed from `high` to `low` at timestep `switch`."""
+    device = next(high.parameters()).device
+    model = TimestepHandoff(high, low, switch)
+    diffusion, autoencoder = build_diffusion(cfg), build_autoencoder(cfg).to(device)
+    labels = sample_labels(cfg, spec.num_classes, num)
+    sampler, batch = sampler_from_config(cfg), cfg.per_proc_batch_size
+    chunks = []
+    for b in range(math.ceil(num / batch)):
+        indices = range(b * batch, min(num, (b + 1) * batch))
+        images = draw_batch(
+            cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
+            scale=float(cfg.guidance_scale), labels=labels, device=device,
+        )  # fmt: skip
+        chunks.append(to_uint8(images))
+        print(f"  switch {switch}: {indices.stop}/{num} images", end="\r", flush=True)
+    images = np.concatenate(chunks)
+    if images.shape[-1] == 1:  # as the phase's PNGs read back
+        images = images.repeat(3, axis=-1)
+    return images, labels
+
+
+def scores(npz: Path, scorer: Scorer) -> dict:
+    """Domain FID and class accuracy, and Inception FID, of the images in `npz`."""
+    samples = load_npz(npz)
+    domain = compute_metrics(
+        scorer.domain_ref, samples, scorer.domain, ("fid", "class_accuracy"), progress=False
+    )
+    extractor, ref = scorer.inception
+    inception = compute_metrics(ref, samples, extractor, ("fid",), progress=False)
+    return {
+        "domain_fid": domain["fid"]["value"],
+        "class_accuracy": domain["class_accuracy"]["value"],
+        "inception_fid": inception["fid"]["value"],
+    }
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [
+        f"# Hand-offs between two of the SpeeD study's models ({meta['backbone']})",
+        "",
+        f"{meta['num']} images each, the study's final sampling (same noise, classes, sampler "
+        f"noise; {meta['sampler']}, guidance {meta['guidance']:g}), final EMA weights of the "
+        f"seed-0 runs: {', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
+        f"{meta['machine']}, {meta['date']}. `{meta['command']}`",
+        "",
+        "| t >= switch | t < switch | switch | domain FID | class acc | Inception FID |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['high']} | {row['low']} | {row['switch'] if row['switch'] else '-'} | "
+            f"{row['domain_fid']:.1f} | {row['class_accuracy']:.3f} | {row['inception_fid']:.1f} |"
+        )
+    lines += ["", "Rows with switch `-`: the model alone (the study's own final scores)."]
+    return "\n".join(lines) + "\n"
+
+
+def handoff(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    plan, sweep, records, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
+    missing = [m for m in PAIR if m not in chosen]
+    if missing:
+        raise SystemExit(f"error: no finished seed-0 run of {missing} in {args.results}")
+    num = args.num or plan.final_samples
+    scorer = Scorer(plan, args.runs.resolve())
+    device = torch.device("cpu")
+    models = {m: final_model(chosen[m][0], sweep, plan, scorer, device) for m in PAIR}
+    rows = []
+    for method in PAIR:
+        final = records[chosen[method][0].name]["final"]
+        rows.append(
+            dict(
+                high=method, low=method, switch=0, domain_fid=final["domain"]["fid"],
+                class_accuracy=final["domain"]["class_accuracy"],
+                inception_fid=final["inception"]["fid"],
+            )
+        )  # fmt: skip
+    out_dir = args.runs / "handoff"
+    for switch in args.switch:
+        for high, low in (PAIR, PAIR[::-1]):
+            npz = out_dir / f"{high}_above_{switch}_{low}_below_n{num}.npz"
+            if not npz.is_file():
+                cfg, high_model, spec = models[high]
+                images, labels = handoff_images(cfg, spec, high_model, models[low][1], switch, num)
+                npz.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, arr_0=images, arr_1=labels)
+            rows.append(dict(high=high, low=low, switch=switch, **scores(npz, scorer)))
+            print(f"{high} >= {switch} > {low}: {rows[-1]}", flush=True)
+    cfg = models[PAIR[0]][0]
+    result = {
+        "meta": {
+            "backbone": args.backbone,
+            "num": num,
+            "sampler": " ".join(plan.sampling),
+            "guidance": plan.guidance,
+            "lrs": {m: chosen[m][1] for m in PAIR},
+            "seed": int(cfg.seed),
+            "machine": machine(),
+            "date": datetime.date.today().isoformat(),
+            "command": " ".join(["python", "benchmarks/speedup_handoff.py", *sys.argv[1:]]),
+        },
+        "rows": rows,
+    }
+    out = args.results / f"speedup_{args.backbone}_handoff"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run(lambda: handoff(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
