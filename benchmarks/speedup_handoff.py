@@ -14,8 +14,10 @@ else is the study's final scoring: the same `--num` images (default 1000) with t
 noise, classes, sampler noise and sampler (DDIM-25, eta 1, guidance 2), scored with the domain
 classifier (FID, class accuracy) and Inception FID against the study's real images, so each
 hand-off sits beside the two models' own final scores in the study's records. Samples are kept
-under `RUNS/handoff/` (a run resumes from them). Writes
-benchmarks/results/speedup_<backbone>_handoff.{json,md}.
+under `RUNS/handoff/` with their scores (a rerun resumes from them). Writes
+benchmarks/results/speedup_<backbone>_handoff.{json,md,png}; the figure shows, for the lowest
+switch, each model's own final samples, the same images with the other model's last steps, and
+their difference.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup import PLANS, RESULTS, Scorer, machine
+from speedup import PLANS, RESULTS, Scorer, final_samples, machine
 from speedup_regions import study_seed0_runs
 from torch import nn
 
@@ -41,8 +43,8 @@ from speed.generation import sampler_from_config
 from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.runners.inference import draw_batch, sample_labels
-from speed.utils.atomic import atomic_path
-from speed.utils.images import to_uint8
+from speed.utils.atomic import atomic_path, atomic_write
+from speed.utils.images import make_grid, to_uint8
 
 PAIR = ("speed_released", "baseline")  # the two models that take turns
 
@@ -123,18 +125,48 @@ def handoff_images(cfg, spec, high: nn.Module, low: nn.Module, switch: int, num:
 
 
 def scores(npz: Path, scorer: Scorer) -> dict:
-    """Domain FID and class accuracy, and Inception FID, of the images in `npz`."""
+    """Domain FID and class accuracy, and Inception FID, of the images in `npz` (kept beside it
+    in a .json, so a rerun does not extract the features again)."""
+    cache = npz.with_suffix(".scores.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
     samples = load_npz(npz)
     domain = compute_metrics(
         scorer.domain_ref, samples, scorer.domain, ("fid", "class_accuracy"), progress=False
     )
     extractor, ref = scorer.inception
     inception = compute_metrics(ref, samples, extractor, ("fid",), progress=False)
-    return {
+    result = {
         "domain_fid": domain["fid"]["value"],
         "class_accuracy": domain["class_accuracy"]["value"],
         "inception_fid": inception["fid"]["value"],
     }
+    atomic_write(cache, json.dumps(result) + "\n")
+    return result
+
+
+def plot(panels: list[tuple[str, np.ndarray]], title: str, path: Path, columns: int = 12) -> None:
+    """One row per (label, uint8 images [N, H, W, 3]) panel: its first `columns` images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(columns * 0.9, 1.25 * len(panels)))
+    for ax, (label, images) in zip(axes, panels):
+        ax.imshow(make_grid(images[:columns], nrow=columns), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def difference_panel(images: np.ndarray, other: np.ndarray, gain: int = 4) -> np.ndarray:
+    """uint8 images of `gain` * (images - other) around mid grey (128 = no difference)."""
+    diff = images.astype(np.int32) - other.astype(np.int32)
+    return np.clip(128 + gain * diff, 0, 255).astype(np.uint8)
 
 
 def markdown(result: dict) -> str:
@@ -180,6 +212,8 @@ def handoff(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
     out_dir = args.runs / "handoff"
+    run_dirs = {m: chosen[m][0].sweep_run.run_dir(sweep.sweep_dir) for m in PAIR}
+    panels = []
     for switch in args.switch:
         for high, low in (PAIR, PAIR[::-1]):
             npz = out_dir / f"{high}_above_{switch}_{low}_below_n{num}.npz"
@@ -191,6 +225,14 @@ def handoff(args: argparse.Namespace) -> int:
                     np.savez(f, arr_0=images, arr_1=labels)
             rows.append(dict(high=high, low=low, switch=switch, **scores(npz, scorer)))
             print(f"{high} >= {switch} > {low}: {rows[-1]}", flush=True)
+            if switch == min(args.switch):
+                alone = load_npz(final_samples(plan, RunDir(run_dirs[high]))).images
+                handed = load_npz(npz).images
+                panels += [
+                    (f"{high} alone", alone),
+                    (f"{high} for t >= {switch}, {low} below", handed),
+                    ("difference x4 (grey = none)", difference_panel(alone, handed)),
+                ]
     cfg = models[PAIR[0]][0]
     result = {
         "meta": {
@@ -210,6 +252,12 @@ def handoff(args: argparse.Namespace) -> int:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
+    plot(
+        panels,
+        f"the final samples of each model, and with its last steps (t < {min(args.switch)}) "
+        "done by the other model: same noise per column",
+        out.with_suffix(".png"),
+    )
     print(table, end="")
     return 0
 

@@ -59,3 +59,11 @@ def test_a_model_handed_to_itself_draws_the_inference_phase_images(
     assert images.shape == drawn["arr_0"].shape and images.dtype == np.uint8
     assert np.array_equal(images, drawn["arr_0"])
     assert np.array_equal(labels, drawn["arr_1"])
+
+
+def test_difference_panel_shows_the_signed_difference_around_mid_grey():
+    images = np.array([[[[10, 10, 10]], [[200, 200, 200]]]], dtype=np.uint8)  # [1, 2, 1, 3]
+    other = np.array([[[[12, 12, 12]], [[100, 100, 100]]]], dtype=np.uint8)
+    panel = speedup_handoff.difference_panel(images, other, gain=4)
+    assert panel.dtype == np.uint8
+    assert panel[0, :, 0, 0].tolist() == [120, 255]  # 128 - 4 * 2; 128 + 400 clipped
