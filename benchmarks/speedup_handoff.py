@@ -1,23 +1,28 @@
 """Which timesteps make a study model's images what they are? Sample with one model's denoiser
 above a switch timestep and another's below it, and score the result.
 
-    python benchmarks/speedup_handoff.py --runs RUNS                    # after the study's seed 0
-    python benchmarks/speedup_handoff.py --runs RUNS --switch 100 300 --num 1000
+    python benchmarks/speedup_handoff.py --runs RUNS                  # released variant / baseline
+    python benchmarks/speedup_handoff.py --runs RUNS --pair speed_paper baseline --step 2000 \
+        --switch 700                                                  # SpeeD's lag mid-training
 
-The SpeeD study's released variant (tanh sampling + P2 weights) scores best on the domain
-classifier and clearly worst on Inception features, and its held-out loss is worse than the
-baseline's for small t and better for large t. Which part of the trajectory decides each score is
-a question an experiment answers: the baseline's and the variant's seed-0 models (each at its
-chosen learning rate, final EMA weights) take turns. For every `--switch` s, one hand-off
-samples with the variant for t >= s and the baseline for t < s, the other the reverse. Everything
-else is the study's final scoring: the same `--num` images (default 1000) with the same starting
-noise, classes, sampler noise and sampler (DDIM-25, eta 1, guidance 2), scored with the domain
-classifier (FID, class accuracy) and Inception FID against the study's real images, so each
-hand-off sits beside the two models' own final scores in the study's records. Samples are kept
-under `RUNS/handoff/` with their scores (a rerun resumes from them). Writes
-benchmarks/results/speedup_<backbone>_handoff.{json,md,png}; the figure shows, for the lowest
-switch, each model's own final samples, the same images with the other model's last steps, and
-their difference.
+Two of the study's seed-0 models (each at its chosen learning rate, EMA weights of the checkpoint
+at `--step`, default the last) take turns: for every `--switch` s, one hand-off samples with the
+first model for t >= s and the second for t < s, the other the reverse; each model alone is the
+reference. Everything else is the study's scoring: the same `--num` images (default: 1000 at the
+last step, 256 before) with the same starting noise, classes, sampler noise and sampler (DDIM-25,
+eta 1, guidance 2), scored with the domain classifier (FID, class accuracy) and, at the last step,
+Inception FID, against the study's real images, so each row sits beside the study's own scores.
+
+The questions it answers: the released variant (tanh sampling + P2 weights) scores best on the
+domain classifier and worst on Inception features, and its held-out loss is worse than the
+baseline's for small t and better for large t: which part of the trajectory makes which score?
+The paper's SpeeD lags the baseline mid-training while its loss is worse at large t, the
+timesteps it draws less often: does that deficit make the lag?
+
+Samples are kept under `RUNS/handoff/` with their scores (a rerun resumes from them). Writes
+benchmarks/results/speedup_<backbone>_handoff_<first>_<second>_step<step>.{json,md,png}; the
+figure shows, for the lowest switch, each model's own samples, the same images with the other
+model's steps below the switch, and their difference.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup import PLANS, RESULTS, Scorer, final_samples, machine
+from speedup import NAMED, PLANS, RESULTS, Scorer, final_samples, machine
 from speedup_regions import study_seed0_runs
 from torch import nn
 
@@ -46,7 +51,7 @@ from speed.runners.inference import draw_batch, sample_labels
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.images import make_grid, to_uint8
 
-PAIR = ("speed_released", "baseline")  # the two models that take turns
+PAIR = ("speed_released", "baseline")  # the default two models that take turns
 
 
 class TimestepHandoff(nn.Module):
@@ -79,24 +84,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backbone", choices=sorted(PLANS), default="unet")
     parser.add_argument("--runs", type=Path, required=True, help="the study's --runs folder")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--pair", nargs=2, choices=sorted(NAMED), default=list(PAIR), help="the two methods"
+    )
+    parser.add_argument("--step", type=int, default=None, help="checkpoint (default: the last)")
     parser.add_argument("--switch", type=int, nargs="+", default=[100, 300])
-    parser.add_argument("--num", type=int, default=None, help="images (default: the study's)")
+    parser.add_argument(
+        "--num", type=int, default=None, help="images (default: the study's, at that step)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     if any(not 0 < s < 1000 for s in args.switch):
         parser.error("--switch takes timesteps between 1 and 999")
+    if args.pair[0] == args.pair[1]:
+        parser.error("--pair takes two different methods")
     return args
 
 
-def final_model(study_run, sweep, plan, scorer: Scorer, device: torch.device) -> tuple:
-    """(inference config, EMA model, data spec) of a study run's last checkpoint, with the study's
-    final sampling settings."""
+def study_model(study_run, sweep, step: int, plan, scorer: Scorer) -> tuple:
+    """(inference config, EMA model, data spec) of a study run's checkpoint at `step`, with the
+    study's sampling settings (on the CPU)."""
     run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
     words = study_run.sweep_run.words(
         sweep.sweep_dir,
-        [f"ckpt_path={run_dir.checkpoint(plan.steps)}", *scorer.sampling_words(plan.guidance)],
+        [f"ckpt_path={run_dir.checkpoint(step)}", *scorer.sampling_words(plan.guidance)],
     )
     cfg = load_config(study_run.sweep_run.config, "inference", words)
+    device = torch.device("cpu")
     model, _, spec = build_sampling_model(cfg, build_autoencoder(cfg).to(device), device)
     return cfg, model, spec
 
@@ -124,22 +138,26 @@ def handoff_images(cfg, spec, high: nn.Module, low: nn.Module, switch: int, num:
     return images, labels
 
 
-def scores(npz: Path, scorer: Scorer) -> dict:
-    """Domain FID and class accuracy, and Inception FID, of the images in `npz` (kept beside it
-    in a .json, so a rerun does not extract the features again)."""
-    cache = npz.with_suffix(".scores.json")
+def scores(npz: Path, scorer: Scorer, inception: bool = True) -> dict:
+    """Domain FID and class accuracy, and Inception FID (None without `inception`), of the images
+    in `npz` (kept beside it in a .json, so a rerun does not extract the features again)."""
+    cache = npz.parent / f"{npz.stem}.scores.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        stored = json.loads(cache.read_text())
+        if stored["inception_fid"] is not None or not inception:
+            return stored
     samples = load_npz(npz)
     domain = compute_metrics(
         scorer.domain_ref, samples, scorer.domain, ("fid", "class_accuracy"), progress=False
     )
-    extractor, ref = scorer.inception
-    inception = compute_metrics(ref, samples, extractor, ("fid",), progress=False)
+    inception_fid = None
+    if inception:
+        extractor, ref = scorer.inception
+        inception_fid = compute_metrics(ref, samples, extractor, ("fid",), progress=False)["fid"]
     result = {
         "domain_fid": domain["fid"]["value"],
         "class_accuracy": domain["class_accuracy"]["value"],
-        "inception_fid": inception["fid"]["value"],
+        "inception_fid": None if inception_fid is None else inception_fid["value"],
     }
     atomic_write(cache, json.dumps(result) + "\n")
     return result
@@ -174,9 +192,9 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Hand-offs between two of the SpeeD study's models ({meta['backbone']})",
         "",
-        f"{meta['num']} images each, the study's final sampling (same noise, classes, sampler "
-        f"noise; {meta['sampler']}, guidance {meta['guidance']:g}), final EMA weights of the "
-        f"seed-0 runs: {', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
+        f"{meta['num']} images each, the study's sampling (same noise, classes, sampler noise; "
+        f"{meta['sampler']}, guidance {meta['guidance']:g}), EMA weights at step {meta['step']} "
+        f"of the seed-0 runs: {', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
         f"{meta['machine']}, {meta['date']}. `{meta['command']}`",
         "",
         "| t >= switch | t < switch | switch | domain FID | class acc | Inception FID |",
@@ -185,62 +203,81 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(
             f"| {row['high']} | {row['low']} | {row['switch'] if row['switch'] else '-'} | "
-            f"{row['domain_fid']:.1f} | {row['class_accuracy']:.3f} | {row['inception_fid']:.1f} |"
+            f"{row['domain_fid']:.1f} | {row['class_accuracy']:.3f} | "
+            f"{'-' if row['inception_fid'] is None else format(row['inception_fid'], '.1f')} |"
         )
-    lines += ["", "Rows with switch `-`: the model alone (the study's own final scores)."]
+    lines += [
+        "",
+        "Rows with switch `-`: the model alone. Inception FID is scored at the study's last step.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def handoff(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     plan, sweep, records, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
-    missing = [m for m in PAIR if m not in chosen]
+    pair = tuple(args.pair)
+    missing = [m for m in pair if m not in chosen]
     if missing:
         raise SystemExit(f"error: no finished seed-0 run of {missing} in {args.results}")
-    num = args.num or plan.final_samples
+    step = args.step or plan.steps
+    if step not in plan.checkpoint_steps:
+        raise SystemExit(f"error: --step {step}: the study checkpoints {plan.checkpoint_steps}")
+    final = step == plan.steps
+    num = args.num or (plan.final_samples if final else plan.num_samples)
     scorer = Scorer(plan, args.runs.resolve())
-    device = torch.device("cpu")
-    models = {m: final_model(chosen[m][0], sweep, plan, scorer, device) for m in PAIR}
-    rows = []
-    for method in PAIR:
-        final = records[chosen[method][0].name]["final"]
-        rows.append(
-            dict(
-                high=method, low=method, switch=0, domain_fid=final["domain"]["fid"],
-                class_accuracy=final["domain"]["class_accuracy"],
-                inception_fid=final["inception"]["fid"],
-            )
-        )  # fmt: skip
+    models = {m: study_model(chosen[m][0], sweep, step, plan, scorer) for m in pair}
+    run_dirs = {m: RunDir(chosen[m][0].sweep_run.run_dir(sweep.sweep_dir)) for m in pair}
     out_dir = args.runs / "handoff"
-    run_dirs = {m: chosen[m][0].sweep_run.run_dir(sweep.sweep_dir) for m in PAIR}
+
+    def drawn(high: str, low: str, switch: int) -> Path:
+        """The images with `high` above `switch` and `low` below (switch 0: `high` alone)."""
+        if switch == 0 and final and num == plan.final_samples:
+            return final_samples(plan, run_dirs[high])  # the study's own final samples
+        name = f"{high}_alone" if switch == 0 else f"{high}_above_{switch}_{low}_below"
+        npz = out_dir / f"{name}_step{step}_n{num}.npz"
+        if not npz.is_file():
+            cfg, high_model, spec = models[high]
+            images, labels = handoff_images(cfg, spec, high_model, models[low][1], switch, num)
+            npz.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+                np.savez(f, arr_0=images, arr_1=labels)
+        return npz
+
+    def alone(method: str) -> dict:
+        """The scores of `method` alone; at the study's final scoring, its record's."""
+        if final and num == plan.final_samples:
+            record = records[chosen[method][0].name]["final"]
+            return dict(
+                domain_fid=record["domain"]["fid"],
+                class_accuracy=record["domain"]["class_accuracy"],
+                inception_fid=record["inception"]["fid"],
+            )
+        return scores(drawn(method, method, 0), scorer, final)
+
+    rows = [dict(high=m, low=m, switch=0, **alone(m)) for m in pair]
     panels = []
     for switch in args.switch:
-        for high, low in (PAIR, PAIR[::-1]):
-            npz = out_dir / f"{high}_above_{switch}_{low}_below_n{num}.npz"
-            if not npz.is_file():
-                cfg, high_model, spec = models[high]
-                images, labels = handoff_images(cfg, spec, high_model, models[low][1], switch, num)
-                npz.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(npz) as tmp, open(tmp, "wb") as f:
-                    np.savez(f, arr_0=images, arr_1=labels)
-            rows.append(dict(high=high, low=low, switch=switch, **scores(npz, scorer)))
+        for high, low in (pair, pair[::-1]):
+            npz = drawn(high, low, switch)
+            rows.append(dict(high=high, low=low, switch=switch, **scores(npz, scorer, final)))
             print(f"{high} >= {switch} > {low}: {rows[-1]}", flush=True)
             if switch == min(args.switch):
-                alone = load_npz(final_samples(plan, RunDir(run_dirs[high]))).images
-                handed = load_npz(npz).images
+                alone, handed = load_npz(drawn(high, high, 0)).images, load_npz(npz).images
                 panels += [
                     (f"{high} alone", alone),
                     (f"{high} for t >= {switch}, {low} below", handed),
                     ("difference x4 (grey = none)", difference_panel(alone, handed)),
                 ]
-    cfg = models[PAIR[0]][0]
+    cfg = models[pair[0]][0]
     result = {
         "meta": {
             "backbone": args.backbone,
+            "step": step,
             "num": num,
             "sampler": " ".join(plan.sampling),
             "guidance": plan.guidance,
-            "lrs": {m: chosen[m][1] for m in PAIR},
+            "lrs": {m: chosen[m][1] for m in pair},
             "seed": int(cfg.seed),
             "machine": machine(),
             "date": datetime.date.today().isoformat(),
@@ -248,14 +285,14 @@ def handoff(args: argparse.Namespace) -> int:
         },
         "rows": rows,
     }
-    out = args.results / f"speedup_{args.backbone}_handoff"
+    out = args.results / f"speedup_{args.backbone}_handoff_{pair[0]}_{pair[1]}_step{step}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
     plot(
         panels,
-        f"the final samples of each model, and with its last steps (t < {min(args.switch)}) "
-        "done by the other model: same noise per column",
+        f"step {step}: each model's samples, and with its steps below t = {min(args.switch)} "
+        "done by the other model (same noise per column)",
         out.with_suffix(".png"),
     )
     print(table, end="")

@@ -67,3 +67,17 @@ def test_difference_panel_shows_the_signed_difference_around_mid_grey():
     panel = speedup_handoff.difference_panel(images, other, gain=4)
     assert panel.dtype == np.uint8
     assert panel[0, :, 0, 0].tolist() == [120, 255]  # 128 - 4 * 2; 128 + 400 clipped
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (["--pair", "baseline", "baseline"], "--pair takes two different methods"),
+        (["--switch", "0"], "--switch takes timesteps between 1 and 999"),
+        (["--switch", "100", "1000"], "--switch takes timesteps between 1 and 999"),
+    ],
+)
+def test_a_pair_of_one_model_or_a_switch_outside_the_timesteps_is_refused(words, message, capsys):
+    with pytest.raises(SystemExit):
+        speedup_handoff.parse_args(["--runs", "runs", *words])
+    assert message in capsys.readouterr().err
