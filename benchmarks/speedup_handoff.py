@@ -5,13 +5,14 @@ above a switch timestep and another's below it, and score the result.
     python benchmarks/speedup_handoff.py --runs RUNS --pair speed_paper baseline --step 2000 \
         --switch 700                                                  # SpeeD's lag mid-training
 
-Two of the study's seed-0 models (each at its chosen learning rate, EMA weights of the checkpoint
-at `--step`, default the last) take turns: for every `--switch` s, one hand-off samples with the
-first model for t >= s and the second for t < s, the other the reverse; each model alone is the
-reference. Everything else is the study's scoring: the same `--num` images (default: 1000 at the
-last step, 256 before) with the same starting noise, classes, sampler noise and sampler (DDIM-25,
-eta 1, guidance 2), scored with the domain classifier (FID, class accuracy) and, at the last step,
-Inception FID, against the study's real images, so each row sits beside the study's own scores.
+Two of the study's models (each at the learning rate chosen for it, training seed `--seed`,
+default 0, EMA weights of the checkpoint at `--step`, default the last) take turns: for every
+`--switch` s, one hand-off samples with the first model for t >= s and the second for t < s, the
+other the reverse; each model alone is the reference. Everything else is the study's scoring:
+the same `--num` images (default: 1000 at the last step, 256 before) with the same starting
+noise, classes, sampler noise and sampler (DDIM-25, eta 1, guidance 2), scored with the domain
+classifier (FID, class accuracy) and, at the last step, Inception FID, against the study's real
+images, so each row sits beside the study's own scores.
 
 The questions it answers: the released variant (tanh sampling + P2 weights) scores best on the
 domain classifier and worst on Inception features, and its held-out loss is worse than the
@@ -20,9 +21,9 @@ The paper's SpeeD lags the baseline mid-training while its loss is worse at larg
 timesteps it draws less often: does that deficit make the lag?
 
 Samples are kept under `RUNS/handoff/` with their scores (a rerun resumes from them). Writes
-benchmarks/results/speedup_<backbone>_handoff_<first>_<second>_step<step>.{json,md,png}; the
-figure shows, for the lowest switch, each model's own samples, the same images with the other
-model's steps below the switch, and their difference.
+benchmarks/results/speedup_<backbone>_handoff_<first>_<second>_seed<seed>_step<step>.{json,md,
+png}; the figure shows, for the lowest switch, each model's own samples, the same images with the
+other model's steps below the switch, and their difference.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup import NAMED, PLANS, RESULTS, Scorer, final_samples, machine
+from speedup import NAMED, PLANS, RESULTS, Scorer, final_samples, machine, study_runs
 from speedup_regions import study_seed0_runs
 from torch import nn
 
@@ -88,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--pair", nargs=2, choices=sorted(NAMED), default=list(PAIR), help="the two methods"
     )
     parser.add_argument("--step", type=int, default=None, help="checkpoint (default: the last)")
+    parser.add_argument("--seed", type=int, default=0, help="the runs' training seed (default 0)")
     parser.add_argument("--switch", type=int, nargs="+", default=[100, 300])
     parser.add_argument(
         "--num", type=int, default=None, help="images (default: the study's, at that step)"
@@ -194,7 +196,8 @@ def markdown(result: dict) -> str:
         "",
         f"{meta['num']} images each, the study's sampling (same noise, classes, sampler noise; "
         f"{meta['sampler']}, guidance {meta['guidance']:g}), EMA weights at step {meta['step']} "
-        f"of the seed-0 runs: {', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
+        f"of the seed-{meta['seed']} runs: "
+        f"{', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
         f"{meta['machine']}, {meta['date']}. `{meta['command']}`",
         "",
         "| t >= switch | t < switch | switch | domain FID | class acc | Inception FID |",
@@ -216,18 +219,25 @@ def markdown(result: dict) -> str:
 def handoff(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     plan, sweep, records, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
-    pair = tuple(args.pair)
+    pair, seed = tuple(args.pair), args.seed
     missing = [m for m in pair if m not in chosen]
     if missing:
         raise SystemExit(f"error: no finished seed-0 run of {missing} in {args.results}")
+    cells = study_runs(sweep)
+    picked = {m: cells[(*NAMED[m], chosen[m][1], seed)] for m in pair}  # at the same rate
+    for method, study_run in picked.items():
+        if study_run.name not in records:
+            raise SystemExit(
+                f"error: {method}'s seed-{seed} run has not finished: {study_run.name}"
+            )
     step = args.step or plan.steps
     if step not in plan.checkpoint_steps:
         raise SystemExit(f"error: --step {step}: the study checkpoints {plan.checkpoint_steps}")
     final = step == plan.steps
     num = args.num or (plan.final_samples if final else plan.num_samples)
     scorer = Scorer(plan, args.runs.resolve())
-    models = {m: study_model(chosen[m][0], sweep, step, plan, scorer) for m in pair}
-    run_dirs = {m: RunDir(chosen[m][0].sweep_run.run_dir(sweep.sweep_dir)) for m in pair}
+    models = {m: study_model(picked[m], sweep, step, plan, scorer) for m in pair}
+    run_dirs = {m: RunDir(picked[m].sweep_run.run_dir(sweep.sweep_dir)) for m in pair}
     out_dir = args.runs / "handoff"
 
     def drawn(high: str, low: str, switch: int) -> Path:
@@ -235,7 +245,7 @@ def handoff(args: argparse.Namespace) -> int:
         if switch == 0 and final and num == plan.final_samples:
             return final_samples(plan, run_dirs[high])  # the study's own final samples
         name = f"{high}_alone" if switch == 0 else f"{high}_above_{switch}_{low}_below"
-        npz = out_dir / f"{name}_step{step}_n{num}.npz"
+        npz = out_dir / f"{name}_seed{seed}_step{step}_n{num}.npz"
         if not npz.is_file():
             cfg, high_model, spec = models[high]
             images, labels = handoff_images(cfg, spec, high_model, models[low][1], switch, num)
@@ -247,7 +257,7 @@ def handoff(args: argparse.Namespace) -> int:
     def alone(method: str) -> dict:
         """The scores of `method` alone; at the study's final scoring, its record's."""
         if final and num == plan.final_samples:
-            record = records[chosen[method][0].name]["final"]
+            record = records[picked[method].name]["final"]
             return dict(
                 domain_fid=record["domain"]["fid"],
                 class_accuracy=record["domain"]["class_accuracy"],
@@ -274,18 +284,21 @@ def handoff(args: argparse.Namespace) -> int:
         "meta": {
             "backbone": args.backbone,
             "step": step,
+            "seed": seed,
             "num": num,
             "sampler": " ".join(plan.sampling),
             "guidance": plan.guidance,
             "lrs": {m: chosen[m][1] for m in pair},
-            "seed": int(cfg.seed),
+            "sampling_seed": int(cfg.seed),
             "machine": machine(),
             "date": datetime.date.today().isoformat(),
             "command": " ".join(["python", "benchmarks/speedup_handoff.py", *sys.argv[1:]]),
         },
         "rows": rows,
     }
-    out = args.results / f"speedup_{args.backbone}_handoff_{pair[0]}_{pair[1]}_step{step}"
+    out = (
+        args.results / f"speedup_{args.backbone}_handoff_{pair[0]}_{pair[1]}_seed{seed}_step{step}"
+    )
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
