@@ -20,7 +20,11 @@ The study is a sweep (`speed.sweep`: one folder per combination under `<runs>/sw
   1. the named methods, seed 0, at every learning rate of the plan (the fairness grid: each
      method then uses the rate with the lowest final FID, chosen on its own runs);
   2. the named methods, the other seeds, each at its chosen rate;
-  3. the six other cells, seed 0, at the rate most named methods chose.
+  3. the six other cells, seed 0, at the rate most named methods chose;
+  4. the other seeds of the two cells that hold one part of the paper's SpeeD alone (its
+     sampling with unweighted loss; uniform sampling with its weights), at that rate: the
+     paper's curves are noisy mid-training, so crediting a gain or a loss to a part needs seeds.
+A plan without `credit_cells` (the DiT's) stops after stage 2.
 Every run is scored as it finishes: domain-classifier FID and class accuracy of 256 samples at
 every checkpoint with the demo's sampler (DDIM-25, eta 1, guidance 2) and every `g1_every` steps
 with guidance 1; at the end 1000 samples scored with the domain features and with Inception; the
@@ -79,6 +83,10 @@ NAMED = {  # method -> (diffusion.sampling, diffusion.weighting)
     "speed_paper": ("speed", "speed"),
     "speed_released": ("tanh", "p2"),
 }
+PARTS = {  # the paper's SpeeD split into its two parts, each alone: the cells that credit a gain
+    "speed_sampling_only": ("speed", "none"),
+    "speed_weighting_only": ("uniform", "speed"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +108,7 @@ class Plan:
     noise_seeds: tuple[int, ...] = (1, 2)  # other sampling seeds, to measure the scores' noise
     region_images: int = 500  # held-out images for the loss-per-region probe
     extra: tuple[str, ...] = ()  # overrides for every run (the DiT's size)
+    credit_cells: bool = True  # stages 3-4: the grid's other cells and the parts' other seeds
 
     @property
     def checkpoint_steps(self) -> list[int]:
@@ -110,8 +119,11 @@ PLANS = {
     # The demo UNet (1.19M params): its baseline still improves at 2000 steps (domain FID 19.3,
     # 18.0 at 2400), so twice that; 0.33 s a step on 2 cores, about 50 min a run with scoring.
     "unet": Plan(config="base.yaml", steps=4000, eval_every=500, lrs=(2.0e-3, 1.0e-3)),
-    # The demo's DiT variant (4.18M params), which learns its classes far later than the UNet.
-    "dit": Plan(config="dit.yaml", steps=6000, eval_every=750, lrs=(2.0e-3, 1.0e-3)),
+    # The demo's DiT variant (4.18M params), which learns its classes far later than the UNet:
+    # the named methods only (about 80 min a run here); the UNet's grid credits the parts.
+    "dit": Plan(
+        config="dit.yaml", steps=6000, eval_every=750, lrs=(2.0e-3, 1.0e-3), credit_cells=False
+    ),
 }
 
 
@@ -211,17 +223,21 @@ def stages(plan: Plan, runs: dict[tuple, StudyRun], records: dict) -> Iterator[l
         if chosen[m] is not None
     ]
     lr = common_lr(chosen, plan)
+    if not plan.credit_cells:
+        return
     others = [(s, w) for s in SAMPLINGS for w in WEIGHTINGS if (s, w) not in NAMED.values()]
     yield [] if lr is None else [runs[(*cell, lr, first)] for cell in others]
+    yield [] if lr is None else [runs[(*c, lr, s)] for s in plan.seeds[1:] for c in PARTS.values()]
 
 
 def study_size(plan: Plan) -> int:
-    """Runs in the whole study: the fairness grid, the other seeds, the other six cells."""
-    return (
-        len(NAMED) * (len(plan.lrs) + len(plan.seeds) - 1)
-        + len(SAMPLINGS) * len(WEIGHTINGS)
-        - len(NAMED)
-    )
+    """Runs in the whole study: the fairness grid, the other seeds, the other six cells, the
+    other seeds of the paper's two parts."""
+    named = len(NAMED) * (len(plan.lrs) + len(plan.seeds) - 1)
+    if not plan.credit_cells:
+        return named
+    others = len(SAMPLINGS) * len(WEIGHTINGS) - len(NAMED)
+    return named + others + len(PARTS) * (len(plan.seeds) - 1)
 
 
 def pending(plan: Plan, runs, records) -> tuple[list[StudyRun], bool]:

@@ -14,16 +14,24 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from speedup import NAMED, SAMPLINGS, WEIGHTINGS, Plan, by_cell, choose_lr, common_lr
+from speedup import NAMED, PARTS, SAMPLINGS, WEIGHTINGS, Plan, by_cell, choose_lr, common_lr
 
 from speed.diffusion import create_diffusion
 from speed.experiments.curve import speedup
 
-COLORS = {"baseline": "tab:blue", "speed_paper": "tab:orange", "speed_released": "tab:green"}
+COLORS = {
+    "baseline": "tab:blue",
+    "speed_paper": "tab:orange",
+    "speed_released": "tab:green",
+    "speed_sampling_only": "tab:purple",
+    "speed_weighting_only": "tab:red",
+}
 LABELS = {
     "baseline": "baseline (uniform t, no weights)",
     "speed_paper": "SpeeD, paper (asymmetric + dual t, change-aware w)",
     "speed_released": "SpeeD, released code (tanh t, P2 w)",
+    "speed_sampling_only": "the paper's sampling alone (no weights)",
+    "speed_weighting_only": "the paper's weights alone (uniform t)",
 }
 
 
@@ -71,20 +79,30 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
     chosen = {m: choose_lr(cells, plan, m) for m in NAMED}
     # Until a method's rate is chosen, its first rate's runs stand in (said in the table).
     used = {m: chosen[m] if chosen[m] is not None else plan.lrs[0] for m in NAMED}
+    grid_lr = common_lr(chosen, plan)
+    # method -> (cell, rate): the named methods, and the paper's two parts once their rate is known
+    cell_rate = {m: (cell, used[m]) for m, cell in NAMED.items()}
+    if grid_lr is not None:
+        cell_rate.update({part: (cell, grid_lr) for part, cell in PARTS.items()})
     methods = {}
-    for method, cell in NAMED.items():
-        runs = [cells[key] for s in plan.seeds if (key := (*cell, used[method], s)) in cells]
+    for method, (cell, lr) in cell_rate.items():
+        runs = [cells[key] for s in plan.seeds if (key := (*cell, lr, s)) in cells]
         if runs:
-            methods[method] = {"lr": used[method], **method_summary(plan, runs)}
+            methods[method] = {"lr": lr, **method_summary(plan, runs)}
 
     speedups = {}
-    for method in ("speed_paper", "speed_released"):
+    base_cell, base_lr = cell_rate["baseline"]
+    for method, (cell, lr) in cell_rate.items():
+        if method == "baseline":
+            continue
         per_seed = {}
         for seed in plan.seeds:
-            base = cells.get((*NAMED["baseline"], used["baseline"], seed))
-            other = cells.get((*NAMED[method], used[method], seed))
+            base = cells.get((*base_cell, base_lr, seed))
+            other = cells.get((*cell, lr, seed))
             if base is not None and other is not None:
                 per_seed[seed] = speedup(curve_of(base), curve_of(other))
+        if not per_seed:
+            continue
         reached = [v for v in per_seed.values() if v is not None]
         mean, std = mean_std(reached)
         of_means = None
@@ -104,7 +122,6 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
         }
         for method, c in NAMED.items()
     }
-    grid_lr = common_lr(chosen, plan)
     grid = {}
     if grid_lr is not None:
         for s in SAMPLINGS:
@@ -157,7 +174,8 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, m in summary["methods"].items():
-        chosen = "" if summary["chosen_lr"][method] is not None else " (not yet chosen)"
+        decided = summary["chosen_lr"].get(method, m["lr"]) is not None  # a part: the common rate
+        chosen = "" if decided else " (not yet chosen)"
         g1 = m["guidance1_fid_mean"].get(plan.steps)
         lines.append(
             f"| {method} | {m['lr']:g}{chosen} | {len(m['seeds'])} | {_pm(m['final_domain_fid'])} "
@@ -260,16 +278,19 @@ def plot(backbone: str, plan: Plan, summary: dict, path: Path) -> None:
     twin.set_ylabel("w_t (dashed)")
     pt_ax.set_title("timestep density after dual sampling, and loss weights", fontsize=10)
     pt_ax.legend(fontsize=8)
-    keys = None
+    keys, width = None, 0.8 / max(1, len(summary["methods"]))
     for i, (method, m) in enumerate(summary["methods"].items()):
         keys = list(m["region_losses"])
-        xs = np.arange(len(keys)) + i * 0.27
+        xs = np.arange(len(keys)) + i * width
         loss_ax.bar(
-            xs, [m["region_losses"][k] for k in keys], 0.27, color=COLORS[method], label=method
+            xs, [m["region_losses"][k] for k in keys], width, color=COLORS[method], label=method
         )
     if keys:
         loss_ax.set_xticks(
-            np.arange(len(keys)) + 0.27, [k.split("/")[1] for k in keys], rotation=45, fontsize=7
+            np.arange(len(keys)) + 0.4 - width / 2,
+            [k.split("/")[1] for k in keys],
+            rotation=45,
+            fontsize=7,
         )
     loss_ax.set(yscale="log", xlabel="t range", ylabel="held-out eps-MSE, final EMA")
     loss_ax.legend(fontsize=8)

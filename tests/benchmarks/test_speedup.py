@@ -56,7 +56,7 @@ def record(run, final_fid, curve=(30.0, 20.0, 10.0), accuracy=0.5):
 
 def test_the_study_is_the_grid_times_rates_and_seeds(runs):
     assert len(runs) == 3 * 3 * len(PLAN.lrs) * len(PLAN.seeds)
-    assert speedup.study_size(PLAN) == 3 * 2 + 3 * 2 + 6
+    assert speedup.study_size(PLAN) == 3 * 2 + 3 * 2 + 6 + 2 * 2
     named = runs[("speed", "speed", 2.0e-3, 0)]
     assert named.method == "speed_paper" and runs[("uniform", "p2", 1.0e-3, 1)].method is None
     assert "diffusion.sampling=tanh" in runs[("tanh", "p2", 2.0e-3, 0)].name
@@ -70,13 +70,19 @@ def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cell
     finals = {("baseline", 1e-3): 10.0, ("speed_paper", 1e-3): 12.0, ("speed_released", 2e-3): 9.0}
     records = {r.name: record(r, finals.get((r.method, r.lr), 50.0)) for r in todo}
     todo, waiting = speedup.pending(PLAN, runs, records)
-    assert not waiting and len(todo) == 6 + 6
+    assert not waiting and len(todo) == 6 + 6 + 4
     seeds = [(r.method, r.lr, r.seed) for r in todo[:6]]
     expected_lr = {"baseline": 1e-3, "speed_paper": 1e-3, "speed_released": 2e-3}
     assert seeds == [(m, expected_lr[m], s) for s in (1, 2) for m in speedup.NAMED]
-    others = todo[6:]
+    others = todo[6:12]
     assert {r.lr for r in others} == {1e-3} and all(r.method is None for r in others)
     assert {(r.sampling, r.weighting) for r in others}.isdisjoint(speedup.NAMED.values())
+    # Last, seeds 1 and 2 of the paper's two parts alone, at the common rate.
+    assert [(r.sampling, r.weighting, r.lr, r.seed) for r in todo[12:]] == [
+        (*cell, 1e-3, seed) for seed in (1, 2) for cell in speedup.PARTS.values()
+    ]
+    records.update({r.name: record(r, 20.0) for r in todo})
+    assert speedup.pending(PLAN, runs, records) == ([], False)
 
 
 def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch):
@@ -126,7 +132,8 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
         chosen += [record(runs[("speed", "speed", lr, seed)], 8.0, curve) for lr in PLAN.lrs]
     for seed in (0, 1):
         chosen += [record(runs[("tanh", "p2", lr, seed)], 20.0, (40, 30, 20)) for lr in PLAN.lrs]
-    records = {r["name"]: r for r in chosen}
+    weights_only = record(runs[("uniform", "speed", PLAN.lrs[0], 0)], 9.0, (15.0, 10.0, 5.0))
+    records = {r["name"]: r for r in [*chosen, weights_only]}
     summary = speedup_report.summarize(PLAN, records)
     paper_speedup = summary["speedup"]["speed_paper"]
     assert paper_speedup["per_seed"] == {0: pytest.approx(2.0), 1: pytest.approx(1.5)}
@@ -143,6 +150,13 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     table = speedup_report.markdown("unet", PLAN, summary, records)
     assert "| speed_paper | seed 0: 2.00x, seed 1: 1.50x | 1.75 +- 0.35 (2/2 reach)" in table
     assert "| speed_released | seed 0: never, seed 1: never | - (0/2 reach)" in table
+    # a part of the paper's SpeeD is reported at the common rate beside the named methods
+    part = summary["methods"]["speed_weighting_only"]
+    assert part["lr"] == PLAN.lrs[0] and part["seeds"] == [0]
+    assert summary["speedup"]["speed_weighting_only"]["per_seed"] == {0: pytest.approx(1.5)}
+    assert "speed_sampling_only" not in summary["methods"]
+    assert "speed_sampling_only" not in summary["speedup"]
+    assert f"| speed_weighting_only | {PLAN.lrs[0]:g} | 1 | 9.0 |" in table
 
 
 def test_timestep_tables_show_the_variants_densities_and_weights():
@@ -188,3 +202,15 @@ def test_seconds_per_step_is_the_mean_over_the_training_log(tmp_path):
     run.metrics_file.write_text('{"step": 100, "sec_per_step": 0.5}\n{"step": 1}\n'
                                 '{"step": 200, "sec_per_step": 1.5}\n{"step": 3')  # fmt: skip
     assert speedup._mean_sec_per_step(run) == pytest.approx(1.0)  # a killed run's cut line: skipped
+
+
+def test_a_plan_without_credit_cells_ends_with_the_named_methods_seeds(runs):
+    plan = dataclasses.replace(PLAN, credit_cells=False)
+    assert speedup.study_size(plan) == 3 * 2 + 3 * 2
+    first, _ = speedup.pending(plan, runs, {})
+    records = {r.name: record(r, 10.0) for r in first}
+    second, waiting = speedup.pending(plan, runs, records)
+    assert not waiting and {r.method for r in second} == set(speedup.NAMED)
+    assert {r.seed for r in second} == {1, 2} and len(second) == 6
+    records.update({r.name: record(r, 10.0) for r in second})
+    assert speedup.pending(plan, runs, records) == ([], False)
