@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--step", type=int, default=None, help="checkpoint (default: the last)")
     parser.add_argument("--seed", type=int, default=0, help="the runs' training seed (default 0)")
-    parser.add_argument("--switch", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--switch", type=int, nargs="+", default=[100, 700])
     parser.add_argument(
         "--num", type=int, default=None, help="images (default: the study's, at that step)"
     )
