@@ -59,7 +59,7 @@ from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.curve import evaluate_run
 from speed.experiments.export_reference import export_reference
-from speed.run import DONE, RunDir, RunLock, checkpoint_stem, phase_state
+from speed.run import DONE, RunDir, RunLock, checkpoint_stem, list_checkpoints, phase_state
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,
@@ -427,6 +427,16 @@ def write_record(folder: Path, record: dict) -> Path:
     return atomic_write(folder / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
 
 
+def started_first(todo: list[StudyRun], sweep: Sweep) -> list[StudyRun]:
+    """`todo` with the runs that have a checkpoint (a stopped study's unfinished runs) first, so
+    that a restarted study finishes what it began before it starts anything new."""
+
+    def begun(run: StudyRun) -> bool:
+        return bool(list_checkpoints(RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints))
+
+    return sorted(todo, key=lambda run: not begun(run))  # stable: study order within each group
+
+
 def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tuple[int, int],
          poll_seconds: float = 60.0) -> int:  # fmt: skip
     """Do this worker's share of the study until nothing is left; returns the runs it did."""
@@ -437,6 +447,7 @@ def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tup
     while True:
         records = load_records(records_dir)
         todo, waiting = pending(plan, runs, records)
+        todo = started_first(todo, sweep)
         mine = [r for i, r in enumerate(todo) if i % count == index] or todo
         run = next((r for r in mine if claim(r.sweep_run.run_dir(sweep.sweep_dir))), None)
         if run is None:

@@ -85,6 +85,20 @@ def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cell
     assert speedup.pending(PLAN, runs, records) == ([], False)
 
 
+def test_a_restarted_study_first_finishes_the_runs_it_began(tmp_path):
+    sweep = speedup.study_sweep(PLAN, tmp_path, [])
+    todo, _ = speedup.pending(PLAN, speedup.study_runs(sweep), {})
+    begun = [todo[4], todo[2]]
+    for run in begun:
+        checkpoints = speedup.RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "0000100.pt").write_bytes(b"")
+    (speedup.RunDir(todo[0].sweep_run.run_dir(sweep.sweep_dir)).checkpoints).mkdir(parents=True)
+    ordered = speedup.started_first(todo, sweep)
+    assert ordered[:2] == [todo[2], todo[4]]  # study order kept within each group
+    assert ordered[2:] == [r for r in todo if r not in begun]
+
+
 def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch):
     """SIGTERM makes train() save and return early: the run must stay unrecorded and pending."""
     sweep = speedup.study_sweep(PLAN, tmp_path, [])
