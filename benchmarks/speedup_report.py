@@ -127,7 +127,11 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
         for s in SAMPLINGS:
             for w in WEIGHTINGS:
                 if (s, w, grid_lr, first) in cells:
-                    grid[f"{s}/{w}"] = cells[(s, w, grid_lr, first)]["final"]["domain"]
+                    final = cells[(s, w, grid_lr, first)]["final"]
+                    grid[f"{s}/{w}"] = {
+                        **final["domain"],
+                        "inception_fid": final["inception"]["fid"],
+                    }
     probe = next((r for r in records.values() if "noise_probe" in r), None)
     noise = None
     if probe is not None:
@@ -215,7 +219,8 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
     if summary["grid"]:
         lines += [
             "",
-            f"Sampling x weighting (seed 0, lr {summary['grid_lr']:g}, final domain FID):",
+            f"Sampling x weighting (seed 0, lr {summary['grid_lr']:g}, final domain FID / "
+            "Inception FID):",
             "",
         ]
         lines += ["| sampling \\ weighting | " + " | ".join(WEIGHTINGS) + " |", "|---" * 4 + "|"]
@@ -223,7 +228,9 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
             row = [summary["grid"].get(f"{s}/{w}") for w in WEIGHTINGS]
             lines.append(
                 f"| {s} | "
-                + " | ".join("-" if c is None else f"{c['fid']:.1f}" for c in row)
+                + " | ".join(
+                    "-" if c is None else f"{c['fid']:.1f} / {c['inception_fid']:.1f}" for c in row
+                )
                 + " |"
             )
     if summary["noise_probe"]:

@@ -171,6 +171,9 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     assert "speed_sampling_only" not in summary["methods"]
     assert "speed_sampling_only" not in summary["speedup"]
     assert f"| speed_weighting_only | {PLAN.lrs[0]:g} | 1 | 9.0 |" in table
+    # the grid cells show the domain and the Inception FID (the records' is twice the domain's)
+    assert summary["grid"]["uniform/speed"]["inception_fid"] == 18.0
+    assert "| uniform | 10.0 / 20.0 | 9.0 / 18.0 | - |" in table
 
 
 def test_timestep_tables_show_the_variants_densities_and_weights():
