@@ -284,7 +284,9 @@ def plot(backbone: str, plan: Plan, summary: dict, path: Path) -> None:
     pt_ax.set(xlabel="t", ylabel="T * p_t (solid; 1 = uniform)")
     twin.set_ylabel("w_t (dashed)")
     pt_ax.set_title("timestep density after dual sampling, and loss weights", fontsize=10)
-    pt_ax.legend(fontsize=8)
+    pt_ax.set_ylim(0, 1.35 * pt_ax.get_ylim()[1])  # headroom: the legend above the lines
+    twin.set_ylim(0, 1.35 * twin.get_ylim()[1])
+    pt_ax.legend(fontsize=8, loc="upper right")
     keys, width = None, 0.8 / max(1, len(summary["methods"]))
     for i, (method, m) in enumerate(summary["methods"].items()):
         keys = list(m["region_losses"])
