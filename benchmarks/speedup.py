@@ -427,14 +427,19 @@ def write_record(folder: Path, record: dict) -> Path:
     return atomic_write(folder / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
 
 
-def started_first(todo: list[StudyRun], sweep: Sweep) -> list[StudyRun]:
-    """`todo` with the runs that have a checkpoint (a stopped study's unfinished runs) first, so
-    that a restarted study finishes what it began before it starts anything new."""
+def worker_share(todo: list[StudyRun], sweep: Sweep, shard: tuple[int, int]) -> list[StudyRun]:
+    """The runs this worker tries, in order: first every run that has a checkpoint (a stopped
+    study's unfinished runs, whichever worker began them), so that a restarted study finishes
+    what it began before it starts anything new; then its shard of the rest (all of the rest
+    once its shard is empty). Runs another worker holds are skipped by the claim."""
+    index, count = shard
 
     def begun(run: StudyRun) -> bool:
         return bool(list_checkpoints(RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints))
 
-    return sorted(todo, key=lambda run: not begun(run))  # stable: study order within each group
+    started = [r for r in todo if begun(r)]
+    rest = [r for r in todo if not begun(r)]
+    return started + ([r for i, r in enumerate(rest) if i % count == index] or rest)
 
 
 def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tuple[int, int],
@@ -442,13 +447,11 @@ def work(plan: Plan, sweep: Sweep, records_dir: Path, scorer: Scorer, shard: tup
     """Do this worker's share of the study until nothing is left; returns the runs it did."""
     runs = study_runs(sweep)
     first_named = runs[(*NAMED["baseline"], plan.lrs[0], plan.seeds[0])].name
-    index, count = shard
     done = 0
     while True:
         records = load_records(records_dir)
         todo, waiting = pending(plan, runs, records)
-        todo = started_first(todo, sweep)
-        mine = [r for i, r in enumerate(todo) if i % count == index] or todo
+        mine = worker_share(todo, sweep, shard)
         run = next((r for r in mine if claim(r.sweep_run.run_dir(sweep.sweep_dir))), None)
         if run is None:
             if not todo and not waiting:

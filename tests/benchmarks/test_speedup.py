@@ -86,17 +86,22 @@ def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cell
 
 
 def test_a_restarted_study_first_finishes_the_runs_it_began(tmp_path):
+    """Every worker first tries the runs with a checkpoint, whichever shard they fell in, then its
+    own shard of the rest."""
     sweep = speedup.study_sweep(PLAN, tmp_path, [])
     todo, _ = speedup.pending(PLAN, speedup.study_runs(sweep), {})
-    begun = [todo[4], todo[2]]
+    begun = [todo[4], todo[1]]
     for run in begun:
         checkpoints = speedup.RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints
         checkpoints.mkdir(parents=True)
         (checkpoints / "0000100.pt").write_bytes(b"")
     (speedup.RunDir(todo[0].sweep_run.run_dir(sweep.sweep_dir)).checkpoints).mkdir(parents=True)
-    ordered = speedup.started_first(todo, sweep)
-    assert ordered[:2] == [todo[2], todo[4]]  # study order kept within each group
-    assert ordered[2:] == [r for r in todo if r not in begun]
+    rest = [r for r in todo if r not in begun]
+    for index in (0, 1):
+        share = speedup.worker_share(todo, sweep, (index, 2))
+        assert share[:2] == [todo[1], todo[4]]  # study order kept
+        assert share[2:] == rest[index::2]
+    assert speedup.worker_share(todo[:2], sweep, (1, 2)) == [todo[1], todo[0]]  # shard empty
 
 
 def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch):
