@@ -87,6 +87,10 @@ PARTS = {  # the paper's SpeeD split into its two parts, each alone: the cells t
     "speed_sampling_only": ("speed", "none"),
     "speed_weighting_only": ("uniform", "speed"),
 }
+RELEASED_PARTS = {  # the released variant's two parts, each alone: reported, seed 0 only
+    "tanh_sampling_only": ("tanh", "none"),
+    "p2_weighting_only": ("uniform", "p2"),
+}
 
 
 @dataclasses.dataclass(frozen=True)

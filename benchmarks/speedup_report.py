@@ -14,7 +14,17 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from speedup import NAMED, PARTS, SAMPLINGS, WEIGHTINGS, Plan, by_cell, choose_lr, common_lr
+from speedup import (
+    NAMED,
+    PARTS,
+    RELEASED_PARTS,
+    SAMPLINGS,
+    WEIGHTINGS,
+    Plan,
+    by_cell,
+    choose_lr,
+    common_lr,
+)
 
 from speed.diffusion import create_diffusion
 from speed.experiments.curve import speedup
@@ -25,6 +35,8 @@ COLORS = {
     "speed_released": "tab:green",
     "speed_sampling_only": "tab:purple",
     "speed_weighting_only": "tab:red",
+    "tanh_sampling_only": "tab:brown",
+    "p2_weighting_only": "tab:olive",
 }
 LABELS = {
     "baseline": "baseline (uniform t, no weights)",
@@ -32,6 +44,8 @@ LABELS = {
     "speed_released": "SpeeD, released code (tanh t, P2 w)",
     "speed_sampling_only": "the paper's sampling alone (no weights)",
     "speed_weighting_only": "the paper's weights alone (uniform t)",
+    "tanh_sampling_only": "the released code's sampling alone (no weights)",
+    "p2_weighting_only": "P2 weights alone (uniform t)",
 }
 
 
@@ -80,10 +94,12 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
     # Until a method's rate is chosen, its first rate's runs stand in (said in the table).
     used = {m: chosen[m] if chosen[m] is not None else plan.lrs[0] for m in NAMED}
     grid_lr = common_lr(chosen, plan)
-    # method -> (cell, rate): the named methods, and the paper's two parts once their rate is known
+    # method -> (cell, rate): the named methods, and each variant's two parts alone once their
+    # rate is known
     cell_rate = {m: (cell, used[m]) for m, cell in NAMED.items()}
     if grid_lr is not None:
-        cell_rate.update({part: (cell, grid_lr) for part, cell in PARTS.items()})
+        parts = {**PARTS, **RELEASED_PARTS}
+        cell_rate.update({part: (cell, grid_lr) for part, cell in parts.items()})
     methods = {}
     for method, (cell, lr) in cell_rate.items():
         runs = [cells[key] for s in plan.seeds if (key := (*cell, lr, s)) in cells]

@@ -152,7 +152,8 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     for seed in (0, 1):
         chosen += [record(runs[("tanh", "p2", lr, seed)], 20.0, (40, 30, 20)) for lr in PLAN.lrs]
     weights_only = record(runs[("uniform", "speed", PLAN.lrs[0], 0)], 9.0, (15.0, 10.0, 5.0))
-    records = {r["name"]: r for r in [*chosen, weights_only]}
+    p2_only = record(runs[("uniform", "p2", PLAN.lrs[0], 0)], 12.0, (12.0, 11.0, 10.0))
+    records = {r["name"]: r for r in [*chosen, weights_only, p2_only]}
     summary = speedup_report.summarize(PLAN, records)
     paper_speedup = summary["speedup"]["speed_paper"]
     assert paper_speedup["per_seed"] == {0: pytest.approx(2.0), 1: pytest.approx(1.5)}
@@ -175,10 +176,14 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     assert summary["speedup"]["speed_weighting_only"]["per_seed"] == {0: pytest.approx(1.5)}
     assert "speed_sampling_only" not in summary["methods"]
     assert "speed_sampling_only" not in summary["speedup"]
+    # and so is a part of the released variant (P2 alone reaches 10 at step 300: 1x)
+    assert summary["methods"]["p2_weighting_only"]["lr"] == PLAN.lrs[0]
+    assert summary["speedup"]["p2_weighting_only"]["per_seed"] == {0: pytest.approx(1.0)}
+    assert "tanh_sampling_only" not in summary["methods"]
     assert f"| speed_weighting_only | {PLAN.lrs[0]:g} | 1 | 9.0 |" in table
     # the grid cells show the domain and the Inception FID (the records' is twice the domain's)
     assert summary["grid"]["uniform/speed"]["inception_fid"] == 18.0
-    assert "| uniform | 10.0 / 20.0 | 9.0 / 18.0 | - |" in table
+    assert "| uniform | 10.0 / 20.0 | 9.0 / 18.0 | 12.0 / 24.0 |" in table
 
 
 def test_timestep_tables_show_the_variants_densities_and_weights():
