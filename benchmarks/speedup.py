@@ -441,8 +441,9 @@ def worker_share(todo: list[StudyRun], sweep: Sweep, shard: tuple[int, int]) -> 
     def begun(run: StudyRun) -> bool:
         return bool(list_checkpoints(RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints))
 
-    started = [r for r in todo if begun(r)]
-    rest = [r for r in todo if not begun(r)]
+    started, rest = [], []
+    for run in todo:  # one look at each run's checkpoints
+        (started if begun(run) else rest).append(run)
     return started + ([r for i, r in enumerate(rest) if i % count == index] or rest)
 
 
