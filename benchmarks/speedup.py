@@ -532,8 +532,10 @@ def main(argv=None) -> int:
             print(f"study stopped: {stop}; run the same command to resume", flush=True)
             return 1
     records = load_records(records_dir)
-    if records:
-        speedup_report.write_report(args.backbone, plan, records, args.results)
+    if not records:
+        print(f"no finished runs in {records_dir} yet: run without --report to start the study")
+        return 1 if args.report else 0
+    speedup_report.write_report(args.backbone, plan, records, args.results)
     return 0
 
 

@@ -241,3 +241,9 @@ def test_a_plan_without_credit_cells_ends_with_the_named_methods_seeds(runs):
     assert {r.seed for r in second} == {1, 2} and len(second) == 6
     records.update({r.name: record(r, 10.0) for r in second})
     assert speedup.pending(plan, runs, records) == ([], False)
+
+
+def test_a_report_without_finished_runs_says_so(tmp_path, capsys):
+    assert speedup.main(["--backbone", "dit", "--report", "--results", str(tmp_path)]) == 1
+    assert "no finished runs" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
