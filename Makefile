@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := configs/image/animals/base.yaml
 RUNS   := runs/animals
 
-ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/k5,ablations/lam06])
+ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/weight_only,ablations/lam06])
 STEPS  ?= 2000
 
 .PHONY: install test lint demo ablations gpu-check clean

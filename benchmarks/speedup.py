@@ -12,8 +12,9 @@ Every run trains the demo experiment (configs/image/animals/base.yaml, or dit.ya
     diffusion.weighting in  none    | speed | p2
 
 and its seed and learning rate. Three cells are the named methods: the baseline (uniform, none),
-SpeeD as in the paper (speed, speed: `faster.yaml`) and SpeeD as in the authors' released code
-(tanh, p2); the other six say which part makes a difference (P2 alone is a prior method).
+SpeeD as in the paper (speed, speed: `diffusion.faster=true`) and SpeeD as in the authors'
+released code (tanh, p2); the other six say which part makes a difference (P2 alone is a prior
+method).
 
 The study is a sweep (`speed.sweep`: one folder per combination under `<runs>/sweep/`, its
 `sweep.yaml`, `resume=true` training) done in this order, each stage after the one before:

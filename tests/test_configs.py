@@ -21,8 +21,18 @@ def test_config_loads(path, phase):
     assert abs(probs.sum() - 1.0) < 1e-9
 
 
-def test_faster_config_turns_on_speed():
+def test_faster_config_is_speed_weights_with_uniform_sampling():
+    """The demo's faster.yaml: the change-aware weights alone (the study's finding on the UNet)."""
     cfg = load_config(CONFIGS / "image/animals/faster.yaml", "train")
+    sampler = instantiate(cfg.diffusion).timestep_sampler
+    assert sampler.probs[0] == pytest.approx(sampler.probs[999])
+    weights = sampler.weights
+    assert weights[800] == 1.0 and 0.4 <= weights[:700].min() < 0.45  # in [1 - lam, lam] below tau
+    assert weights[:700].max() == pytest.approx(0.6)
+
+
+def test_speed_switch_is_the_papers_recipe():
+    cfg = load_config(CONFIGS / "image/animals/base.yaml", "train", ["diffusion.faster=true"])
     sampler = instantiate(cfg.diffusion).timestep_sampler
     below, above = sampler.probs[0], sampler.probs[999]
     assert below / above == pytest.approx(5.0)
