@@ -286,7 +286,9 @@ def final_samples(plan: Plan, run_dir: RunDir) -> Path:
 class Scorer:
     """The extractors and reference statistics every run is scored against."""
 
-    def __init__(self, plan: Plan, runs_dir: Path, domain_path=None, inception_path=None):
+    def __init__(
+        self, plan: Plan, runs_dir: Path, domain_path=DOMAIN_CLASSIFIER, inception_path=None
+    ):
         self.plan = plan
         self.domain = build_extractor(
             "domain", domain_path=domain_classifier.ensure_domain_classifier(domain_path)

@@ -117,6 +117,23 @@ def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch)
     assert entry["status"]["train"] == "pending"
 
 
+def test_a_scorer_uses_the_studys_domain_classifier_unless_told_otherwise(tmp_path, monkeypatch):
+    """Every script that scores study models (the study, the hand-offs) must use the committed
+    network, never a classifier trained afresh on the machine at hand."""
+    asked = []
+
+    def ensure(path):
+        asked.append(path)
+        raise StopIteration  # the path is all this test needs
+
+    monkeypatch.setattr(speedup.domain_classifier, "ensure_domain_classifier", ensure)
+    for kwargs in ({}, {"domain_path": tmp_path / "other.pt"}):
+        with pytest.raises(StopIteration):
+            speedup.Scorer(PLAN, tmp_path, **kwargs)
+    assert asked == [speedup.DOMAIN_CLASSIFIER, tmp_path / "other.pt"]
+    assert speedup.DOMAIN_CLASSIFIER.is_file()
+
+
 def test_common_rate_is_the_majority_and_the_smaller_on_a_tie():
     plan = dataclasses.replace(PLAN, lrs=(2e-3, 1e-3, 5e-4))
     assert speedup.common_lr({"a": 2e-3, "b": 2e-3, "c": 1e-3}, plan) == 2e-3
