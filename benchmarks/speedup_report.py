@@ -86,26 +86,14 @@ def method_summary(plan: Plan, runs: list[dict]) -> dict:
     }
 
 
-def summarize(plan: Plan, records: dict[str, dict]) -> dict:
-    """Everything the README reports, from the finished runs."""
-    cells = by_cell(records)
-    first = plan.seeds[0]
-    chosen = {m: choose_lr(cells, plan, m) for m in NAMED}
-    # Until a method's rate is chosen, its first rate's runs stand in (said in the table).
-    used = {m: chosen[m] if chosen[m] is not None else plan.lrs[0] for m in NAMED}
-    grid_lr = common_lr(chosen, plan)
-    # method -> (cell, rate): the named methods, and each variant's two parts alone once their
-    # rate is known
-    cell_rate = {m: (cell, used[m]) for m, cell in NAMED.items()}
-    if grid_lr is not None:
-        parts = {**PARTS, **RELEASED_PARTS}
-        cell_rate.update({part: (cell, grid_lr) for part, cell in parts.items()})
+def compare(plan: Plan, cells: dict, cell_rate: dict[str, tuple]) -> tuple[dict, dict]:
+    """Seed summaries of the methods (method -> (cell, rate)) and each one's speed-up over the
+    baseline's run of the same seed."""
     methods = {}
     for method, (cell, lr) in cell_rate.items():
         runs = [cells[key] for s in plan.seeds if (key := (*cell, lr, s)) in cells]
         if runs:
             methods[method] = {"lr": lr, **method_summary(plan, runs)}
-
     speedups = {}
     base_cell, base_lr = cell_rate["baseline"]
     for method, (cell, lr) in cell_rate.items():
@@ -131,6 +119,30 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
             "seeds_reaching_target": f"{len(reached)}/{len(per_seed)}",
             "of_mean_curves": of_means,
         }
+    return methods, speedups
+
+
+def summarize(plan: Plan, records: dict[str, dict]) -> dict:
+    """Everything the README reports, from the finished runs."""
+    cells = by_cell(records)
+    first = plan.seeds[0]
+    chosen = {m: choose_lr(cells, plan, m) for m in NAMED}
+    # Until a method's rate is chosen, its first rate's runs stand in (said in the table).
+    used = {m: chosen[m] if chosen[m] is not None else plan.lrs[0] for m in NAMED}
+    grid_lr = common_lr(chosen, plan)
+    # method -> (cell, rate): the named methods, and each variant's two parts alone once their
+    # rate is known
+    cell_rate = {m: (cell, used[m]) for m, cell in NAMED.items()}
+    if grid_lr is not None:
+        parts = {**PARTS, **RELEASED_PARTS}
+        cell_rate.update({part: (cell, grid_lr) for part, cell in parts.items()})
+    methods, speedups = compare(plan, cells, cell_rate)
+    shared = None
+    if plan.shared_rate_seeds and grid_lr is not None:
+        shared_methods, shared_speedups = compare(
+            plan, cells, {m: (cell, grid_lr) for m, cell in NAMED.items()}
+        )
+        shared = {"lr": grid_lr, "methods": shared_methods, "speedup": shared_speedups}
 
     lr_grid = {
         method: {
@@ -158,6 +170,7 @@ def summarize(plan: Plan, records: dict[str, dict]) -> dict:
         "chosen_lr": chosen,
         "methods": methods,
         "speedup": speedups,
+        "shared_rate": shared,
         "lr_grid": lr_grid,
         "grid_lr": grid_lr,
         "grid": grid,
@@ -216,6 +229,32 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
             f"| {method} | {per_seed or '-'} | {_pm((s['mean'], s['std']), '.2f')} "
             f"({s['seeds_reaching_target']} reach) | {_fmt(s['of_mean_curves'], '.2f')} |"
         )
+    if summary["shared_rate"]:
+        shared = summary["shared_rate"]
+        lines += [
+            "",
+            f"Every method at the common rate, lr {shared['lr']:g} (shared settings; speed-up "
+            "over the baseline's run of the same seed at that rate):",
+            "",
+            "| method | seeds | final domain FID | class acc | Inception FID | speed-up per seed "
+            "| mean +- std | of the mean curves |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for method, m in shared["methods"].items():
+            s = shared["speedup"].get(method)
+            per_seed = mean = of_means = "-"
+            if s is not None:
+                per_seed = ", ".join(
+                    f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
+                    for seed, v in s["per_seed"].items()
+                )
+                mean = f"{_pm((s['mean'], s['std']), '.2f')} ({s['seeds_reaching_target']} reach)"
+                of_means = _fmt(s["of_mean_curves"], ".2f")
+            lines.append(
+                f"| {method} | {len(m['seeds'])} | {_pm(m['final_domain_fid'])} | "
+                f"{_pm(m['final_class_accuracy'], '.3f')} | {_pm(m['final_inception_fid'])} | "
+                f"{per_seed} | {mean} | {of_means} |"
+            )
     lines += ["", "FID (seed mean) against training step:", ""]
     steps = sorted({s for m in summary["methods"].values() for s in m["fid_mean"]})
     lines += ["| method | " + " | ".join(map(str, steps)) + " |", "|---" * (len(steps) + 1) + "|"]

@@ -56,7 +56,6 @@ def record(run, final_fid, curve=(30.0, 20.0, 10.0), accuracy=0.5):
 
 def test_the_study_is_the_grid_times_rates_and_seeds(runs):
     assert len(runs) == 3 * 3 * len(PLAN.lrs) * len(PLAN.seeds)
-    assert speedup.study_size(PLAN) == 3 * 2 + 3 * 2 + 6 + 2 * 2
     named = runs[("speed", "speed", 2.0e-3, 0)]
     assert named.method == "speed_paper" and runs[("uniform", "p2", 1.0e-3, 1)].method is None
     assert "diffusion.sampling=tanh" in runs[("tanh", "p2", 2.0e-3, 0)].name
@@ -203,6 +202,34 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     assert "| uniform | 10.0 / 20.0 | 9.0 / 18.0 | 12.0 / 24.0 |" in table
 
 
+def test_report_compares_every_method_at_the_shared_rate(runs):
+    """The baseline is best at 2e-3 (final 10 against 12), the others at 1e-3: the shared-rate
+    table compares all three at 1e-3, each against the baseline's 1e-3 run of its seed, beside
+    the comparison at each method's own rate."""
+    plan = dataclasses.replace(PLAN, credit_cells=False, shared_rate_seeds=True)
+    slow, fast = (30.0, 20.0, 10.0), (20.0, 10.0, 5.0)  # fast reaches 10 at step 200
+    records = [
+        record(runs[("uniform", "none", 2e-3, 0)], 10.0, slow),
+        record(runs[("uniform", "none", 1e-3, 0)], 12.0, fast),
+        record(runs[("speed", "speed", 2e-3, 0)], 20.0, slow),
+        record(runs[("speed", "speed", 1e-3, 0)], 8.0, fast),
+        record(runs[("tanh", "p2", 2e-3, 0)], 20.0, slow),
+        record(runs[("tanh", "p2", 1e-3, 0)], 9.0, slow),
+    ]
+    summary = speedup_report.summarize(plan, {r["name"]: r for r in records})
+    assert summary["speedup"]["speed_paper"]["per_seed"] == {0: pytest.approx(1.5)}
+    shared = summary["shared_rate"]
+    assert shared["lr"] == 1e-3 and shared["methods"]["baseline"]["lr"] == 1e-3
+    assert shared["methods"]["baseline"]["final_domain_fid"] == (12.0, None)
+    assert shared["speedup"]["speed_paper"]["per_seed"] == {0: pytest.approx(1.0)}
+    assert shared["speedup"]["speed_released"]["per_seed"] == {0: None}  # never reaches 5
+    table = speedup_report.markdown("dit", plan, summary, {r["name"]: r for r in records})
+    assert "Every method at the common rate, lr 0.001" in table
+    assert "| speed_paper | 1 | 8.0 | 0.500 | 16.0 | seed 0: 1.00x | 1.00 (1/1 reach) |" in table
+    without = speedup_report.summarize(PLAN, {r["name"]: r for r in records})
+    assert without["shared_rate"] is None
+
+
 def test_timestep_tables_show_the_variants_densities_and_weights():
     tables = speedup_report.timestep_tables(PLAN)
     probs, weights = tables["baseline"]
@@ -250,7 +277,6 @@ def test_seconds_per_step_is_the_mean_over_the_training_log(tmp_path):
 
 def test_a_plan_without_credit_cells_ends_with_the_named_methods_seeds(runs):
     plan = dataclasses.replace(PLAN, credit_cells=False)
-    assert speedup.study_size(plan) == 3 * 2 + 3 * 2
     first, _ = speedup.pending(plan, runs, {})
     records = {r.name: record(r, 10.0) for r in first}
     second, waiting = speedup.pending(plan, runs, records)
@@ -264,3 +290,36 @@ def test_a_report_without_finished_runs_says_so(tmp_path, capsys):
     assert speedup.main(["--backbone", "dit", "--report", "--results", str(tmp_path)]) == 1
     assert "no finished runs" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shared_rate_seeds_run_every_method_at_the_common_rate(runs):
+    """The baseline chose 2e-3, the others 1e-3: with shared_rate_seeds the baseline's seeds 1 and 2
+    also run at 1e-3, after the chosen rates' seeds; the other methods have theirs already."""
+    plan = dataclasses.replace(PLAN, credit_cells=False, shared_rate_seeds=True)
+    first, waiting = speedup.pending(plan, runs, {})
+    assert len(first) == 6 and waiting
+    finals = {("baseline", 2e-3): 10.0, ("speed_paper", 1e-3): 12.0, ("speed_released", 1e-3): 9.0}
+    records = {r.name: record(r, finals.get((r.method, r.lr), 50.0)) for r in first}
+    partial = dict(list(records.items())[:5])  # the released variant's rate is not chosen yet
+    todo, waiting = speedup.pending(plan, runs, partial)
+    assert waiting and [(r.method, r.lr, r.seed) for r in todo] == [
+        ("speed_released", 1e-3, 0),
+        ("baseline", 2e-3, 1),
+        ("speed_paper", 1e-3, 1),
+        ("baseline", 2e-3, 2),
+        ("speed_paper", 1e-3, 2),
+    ]
+    todo, waiting = speedup.pending(plan, runs, records)
+    assert not waiting
+    assert [(r.method, r.lr, r.seed) for r in todo] == [
+        ("baseline", 2e-3, 1),
+        ("speed_paper", 1e-3, 1),
+        ("speed_released", 1e-3, 1),
+        ("baseline", 2e-3, 2),
+        ("speed_paper", 1e-3, 2),
+        ("speed_released", 1e-3, 2),
+        ("baseline", 1e-3, 1),
+        ("baseline", 1e-3, 2),
+    ]
+    records.update({r.name: record(r, 10.0) for r in todo})
+    assert speedup.pending(plan, runs, records) == ([], False)
