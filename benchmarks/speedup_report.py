@@ -327,6 +327,14 @@ def plot(backbone: str, plan: Plan, summary: dict, path: Path) -> None:
         acc_ax.plot(steps, acc, color=COLORS[method], marker="o", markersize=3, label=method)
         g1 = sorted(m["guidance1_fid_mean"])
         fid_ax.plot(g1, [m["guidance1_fid_mean"][s] for s in g1], color=COLORS[method], ls=":")
+    shared = summary["shared_rate"] or {"methods": {}}
+    for method, m in shared["methods"].items():  # a method's runs at the common rate, not its own
+        if method in summary["methods"] and m["lr"] != summary["methods"][method]["lr"]:
+            steps = sorted(m["fid_mean"])
+            label = f"{LABELS[method]}, lr {m['lr']:g} (the common rate), {len(m['seeds'])} seed(s)"
+            style = {"color": COLORS[method], "ls": "-.", "marker": "x", "markersize": 3}
+            fid_ax.plot(steps, [m["fid_mean"][s] for s in steps], label=label, **style)
+            acc_ax.plot(steps, [m["accuracy_mean"][s] for s in steps], **style)
     fid_ax.set(xlabel="training step", ylabel="domain FID", yscale="log")
     fid_ax.set_title(f"{backbone}: FID (solid: guidance {plan.guidance:g}, dotted: 1)", fontsize=10)
     fid_ax.legend(fontsize=7)

@@ -202,7 +202,7 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     assert "| uniform | 10.0 / 20.0 | 9.0 / 18.0 | 12.0 / 24.0 |" in table
 
 
-def test_report_compares_every_method_at_the_shared_rate(runs):
+def test_report_compares_every_method_at_the_shared_rate(runs, tmp_path):
     """The baseline is best at 2e-3 (final 10 against 12), the others at 1e-3: the shared-rate
     table compares all three at 1e-3, each against the baseline's 1e-3 run of its seed, beside
     the comparison at each method's own rate."""
@@ -228,6 +228,8 @@ def test_report_compares_every_method_at_the_shared_rate(runs):
     assert "| speed_paper | 1 | 8.0 | 0.500 | 16.0 | seed 0: 1.00x | 1.00 (1/1 reach) |" in table
     without = speedup_report.summarize(PLAN, {r["name"]: r for r in records})
     assert without["shared_rate"] is None
+    speedup_report.plot("dit", plan, summary, tmp_path / "shared.png")  # draws the 1e-3 baseline
+    assert (tmp_path / "shared.png").stat().st_size > 10_000
 
 
 def test_timestep_tables_show_the_variants_densities_and_weights():
