@@ -21,11 +21,14 @@ The study is a sweep (`speed.sweep`: one folder per combination under `<runs>/sw
   1. the named methods, seed 0, at every learning rate of the plan (the fairness grid: each
      method then uses the rate with the lowest final FID, chosen on its own runs);
   2. the named methods, the other seeds, each at its chosen rate;
+  2b. with `shared_rate_seeds` (the DiT's plan), the other seeds of every named method at the
+     rate most named methods chose, where that is not its own: all methods compared at shared
+     settings too;
   3. the six other cells, seed 0, at the rate most named methods chose;
   4. the other seeds of the two cells that hold one part of the paper's SpeeD alone (its
      sampling with unweighted loss; uniform sampling with its weights), at that rate: the
      paper's curves are noisy mid-training, so crediting a gain or a loss to a part needs seeds.
-A plan without `credit_cells` (the DiT's) stops after stage 2.
+A plan without `credit_cells` (the DiT's) stops before stage 3.
 Every run is scored as it finishes: domain-classifier FID and class accuracy of 256 samples at
 every checkpoint with the demo's sampler (DDIM-25, eta 1, guidance 2) and every `g1_every` steps
 with guidance 1; at the end 1000 samples scored with the domain features and with Inception; the
