@@ -190,6 +190,16 @@ def _pm(pair, spec=".1f") -> str:
     return _fmt(mean, spec) + ("" if std is None else f" +- {std:{spec}}")
 
 
+def _speedup_cells(s: dict) -> tuple[str, str, str]:
+    """A variant's speed-up as table cells: per seed, mean +- std, of the mean curves."""
+    per_seed = ", ".join(
+        f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
+        for seed, v in s["per_seed"].items()
+    )
+    mean = f"{_pm((s['mean'], s['std']), '.2f')} ({s['seeds_reaching_target']} reach)"
+    return per_seed or "-", mean, _fmt(s["of_mean_curves"], ".2f")
+
+
 def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
     machines = sorted({r["machine"] for r in records.values()})
     dates = sorted({r["date"] for r in records.values()})
@@ -221,14 +231,7 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
         "|---|---|---|---|",
     ]
     for method, s in summary["speedup"].items():
-        per_seed = ", ".join(
-            f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
-            for seed, v in s["per_seed"].items()
-        )
-        lines.append(
-            f"| {method} | {per_seed or '-'} | {_pm((s['mean'], s['std']), '.2f')} "
-            f"({s['seeds_reaching_target']} reach) | {_fmt(s['of_mean_curves'], '.2f')} |"
-        )
+        lines.append(f"| {method} | " + " | ".join(_speedup_cells(s)) + " |")
     if summary["shared_rate"]:
         shared = summary["shared_rate"]
         lines += [
@@ -242,18 +245,12 @@ def markdown(backbone: str, plan: Plan, summary: dict, records: dict) -> str:
         ]
         for method, m in shared["methods"].items():
             s = shared["speedup"].get(method)
-            per_seed = mean = of_means = "-"
-            if s is not None:
-                per_seed = ", ".join(
-                    f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
-                    for seed, v in s["per_seed"].items()
-                )
-                mean = f"{_pm((s['mean'], s['std']), '.2f')} ({s['seeds_reaching_target']} reach)"
-                of_means = _fmt(s["of_mean_curves"], ".2f")
+            speedup_cells = ("-", "-", "-") if s is None else _speedup_cells(s)
             lines.append(
                 f"| {method} | {len(m['seeds'])} | {_pm(m['final_domain_fid'])} | "
                 f"{_pm(m['final_class_accuracy'], '.3f')} | {_pm(m['final_inception_fid'])} | "
-                f"{per_seed} | {mean} | {of_means} |"
+                + " | ".join(speedup_cells)
+                + " |"
             )
     lines += ["", "FID (seed mean) against training step:", ""]
     steps = sorted({s for m in summary["methods"].values() for s in m["fid_mean"]})
