@@ -45,222 +45,34 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
+import speedup_report
 import torch
-from models_forward import device_name
-
-from evaluations import domain_classifier
-from evaluations.evaluate import build_extractor, compute_metrics
-from evaluations.image_io import load_npz
-from evaluations.reference_cache import reference_stats
-from speed.config import load_config
-from speed.diffusion.timesteps import loss_by_region
-from speed.experiments.curve import evaluate_run
-from speed.experiments.export_reference import export_reference
-from speed.run import DONE, RunDir, RunLock, checkpoint_stem, list_checkpoints, phase_state
-from speed.runners.build import (
-    build_autoencoder,
-    build_dataset,
-    build_diffusion,
-    build_sampling_model,
+from speedup_plan import (
+    DOMAIN_CLASSIFIER,
+    NAMED,
+    PLANS,
+    RESULTS,
+    ROOT,
+    Plan,
+    StudyRun,
+    load_records,
+    machine,
+    pending,
+    study_runs,
+    study_sweep,
+    write_record,
 )
+from speedup_scoring import Scorer, region_losses
+
+from speed.run import DONE, RunDir, RunLock, list_checkpoints, phase_state
 from speed.runners.train import train
-from speed.sweep.expand import Sweep, SweepRun, expand_sweep, load_run_configs
+from speed.sweep.expand import Sweep, load_run_configs
 from speed.sweep.state import record_sweep, set_status
-from speed.utils.atomic import atomic_write
 from speed.utils.logging import read_metrics
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-CONFIGS = ROOT / "configs" / "image" / "animals"
-DOMAIN_CLASSIFIER = ROOT / "benchmarks" / "assets" / "domain_classifier.pt"
-SAMPLINGS = ("uniform", "speed", "tanh")
-WEIGHTINGS = ("none", "speed", "p2")
-NAMED = {  # method -> (diffusion.sampling, diffusion.weighting)
-    "baseline": ("uniform", "none"),
-    "speed_paper": ("speed", "speed"),
-    "speed_released": ("tanh", "p2"),
-}
-PARTS = {  # the paper's SpeeD split into its two parts, each alone: the cells that credit a gain
-    "speed_sampling_only": ("speed", "none"),
-    "speed_weighting_only": ("uniform", "speed"),
-}
-RELEASED_PARTS = {  # the released variant's two parts, each alone: reported, seed 0 only
-    "tanh_sampling_only": ("tanh", "none"),
-    "p2_weighting_only": ("uniform", "p2"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What to train and how to score it (per backbone: `PLANS`)."""
-
-    config: str  # the experiment file under configs/image/animals/
-    steps: int  # optimizer steps of every run
-    eval_every: int  # checkpoint and domain-FID interval
-    lrs: tuple[float, ...]  # the fairness grid of AdamW learning rates
-    seeds: tuple[int, ...] = (0, 1, 2)
-    g1_every: int = 1000  # interval of the guidance-1 scores
-    num_samples: int = 256  # generated images per scored checkpoint
-    final_samples: int = 1000  # generated images at the last checkpoint (domain + Inception)
-    num_reference: int = 1000  # real images for the domain reference statistics
-    sampling: tuple[str, ...] = ("sampler=ddim", "num_steps=25", "eta=1.0")  # the demo's
-    guidance: float = 2.0  # the demo's guidance scale
-    sampling_seed: int = 0  # per-image sampling seeds, the same for every run
-    noise_seeds: tuple[int, ...] = (1, 2)  # other sampling seeds, to measure the scores' noise
-    region_images: int = 500  # held-out images for the loss-per-region probe
-    extra: tuple[str, ...] = ()  # overrides for every run (the DiT's size)
-    # the other seeds of every named method at the common rate, where that is not its own: a
-    # comparison at shared settings beside the one at each method's best rate
-    shared_rate_seeds: bool = False
-    credit_cells: bool = True  # the grid's other cells and the parts' other seeds
-
-    @property
-    def checkpoint_steps(self) -> list[int]:
-        return list(range(self.eval_every, self.steps + 1, self.eval_every))
-
-
-PLANS = {
-    # The demo UNet (1.19M params): its baseline still improves at 2000 steps (domain FID 19.3,
-    # 18.0 at 2400), so twice that; 0.33 s a step on 2 cores, about 50 min a run with scoring.
-    "unet": Plan(config="base.yaml", steps=4000, eval_every=500, lrs=(2.0e-3, 1.0e-3)),
-    # The demo's DiT variant (4.18M params), which learns its classes far later than the UNet:
-    # the named methods only (about 55 min a run here); the UNet's grid credits the parts. Its
-    # lr 2e-3 proved unstable (loss spikes in the baseline's seeds 1 and 2 and the paper's
-    # SpeeD's seed 0), so every method also runs all seeds at the common rate.
-    "dit": Plan(
-        config="dit.yaml",
-        steps=6000,
-        eval_every=750,
-        lrs=(2.0e-3, 1.0e-3),
-        shared_rate_seeds=True,
-        credit_cells=False,
-    ),
-}
-
-
-# ---- the runs: a sweep over the grid, done in stages ----
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyRun:
-    sweep_run: SweepRun
-    sampling: str
-    weighting: str
-    lr: float
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return self.sweep_run.name
-
-    @property
-    def method(self) -> str | None:
-        """The named method of this cell, if it is one."""
-        cell = (self.sampling, self.weighting)
-        return next((m for m, c in NAMED.items() if c == cell), None)
-
-
-def study_sweep(plan: Plan, runs_dir: Path, overrides: list[str]) -> Sweep:
-    """The full grid x learning rates x seeds as one sweep (only a part of it is ever run)."""
-    words = [
-        f"diffusion.sampling={','.join(SAMPLINGS)}",
-        f"diffusion.weighting={','.join(WEIGHTINGS)}",
-        f"optimizer.lr={','.join(str(lr) for lr in plan.lrs)}",
-        f"seed={','.join(str(s) for s in plan.seeds)}",
-        f"experiment_dir={runs_dir}",
-        f"max_training_steps={plan.steps}",
-        f"ckpt_every={plan.eval_every}",
-        "ckpt_keep=0",
-        "sample_every=0",
-        "log_every=100",
-        "wandb=disabled",
-        *plan.extra,
-        *overrides,
-    ]
-    return expand_sweep(CONFIGS / plan.config, "train", words)
-
-
-def study_runs(sweep: Sweep) -> dict[tuple, StudyRun]:
-    """(sampling, weighting, lr, seed) -> the sweep's run."""
-    runs = {}
-    for run in sweep.runs:
-        p = run.params
-        key = (
-            p["diffusion.sampling"],
-            p["diffusion.weighting"],
-            float(p["optimizer.lr"]),
-            p["seed"],
-        )
-        runs[key] = StudyRun(run, *key)
-    return runs
-
-
-def by_cell(records: dict[str, dict]) -> dict[tuple, dict]:
-    """(sampling, weighting, lr, seed) -> record, of run name -> record."""
-    return {(r["sampling"], r["weighting"], float(r["lr"]), r["seed"]): r for r in records.values()}
-
-
-def choose_lr(cells: dict[tuple, dict], plan: Plan, method: str) -> float | None:
-    """The method's learning rate: the lowest final FID (`final_samples` images) of its seed-0
-    runs over the plan's rates; None until all of those runs have finished."""
-    finals = {}
-    for lr in plan.lrs:
-        record = cells.get((*NAMED[method], lr, plan.seeds[0]))
-        if record is None:
-            return None
-        finals[lr] = record["final"]["domain"]["fid"]
-    return min(finals, key=finals.get)
-
-
-def common_lr(chosen: dict[str, float | None], plan: Plan) -> float | None:
-    """The rate most named methods chose (ties: the smaller); None while any is undecided."""
-    if any(lr is None for lr in chosen.values()):
-        return None
-    votes = list(chosen.values())
-    return min(plan.lrs, key=lambda lr: (-votes.count(lr), lr))
-
-
-def stages(
-    plan: Plan, runs: dict[tuple, StudyRun], records: dict
-) -> Iterator[list[StudyRun] | None]:
-    """The study's runs in order, stage by stage; runs that depend on unfinished runs are not known
-    yet, and a None stands where they would be."""
-    first = plan.seeds[0]
-    yield [runs[(*cell, lr, first)] for lr in plan.lrs for cell in NAMED.values()]
-    cells = by_cell(records)
-    chosen = {m: choose_lr(cells, plan, m) for m in NAMED}
-    yield [
-        runs[(*NAMED[m], chosen[m], seed)]
-        for seed in plan.seeds[1:]
-        for m in NAMED
-        if chosen[m] is not None
-    ]
-    lr = common_lr(chosen, plan)
-    if lr is None:
-        yield None  # the other seeds of a method whose rate is not chosen yet, and what follows
-        return
-    if plan.shared_rate_seeds:
-        yield [runs[(*NAMED[m], lr, s)] for s in plan.seeds[1:] for m in NAMED if chosen[m] != lr]
-    if plan.credit_cells:
-        others = [(s, w) for s in SAMPLINGS for w in WEIGHTINGS if (s, w) not in NAMED.values()]
-        yield [runs[(*cell, lr, first)] for cell in others]
-        yield [runs[(*c, lr, s)] for s in plan.seeds[1:] for c in PARTS.values()]
-
-
-def pending(plan: Plan, runs, records) -> tuple[list[StudyRun], bool]:
-    """Runs not yet recorded, in study order, and whether later stages still wait on them (their
-    runs are not known until the runs they depend on are recorded)."""
-    known = list(stages(plan, runs, records))
-    todo = [r for stage in known if stage is not None for r in stage if r.name not in records]
-    return todo, None in known
-
 
 # ---- claiming a run (several workers share one study) ----
 
@@ -284,104 +96,6 @@ def release(run_dir: Path) -> None:
 class StudyInterrupted(Exception):
     """A run's training was stopped (it saved a checkpoint); the study ends here and resumes
     from that checkpoint when started again."""
-
-
-def final_samples(plan: Plan, run_dir: RunDir) -> Path:
-    """The .npz of the `final_samples` images a run's last checkpoint drew for its final score."""
-    tag = f"domain_n{plan.final_samples}_g{plan.guidance:g}"
-    return run_dir.curve_run(tag).inference_npz(checkpoint_stem(plan.steps))
-
-
-class Scorer:
-    """The extractors and reference statistics every run is scored against."""
-
-    def __init__(
-        self, plan: Plan, runs_dir: Path, domain_path=DOMAIN_CLASSIFIER, inception_path=None
-    ):
-        self.plan = plan
-        self.domain = build_extractor(
-            "domain", domain_path=domain_classifier.ensure_domain_classifier(domain_path)
-        )
-        self.domain_ref = self._reference(runs_dir, plan.num_reference, self.domain)
-        self._inception_path = inception_path
-        self._runs_dir = runs_dir
-        self._inception = None
-
-    @property
-    def inception(self):
-        """(extractor, reference stats) of Inception FID, built on first use."""
-        if self._inception is None:
-            extractor = build_extractor("inception", inception_path=self._inception_path)
-            ref = self._reference(self._runs_dir, self.plan.final_samples, extractor)
-            self._inception = (extractor, ref)
-        return self._inception
-
-    def _reference(self, runs_dir: Path, num: int, extractor):
-        path = runs_dir / f"reference_{num}.npz"
-        if not path.is_file():
-            cfg = load_config(CONFIGS / self.plan.config, "inference", ["data.random_flip=false"])
-            images, labels = export_reference(build_dataset(cfg), num)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, arr_0=images, arr_1=labels)
-        return reference_stats(path, extractor, runs_dir / "reference_stats", progress=False)
-
-    def sampling_words(self, guidance: float, seed: int | None = None) -> list[str]:
-        seed = self.plan.sampling_seed if seed is None else seed
-        return [*self.plan.sampling, f"guidance_scale={guidance}", f"seed={seed}"]
-
-    def curve(self, run: StudyRun, sweep: Sweep, steps, guidance, seed=None, num=None) -> dict:
-        """step -> {"fid", "class_accuracy"} of the run's checkpoints at `steps` (cached)."""
-        num = num or self.plan.num_samples
-        tag = f"domain_n{num}_g{guidance:g}" + ("" if seed is None else f"_seed{seed}")
-        words = [*run.sweep_run.words(sweep.sweep_dir), *self.sampling_words(guidance, seed)]
-        scored = evaluate_run(
-            run.sweep_run.config, self.domain_ref, self.domain, num, words,
-            progress=False, tag=tag, steps=steps, keep_samples=num == self.plan.final_samples,
-        )  # fmt: skip
-        return {s: {k: m[k] for k in ("fid", "class_accuracy")} for s, m in scored.items()}
-
-    def final(self, run: StudyRun, sweep: Sweep) -> dict:
-        """Domain and Inception FID of `final_samples` images from the last checkpoint."""
-        plan = self.plan
-        domain = self.curve(run, sweep, [plan.steps], plan.guidance, num=plan.final_samples)
-        run_dir = RunDir(run.sweep_run.run_dir(sweep.sweep_dir))
-        npz = final_samples(plan, run_dir)
-        cache = run_dir.curve_results(f"inception_n{plan.final_samples}_g{plan.guidance:g}")
-        if cache.is_file():
-            inception = json.loads(cache.read_text())
-        else:
-            extractor, ref = self.inception
-            result = compute_metrics(ref, load_npz(npz), extractor, ("fid",), progress=False)
-            inception = {"fid": result["fid"]["value"], "extractor": extractor.name}
-            atomic_write(cache, json.dumps(inception) + "\n")
-        return {"domain": domain[plan.steps], "inception": inception}
-
-
-@torch.inference_mode()
-def region_losses(config: Path, words: list[str], num_images: int, seed: int = 1234) -> dict:
-    """Unweighted eps-MSE of the run's final EMA model per tenth of [0, T) on real images: the
-    same images, timesteps (evenly spread over [0, T), shuffled) and noise for every run, so the
-    numbers compare methods directly."""
-    cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
-    autoencoder = build_autoencoder(cfg)
-    model, _, _ = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
-    diffusion = build_diffusion(cfg)
-    images, labels = export_reference(build_dataset(cfg), num_images, seed=seed)
-    x = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    y = torch.from_numpy(labels)
-    generator = torch.Generator().manual_seed(seed)
-    t = torch.arange(num_images) * diffusion.num_timesteps // num_images
-    t = t[torch.randperm(num_images, generator=generator)]
-    noise = torch.randn(x.shape, generator=generator)
-    mse = torch.cat(
-        [
-            diffusion.training_losses(
-                model, x[i : i + 128], t[i : i + 128], {"y": y[i : i + 128]}, noise[i : i + 128]
-            )["mse"]
-            for i in range(0, num_images, 128)
-        ]
-    )
-    return loss_by_region(t, mse, diffusion.num_timesteps)
 
 
 def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> dict:
@@ -427,20 +141,6 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
 
 
 # ---- the study ----
-
-
-def machine() -> str:
-    return f"{device_name('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-
-
-def load_records(folder: Path) -> dict[str, dict]:
-    """Run name -> finished record, of every record in `folder`."""
-    records = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
-    return {record["name"]: record for record in records}
-
-
-def write_record(folder: Path, record: dict) -> Path:
-    return atomic_write(folder / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
 
 
 def worker_share(todo: list[StudyRun], sweep: Sweep, shard: tuple[int, int]) -> list[StudyRun]:
@@ -527,8 +227,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    import speedup_report
-
     args = parse_args(argv)
     plan = plan_from_args(args)
     if args.threads:

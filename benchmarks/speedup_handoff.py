@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup import NAMED, PLANS, RESULTS, Scorer, final_samples, machine, study_runs
+from speedup_plan import NAMED, PLANS, RESULTS, machine, study_runs
 from speedup_regions import study_seed0_runs
+from speedup_scoring import Scorer, final_samples
 from torch import nn
 
 from evaluations.cli import run

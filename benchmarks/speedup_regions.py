@@ -3,17 +3,17 @@ of the SpeeD study's runs: the measurement behind the paper's "convergence area"
 
     python benchmarks/speedup_regions.py --backbone unet --runs RUNS     # after (part of) the study
 
-SpeeD (Wang et al. 2024, sec. 3) splits the timesteps by how their training loss behaves: for
-large t it falls to a floor early and then barely moves (the convergence area, t >= tau; the
-paper's tau = 700 for the linear schedule), below tau it keeps falling. Training draws fewer
-timesteps from the convergence area. This script measures that split on this study's models
-instead of assuming it: for each named method's seed-0 run (at its chosen learning rate once
-chosen), the EMA model of every checkpoint gets the study's own probe (`speedup.region_losses`:
-unweighted eps-MSE on held-out real images, timesteps spread evenly over [0, T), the same images,
-timesteps and noise for every checkpoint and run), here with `--images` images (default 2000,
-200 a tenth). Per tenth it reports the loss at each checkpoint as a ratio to the run's last one
-and the first checkpoint from which the loss stays within `--tolerance` (default 5%) of it: a
-tenth that settles within the first quarter of training behaves as the paper's convergence area.
+SpeeD (Wang et al. 2024, sec. 3) splits the timesteps by how their training loss behaves: for large
+t it falls to a floor early and then barely moves (the convergence area, t >= tau; the paper's
+tau = 700 for the linear schedule), below tau it keeps falling. Training draws fewer timesteps from
+the convergence area. This script measures that split on this study's models instead of assuming it:
+for each named method's seed-0 run (at its chosen learning rate once chosen), the EMA model of every
+checkpoint gets the study's own probe (`speedup_scoring.region_losses`: unweighted eps-MSE on
+held-out real images, timesteps spread evenly over [0, T), the same images, timesteps and noise for
+every checkpoint and run), here with `--images` images (default 2000, 200 a tenth). Per tenth it
+reports the loss at each checkpoint as a ratio to the run's last one and the first checkpoint from
+which the loss stays within `--tolerance` (default 5%) of it: a tenth that settles within the first
+quarter of training behaves as the paper's convergence area.
 
 How far from converged is a tenth? For large t, x_t says almost nothing about the image, and a
 closed-form predictor sets a bound: predicting x0 by the mean image of the class, E[x0 | y],
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup import (
+from speedup_plan import (
     NAMED,
     PLANS,
     RESULTS,
@@ -42,10 +42,10 @@ from speedup import (
     choose_lr,
     load_records,
     machine,
-    region_losses,
     study_runs,
     study_sweep,
 )
+from speedup_scoring import region_losses
 
 from evaluations.cli import run
 from speed.config import load_config

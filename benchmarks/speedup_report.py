@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from speedup import (
+from speedup_plan import (
     NAMED,
     PARTS,
     RELEASED_PARTS,

@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from speedup import PLANS, RESULTS
-from speedup import final_samples as final_samples_path
+from speedup_plan import PLANS, RESULTS
 from speedup_regions import study_seed0_runs
+from speedup_scoring import final_samples as final_samples_path
 
 from evaluations.cli import run
 from evaluations.image_io import load_npz

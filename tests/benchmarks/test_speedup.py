@@ -11,22 +11,25 @@ import sys
 
 import pytest
 import speedup
+import speedup_plan
 import speedup_report
+import speedup_scoring
 import torch
 
 from speed.config import load_config
 from speed.diffusion import create_diffusion
 from speed.diffusion.timesteps import loss_by_region
+from speed.run import RunDir
 from speed.runners.train import train
-from speed.sweep.state import read_record
+from speed.sweep.state import read_record, record_sweep
 
-PLAN = dataclasses.replace(speedup.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
+PLAN = dataclasses.replace(speedup_plan.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    sweep = speedup.study_sweep(PLAN, tmp_path_factory.mktemp("study"), [])
-    return speedup.study_runs(sweep)
+    sweep = speedup_plan.study_sweep(PLAN, tmp_path_factory.mktemp("study"), [])
+    return speedup_plan.study_runs(sweep)
 
 
 def record(run, final_fid, curve=(30.0, 20.0, 10.0), accuracy=0.5):
@@ -62,39 +65,39 @@ def test_the_study_is_the_grid_times_rates_and_seeds(runs):
 
 
 def test_stages_choose_each_methods_rate_then_the_common_rate_for_the_other_cells(runs):
-    todo, waiting = speedup.pending(PLAN, runs, {})
+    todo, waiting = speedup_plan.pending(PLAN, runs, {})
     first = [(r.method, r.lr, r.seed) for r in todo]
-    assert first == [(m, lr, 0) for lr in PLAN.lrs for m in speedup.NAMED] and waiting
+    assert first == [(m, lr, 0) for lr in PLAN.lrs for m in speedup_plan.NAMED] and waiting
     # Seed 0 finished: baseline and the paper's SpeeD are better at 1e-3, the released at 2e-3.
     finals = {("baseline", 1e-3): 10.0, ("speed_paper", 1e-3): 12.0, ("speed_released", 2e-3): 9.0}
     records = {r.name: record(r, finals.get((r.method, r.lr), 50.0)) for r in todo}
-    todo, waiting = speedup.pending(PLAN, runs, records)
+    todo, waiting = speedup_plan.pending(PLAN, runs, records)
     assert not waiting and len(todo) == 6 + 6 + 4
     seeds = [(r.method, r.lr, r.seed) for r in todo[:6]]
     expected_lr = {"baseline": 1e-3, "speed_paper": 1e-3, "speed_released": 2e-3}
-    assert seeds == [(m, expected_lr[m], s) for s in (1, 2) for m in speedup.NAMED]
+    assert seeds == [(m, expected_lr[m], s) for s in (1, 2) for m in speedup_plan.NAMED]
     others = todo[6:12]
     assert {r.lr for r in others} == {1e-3} and all(r.method is None for r in others)
-    assert {(r.sampling, r.weighting) for r in others}.isdisjoint(speedup.NAMED.values())
+    assert {(r.sampling, r.weighting) for r in others}.isdisjoint(speedup_plan.NAMED.values())
     # Last, seeds 1 and 2 of the paper's two parts alone, at the common rate.
     assert [(r.sampling, r.weighting, r.lr, r.seed) for r in todo[12:]] == [
-        (*cell, 1e-3, seed) for seed in (1, 2) for cell in speedup.PARTS.values()
+        (*cell, 1e-3, seed) for seed in (1, 2) for cell in speedup_plan.PARTS.values()
     ]
     records.update({r.name: record(r, 20.0) for r in todo})
-    assert speedup.pending(PLAN, runs, records) == ([], False)
+    assert speedup_plan.pending(PLAN, runs, records) == ([], False)
 
 
 def test_a_restarted_study_first_finishes_the_runs_it_began(tmp_path):
     """Every worker first tries the runs with a checkpoint, whichever shard they fell in, then its
     own shard of the rest."""
-    sweep = speedup.study_sweep(PLAN, tmp_path, [])
-    todo, _ = speedup.pending(PLAN, speedup.study_runs(sweep), {})
+    sweep = speedup_plan.study_sweep(PLAN, tmp_path, [])
+    todo, _ = speedup_plan.pending(PLAN, speedup_plan.study_runs(sweep), {})
     begun = [todo[4], todo[1]]
     for run in begun:
-        checkpoints = speedup.RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints
+        checkpoints = RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints
         checkpoints.mkdir(parents=True)
         (checkpoints / "0000100.pt").write_bytes(b"")
-    (speedup.RunDir(todo[0].sweep_run.run_dir(sweep.sweep_dir)).checkpoints).mkdir(parents=True)
+    (RunDir(todo[0].sweep_run.run_dir(sweep.sweep_dir)).checkpoints).mkdir(parents=True)
     rest = [r for r in todo if r not in begun]
     for index in (0, 1):
         share = speedup.worker_share(todo, sweep, (index, 2))
@@ -105,9 +108,9 @@ def test_a_restarted_study_first_finishes_the_runs_it_began(tmp_path):
 
 def test_a_run_stopped_before_its_last_step_is_not_scored(tmp_path, monkeypatch):
     """SIGTERM makes train() save and return early: the run must stay unrecorded and pending."""
-    sweep = speedup.study_sweep(PLAN, tmp_path, [])
-    run = speedup.study_runs(sweep)[("uniform", "none", 2.0e-3, 0)]
-    speedup.record_sweep(dataclasses.replace(sweep, runs=(run.sweep_run,)), ["new"])
+    sweep = speedup_plan.study_sweep(PLAN, tmp_path, [])
+    run = speedup_plan.study_runs(sweep)[("uniform", "none", 2.0e-3, 0)]
+    record_sweep(dataclasses.replace(sweep, runs=(run.sweep_run,)), ["new"])
     monkeypatch.setattr(speedup, "train", lambda cfg: None)  # stopped before any checkpoint
     scorer = type("NoScorer", (), {"plan": PLAN})()
     with pytest.raises(speedup.StudyInterrupted, match="stopped before step 300"):
@@ -125,19 +128,19 @@ def test_a_scorer_uses_the_studys_domain_classifier_unless_told_otherwise(tmp_pa
         asked.append(path)
         raise StopIteration  # the path is all this test needs
 
-    monkeypatch.setattr(speedup.domain_classifier, "ensure_domain_classifier", ensure)
+    monkeypatch.setattr(speedup_scoring.domain_classifier, "ensure_domain_classifier", ensure)
     for kwargs in ({}, {"domain_path": tmp_path / "other.pt"}):
         with pytest.raises(StopIteration):
-            speedup.Scorer(PLAN, tmp_path, **kwargs)
-    assert asked == [speedup.DOMAIN_CLASSIFIER, tmp_path / "other.pt"]
-    assert speedup.DOMAIN_CLASSIFIER.is_file()
+            speedup_scoring.Scorer(PLAN, tmp_path, **kwargs)
+    assert asked == [speedup_plan.DOMAIN_CLASSIFIER, tmp_path / "other.pt"]
+    assert speedup_plan.DOMAIN_CLASSIFIER.is_file()
 
 
 def test_common_rate_is_the_majority_and_the_smaller_on_a_tie():
     plan = dataclasses.replace(PLAN, lrs=(2e-3, 1e-3, 5e-4))
-    assert speedup.common_lr({"a": 2e-3, "b": 2e-3, "c": 1e-3}, plan) == 2e-3
-    assert speedup.common_lr({"a": 2e-3, "b": 5e-4, "c": 1e-3}, plan) == 5e-4
-    assert speedup.common_lr({"a": 2e-3, "b": None, "c": 1e-3}, plan) is None
+    assert speedup_plan.common_lr({"a": 2e-3, "b": 2e-3, "c": 1e-3}, plan) == 2e-3
+    assert speedup_plan.common_lr({"a": 2e-3, "b": 5e-4, "c": 1e-3}, plan) == 5e-4
+    assert speedup_plan.common_lr({"a": 2e-3, "b": None, "c": 1e-3}, plan) is None
 
 
 def test_a_run_is_claimed_by_one_live_process(tmp_path):
@@ -178,7 +181,7 @@ def test_report_speedups_means_and_tables(runs, tmp_path):
     released = summary["speedup"]["speed_released"]
     assert released["per_seed"] == {0: None, 1: None} and released["mean"] is None
     # both rates tie for every method: the first (lowest FID, first found) is chosen
-    assert summary["chosen_lr"] == {m: PLAN.lrs[0] for m in speedup.NAMED}
+    assert summary["chosen_lr"] == {m: PLAN.lrs[0] for m in speedup_plan.NAMED}
     baseline = summary["methods"]["baseline"]
     assert baseline["seeds"] == [0, 1] and baseline["fid_mean"][200] == 20.0
     assert summary["methods"]["speed_paper"]["fid_mean"] == {100: 20.0, 200: 5.0, 300: 0.0}
@@ -252,11 +255,11 @@ def test_region_losses_of_a_zero_output_model_are_the_noise_power(
 ):
     """With lr 0 the DiT keeps its adaLN-Zero init, whose output is exactly 0: the eps-MSE of each
     region is then the mean squared noise of the images drawn into it."""
-    config = speedup.CONFIGS / "dit.yaml"
+    config = speedup_plan.CONFIGS / "dit.yaml"
     words = [*tiny_overrides(tmp_path, steps=1), *tiny_dit, "optimizer.lr=0.0", "sample_every=0"]
     train(load_config(config, "train", words))
     num_images = 20
-    losses = speedup.region_losses(config, words, num_images, seed=7)
+    losses = speedup_scoring.region_losses(config, words, num_images, seed=7)
 
     generator = torch.Generator().manual_seed(7)
     t = torch.arange(num_images) * 1000 // num_images
@@ -269,7 +272,7 @@ def test_region_losses_of_a_zero_output_model_are_the_noise_power(
 
 
 def test_seconds_per_step_is_the_mean_over_the_training_log(tmp_path):
-    run = speedup.RunDir(tmp_path)
+    run = RunDir(tmp_path)
     assert speedup._mean_sec_per_step(run) is None
     run.logs.mkdir(parents=True)
     run.metrics_file.write_text('{"step": 100, "sec_per_step": 0.5}\n{"step": 1}\n'
@@ -279,13 +282,13 @@ def test_seconds_per_step_is_the_mean_over_the_training_log(tmp_path):
 
 def test_a_plan_without_credit_cells_ends_with_the_named_methods_seeds(runs):
     plan = dataclasses.replace(PLAN, credit_cells=False)
-    first, _ = speedup.pending(plan, runs, {})
+    first, _ = speedup_plan.pending(plan, runs, {})
     records = {r.name: record(r, 10.0) for r in first}
-    second, waiting = speedup.pending(plan, runs, records)
-    assert not waiting and {r.method for r in second} == set(speedup.NAMED)
+    second, waiting = speedup_plan.pending(plan, runs, records)
+    assert not waiting and {r.method for r in second} == set(speedup_plan.NAMED)
     assert {r.seed for r in second} == {1, 2} and len(second) == 6
     records.update({r.name: record(r, 10.0) for r in second})
-    assert speedup.pending(plan, runs, records) == ([], False)
+    assert speedup_plan.pending(plan, runs, records) == ([], False)
 
 
 def test_a_report_without_finished_runs_says_so(tmp_path, capsys):
@@ -298,12 +301,12 @@ def test_shared_rate_seeds_run_every_method_at_the_common_rate(runs):
     """The baseline chose 2e-3, the others 1e-3: with shared_rate_seeds the baseline's seeds 1 and 2
     also run at 1e-3, after the chosen rates' seeds; the other methods have theirs already."""
     plan = dataclasses.replace(PLAN, credit_cells=False, shared_rate_seeds=True)
-    first, waiting = speedup.pending(plan, runs, {})
+    first, waiting = speedup_plan.pending(plan, runs, {})
     assert len(first) == 6 and waiting
     finals = {("baseline", 2e-3): 10.0, ("speed_paper", 1e-3): 12.0, ("speed_released", 1e-3): 9.0}
     records = {r.name: record(r, finals.get((r.method, r.lr), 50.0)) for r in first}
     partial = dict(list(records.items())[:5])  # the released variant's rate is not chosen yet
-    todo, waiting = speedup.pending(plan, runs, partial)
+    todo, waiting = speedup_plan.pending(plan, runs, partial)
     assert waiting and [(r.method, r.lr, r.seed) for r in todo] == [
         ("speed_released", 1e-3, 0),
         ("baseline", 2e-3, 1),
@@ -311,7 +314,7 @@ def test_shared_rate_seeds_run_every_method_at_the_common_rate(runs):
         ("baseline", 2e-3, 2),
         ("speed_paper", 1e-3, 2),
     ]
-    todo, waiting = speedup.pending(plan, runs, records)
+    todo, waiting = speedup_plan.pending(plan, runs, records)
     assert not waiting
     assert [(r.method, r.lr, r.seed) for r in todo] == [
         ("baseline", 2e-3, 1),
@@ -324,4 +327,4 @@ def test_shared_rate_seeds_run_every_method_at_the_common_rate(runs):
         ("baseline", 1e-3, 2),
     ]
     records.update({r.name: record(r, 10.0) for r in todo})
-    assert speedup.pending(plan, runs, records) == ([], False)
+    assert speedup_plan.pending(plan, runs, records) == ([], False)

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-import speedup
+import speedup_plan
 import speedup_regions
 import torch
 from test_speedup import record
@@ -16,12 +16,14 @@ from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.export_reference import export_reference
 from speed.runners.build import build_dataset, build_diffusion
 
-PLAN = dataclasses.replace(speedup.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
+PLAN = dataclasses.replace(speedup_plan.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return speedup.study_runs(speedup.study_sweep(PLAN, tmp_path_factory.mktemp("study"), []))
+    return speedup_plan.study_runs(
+        speedup_plan.study_sweep(PLAN, tmp_path_factory.mktemp("study"), [])
+    )
 
 
 def test_settled_is_the_first_step_from_which_the_loss_stays_near_the_last():
@@ -67,7 +69,7 @@ def test_report_gives_each_checkpoint_as_a_ratio_to_the_last():
 def test_class_mean_bound_is_the_loss_of_predicting_the_class_mean_image(tiny_overrides, tmp_path):
     """Monte Carlo: x_t from real images and fresh noise, eps predicted from x_t with x0 taken as
     the class's mean image; its eps-MSE per tenth matches SNR_t Var(x0 | y) to sampling error."""
-    config, words, num = speedup.CONFIGS / "base.yaml", tiny_overrides(tmp_path), 400
+    config, words, num = speedup_plan.CONFIGS / "base.yaml", tiny_overrides(tmp_path), 400
     bound = speedup_regions.class_mean_bound(config, words, num)
 
     cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
