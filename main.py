@@ -21,6 +21,7 @@ from pathlib import Path
 
 from speed.config import check_values, config_to_yaml, load_config
 from speed.errors import user_message
+from speed.utils.distributed import leave_process_group
 
 PHASES = {
     "train": "speed.runners.train:train",
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
     try:
         if args.multirun:
             multirun(args, phase, show)
+            leave_process_group()
             return 0
         cfg = load_config(args.config, phase, args.overrides)
         check_values(cfg)
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
             print(config_to_yaml(cfg), end="")
             return 0
         run_phase(phase, cfg)
+        leave_process_group()
     except Exception as error:
         message = user_message(error)
         if message is None or os.environ.get("SPEED_DEBUG"):

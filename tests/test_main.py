@@ -65,6 +65,20 @@ def test_internal_errors_propagate(main, demo_config, tmp_path, monkeypatch, cap
     assert capsys.readouterr().err == ""
 
 
+def test_a_finished_phase_leaves_its_process_group(main, demo_config, tmp_path, monkeypatch):
+    """main() destroys the process group a phase joined: one left alive at exit can abort the
+    process at interpreter shutdown (gloo, pytorch/pytorch#190489) after the work is done."""
+    import torch.distributed as dist
+
+    def train_in_a_group(cfg):
+        store = dist.FileStore(str(tmp_path / "store"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+
+    monkeypatch.setattr("speed.runners.train.train", train_in_a_group)
+    assert main(["-c", demo_config, "-p", "train", f"experiment_dir={tmp_path}"]) == 0
+    assert not dist.is_initialized()
+
+
 BROKEN_RUN = """
 import runpy, sys
 import speed.runners.train as train_module

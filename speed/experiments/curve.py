@@ -38,7 +38,7 @@ from speed.config import load_config
 from speed.run import RunDir, checkpoint_step, list_checkpoints
 from speed.runners.inference import inference, sampling_settings
 from speed.utils.atomic import atomic_write
-from speed.utils.distributed import all_gather_objects, init_distributed
+from speed.utils.distributed import all_gather_objects, init_distributed, leave_process_group
 
 # ---- choosing checkpoints and reference statistics ----
 
@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             csv_path, png_path = plot_curves(results, args.out, title, args.log_y)
             print(format_table(results))
             print(f"wrote {csv_path} and {png_path}")
+        leave_process_group()
         return 0
 
     return run(curve)

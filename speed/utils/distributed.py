@@ -100,7 +100,14 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def cleanup() -> None:
+def leave_process_group() -> None:
+    """Every rank waits for the others, then the process group is destroyed (no-op without one).
+
+    Call it when a torchrun entry point has finished its work. A process that exits with its gloo
+    group alive can abort at interpreter shutdown ("terminate called without an active
+    exception", SIGABRT), failing a run that completed: pytorch/pytorch#190489. Not called on an
+    error: the other ranks may never reach the barrier; torchrun ends them instead.
+    """
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
