@@ -27,7 +27,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from speed.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from speed.diffusion.losses import (
+    discretized_gaussian_log_likelihood,
+    masked_mean_flat,
+    mean_flat,
+    normal_kl,
+)
 
 
 class ModelMeanType(enum.Enum):
@@ -208,6 +213,11 @@ class GaussianDiffusion:
             dict with "mean", "variance", "log_variance", "pred_xstart" (each shaped like x).
         """
         model_output = model(x, t, **(model_kwargs or {}))
+        if isinstance(model_output, dict):
+            raise ValueError(
+                "a masked backbone's training output has no reverse step: train it with an MSE "
+                "loss (diffusion.use_kl=false)"
+            )
         model_output, variance, log_variance = self._split_output(model_output, x, t)
 
         def process_xstart(x0):
@@ -381,19 +391,21 @@ class GaussianDiffusion:
 
     # ---- likelihood and training -----------------------------------------------------------
 
-    def _vb_terms_bpd(self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None):
+    def _vb_terms_bpd(
+        self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None, reduce=mean_flat
+    ):
         """The VB term of step t in bits per dimension [N]:
         KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t > 0, and for t = 0 the discretised
-        decoder NLL -log p(x_0 | x_1).
+        decoder NLL -log p(x_0 | x_1); `reduce` averages the per-element terms to [N].
         Returns dict "output" [N], "pred_xstart"."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self.p_mean_variance(model, x_t, t, clip_denoised, model_kwargs=model_kwargs)
         kl = normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])
-        kl = mean_flat(kl) / np.log(2.0)
+        kl = reduce(kl) / np.log(2.0)
         nll = -discretized_gaussian_log_likelihood(
             x_start, means=out["mean"], log_scales=0.5 * out["log_variance"]
         )
-        nll = mean_flat(nll) / np.log(2.0)
+        nll = reduce(nll) / np.log(2.0)
         return {"output": torch.where(t == 0, nll, kl), "pred_xstart": out["pred_xstart"]}
 
     def _mse_target(self, x_start, x_t, t, noise):
@@ -410,11 +422,12 @@ class GaussianDiffusion:
 
         Args:
             noise: the eps of q_sample (drawn with randn_like if None).
-            weights: optional float [N] loss weights (e.g. SpeeD's); they multiply the MSE term
+            weights: optional float [N] loss weights (e.g. SpeeD's); they multiply the MSE terms
                 only, loss = weights * mse + vb (with a KL loss type they multiply the whole loss).
         Returns:
             dict of [N] tensors: "loss"; "mse" (unweighted, MSE loss types); "vb" (the VB term,
-            when the variance is learned or the loss is KL).
+            when the variance is learned or the loss is KL); for a masked backbone's training
+            output also "masked_mse" / "masked_vb" and its extra losses (see `_output_terms`).
         """
         model_kwargs = model_kwargs or {}
         if noise is None:
@@ -422,29 +435,55 @@ class GaussianDiffusion:
         if weights is not None and tuple(weights.shape) != (x_start.shape[0],):
             raise ValueError(f"weights must have shape [N={x_start.shape[0]}], got {weights.shape}")
         x_t = self.q_sample(x_start, t, noise=noise)
-        terms = {}
         if self.loss_type.is_vb():
             vb = self._vb_terms_bpd(model, x_start, x_t, t, False, model_kwargs)["output"]
             if self.loss_type == LossType.RESCALED_KL:
                 vb = vb * self.num_timesteps
-            terms["vb"] = vb
-            terms["loss"] = vb if weights is None else weights * vb
-            return terms
+            return {"vb": vb, "loss": vb if weights is None else weights * vb}
+        return self._output_terms(model(x_t, t, **model_kwargs), x_start, x_t, t, noise, weights)
 
-        model_output = model(x_t, t, **model_kwargs)
+    def _output_terms(self, model_output, x_start, x_t, t, noise, weights) -> dict:
+        """The losses of one model call: a tensor (the prediction), or a masked backbone's
+        training output, a dict with
+          "output": the prediction, its loss averaged over "visible" [N, 1, ...] (1 = counted)
+            when given (MaskDiT: the visible patches), else over every element;
+          "masked_output" (optional): a second prediction of the same x_t, whose "masked_mse" /
+            "masked_vb" add to the loss (MDT's masked pass, Gao et al. 2023);
+          "losses" (optional): name -> [N] extra terms added as they are (MaskDiT's weighted MAE).
+        The timestep weights multiply every MSE term, never the extra losses."""
+        out = model_output if isinstance(model_output, dict) else {"output": model_output}
+        terms = self._prediction_terms(out["output"], x_start, x_t, t, noise, out.get("visible"))
+        if "masked_output" in out:
+            extra = self._prediction_terms(out["masked_output"], x_start, x_t, t, noise, None)
+            terms.update({f"masked_{name}": value for name, value in extra.items()})
+        loss = 0.0
+        for name, value in terms.items():
+            weighted = name.endswith("mse") and weights is not None
+            loss = loss + (weights * value if weighted else value)
+        for name, value in out.get("losses", {}).items():
+            terms[name] = value
+            loss = loss + value
+        terms["loss"] = loss
+        return terms
+
+    def _prediction_terms(self, model_output, x_start, x_t, t, noise, visible) -> dict:
+        """ "mse" (and "vb" with a learned variance) [N] of one prediction, averaged over the
+        elements where `visible` is 1 ([N, 1, ...], broadcast over channels) or over all."""
+        reduce = mean_flat if visible is None else lambda v: masked_mean_flat(v, visible)
+        terms = {}
         if self.learns_variance:
             model_output, var_values = self._split_learned(model_output, x_t)
             # The VB term trains only the variance: stop the gradient through the mean.
             frozen = torch.cat([model_output.detach(), var_values], dim=1)
-            vb = self._vb_terms_bpd(lambda *_, r=frozen: r, x_start, x_t, t, False)["output"]
+            vb = self._vb_terms_bpd(lambda *_, r=frozen: r, x_start, x_t, t, False, reduce=reduce)[
+                "output"
+            ]
             if self.loss_type == LossType.RESCALED_MSE:
                 vb = vb * (self.num_timesteps / 1000.0)  # the MSE term is 1000x the VB's scale
             terms["vb"] = vb
         target = self._mse_target(x_start, x_t, t, noise)
-        terms["mse"] = mean_flat((target - model_output) ** 2)
-        mse = terms["mse"] if weights is None else weights * terms["mse"]
-        terms["loss"] = mse + terms["vb"] if "vb" in terms else mse
-        return terms
+        terms["mse"] = reduce((target - model_output) ** 2)
+        return dict(sorted(terms.items()))  # "mse" first
 
     def _prior_bpd(self, x_start):
         """KL(q(x_{T-1} | x_0) || N(0, I)) in bits per dimension, [N]; independent of the model."""

@@ -19,6 +19,14 @@ def mean_flat(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.mean(dim=list(range(1, tensor.ndim)))
 
 
+def masked_mean_flat(tensor: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the first of the elements where `weight` (0/1, broadcast to
+    `tensor`, e.g. [N, 1, H, W] against [N, C, H, W]) is 1: [N, ...] -> [N]."""
+    weight = weight.to(tensor.dtype).expand_as(tensor)
+    dims = list(range(1, tensor.ndim))
+    return (tensor * weight).sum(dim=dims) / weight.sum(dim=dims)
+
+
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per element, in nats.
 

@@ -1,4 +1,5 @@
-"""Backbones: DiT (`dit.py`) and the ADM UNet (`unet.py`), with shared guidance and loading.
+"""Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`) and the ADM UNet (`unet.py`), with shared
+guidance and loading.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
@@ -31,6 +32,7 @@ from speed.models.loading import (
     load_pretrained,
     load_state_strict,
 )
+from speed.models.maskdit import MaskDiT, MaskDiT_models, build_maskdit
 from speed.models.unet import UNetModel
 
 __all__ = [
@@ -49,8 +51,11 @@ __all__ = [
     "DiT_S_2",
     "DiT_S_4",
     "DiT_S_8",
+    "MaskDiT",
+    "MaskDiT_models",
     "UNetModel",
     "build_dit",
+    "build_maskdit",
     "describe_state_dict_mismatch",
     "extract_state_dict",
     "load_checkpoint",

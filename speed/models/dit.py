@@ -82,19 +82,24 @@ class Attention(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """Transformer block with adaLN-Zero conditioning (DiT Fig. 3)."""
+    """Transformer block with adaLN-Zero conditioning (DiT Fig. 3); `cond_size` is the width of
+    the conditioning vector c (default `hidden_size`; MaskDiT's narrower decoder differs)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(
+        self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, cond_size: int | None = None
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=tanh_gelu, drop=0)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+        self.adaLN_modulation = nn.Sequential(
+            nn.SiLU(), nn.Linear(cond_size or hidden_size, 6 * hidden_size)
+        )
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x [N, T, D], c [N, D] -> [N, T, D]."""
+        """x [N, T, D], c [N, cond_size] -> [N, T, D]."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
             c
         ).chunk(6, dim=1)
@@ -104,13 +109,18 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated LayerNorm then Linear to patch_size^2 * out_channels per token."""
+    """adaLN-modulated LayerNorm then Linear to patch_size^2 * out_channels per token
+    (`cond_size`: width of c, default `hidden_size`)."""
 
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+    def __init__(
+        self, hidden_size: int, patch_size: int, out_channels: int, cond_size: int | None = None
+    ):
         super().__init__()
         self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.adaLN_modulation = nn.Sequential(
+            nn.SiLU(), nn.Linear(cond_size or hidden_size, 2 * hidden_size)
+        )
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)

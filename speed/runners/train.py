@@ -14,6 +14,7 @@ import resource
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     )
     timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
+    # A backbone that trains on random inputs of its own (MaskDiT's and MDT's token masks) draws
+    # them per step with the step's generator: `training_inputs(step, n, generator) -> kwargs`.
+    masks_tokens = hasattr(model, "training_inputs")
 
     model.train()
     summary_pending = True
@@ -282,12 +286,14 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     micro_batch * dist.world_size * cfg.grad_accum,
                     tuple(x.shape[1:]),
                     label_drop_prob,
+                    partial(model.training_inputs, state.step) if masks_tokens else None,
                 )
             positions = dist.rank + dist.world_size * (
                 micro_index * micro_batch + torch.arange(x.shape[0])
             )
-            t, weights, noise, drop = randomness.take(positions, device)
+            t, weights, noise, drop, inputs = randomness.take(positions, device)
             model_kwargs = {"y": y, "force_drop_ids": drop} if label_drop_prob else {"y": y}
+            model_kwargs.update(inputs)
 
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
@@ -390,24 +396,43 @@ class _StepRandomness:
     """The random draws of one optimizer step for its whole global batch.
 
     Drawn from a generator seeded by (seed, step) on every rank; sample j of the global batch
-    (rank r, micro-batch m, row i: j = r + W (m b + i)) always gets the same timestep, noise and
-    label-dropout draw, so 1 process with batch B, W processes with B / W each, and B / A with A
-    accumulation steps all compute the same update, and a resumed run redraws the same numbers.
+    (rank r, micro-batch m, row i: j = r + W (m b + i)) always gets the same timestep, noise,
+    label-dropout draw and backbone inputs (a token mask), so 1 process with batch B, W processes
+    with B / W each, and B / A with A accumulation steps all compute the same update, and a
+    resumed run redraws the same numbers.
     """
 
-    def __init__(self, t, weights, noise, drop):
+    def __init__(self, t, weights, noise, drop, inputs):
         self.t, self.weights, self.noise, self.drop = t, weights, noise, drop
+        self.inputs = inputs
 
     @classmethod
-    def draw(cls, timestep_sampler, seed: int, size: int, shape: tuple, drop_prob: float):
+    def draw(
+        cls,
+        timestep_sampler,
+        seed: int,
+        size: int,
+        shape: tuple,
+        drop_prob: float,
+        training_inputs=None,
+    ):
+        """`training_inputs(n, generator) -> dict` (optional) adds backbone kwargs, drawn after
+        the rest: tensors of n rows are split by sample, other values passed to every call."""
         generator = torch.Generator().manual_seed(seed)
         t, weights = timestep_sampler.sample(size, "cpu", generator=generator)
         noise = torch.randn((size, *shape), generator=generator)
         drop = (torch.rand(size, generator=generator) < drop_prob).long()
-        return cls(t, weights, noise, drop)
+        inputs = training_inputs(size, generator) if training_inputs is not None else {}
+        return cls(t, weights, noise, drop, inputs)
 
     def take(self, positions: torch.Tensor, device: torch.device):
-        return tuple(v[positions].to(device) for v in (self.t, self.weights, self.noise, self.drop))
+        """(t, weights, noise, drop, backbone kwargs) of the samples at `positions`."""
+        per_sample = (self.t, self.weights, self.noise, self.drop)
+        inputs = {
+            name: value[positions].to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.inputs.items()
+        }
+        return (*(v[positions].to(device) for v in per_sample), inputs)
 
 
 class _IntervalStats:
