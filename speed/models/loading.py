@@ -7,8 +7,9 @@ or a training checkpoint dict holding "ema" (preferred) and/or "model" (DiT's
 
 - Safe by default: the weights-only unpickler (tensors, dicts, lists, numbers, strings, and the
   argparse Namespace of DiT's training checkpoints), which cannot run code. A file that needs the
-  full unpickler is refused in one line unless the caller trusts it (`trust_checkpoint=true`),
-  and then loaded with a one-line warning.
+  full unpickler is refused in one line ("this file needs code to load") unless the caller trusts
+  it (`trust_checkpoint=true`), and then loaded with a one-line warning. Such a refusal is told
+  apart from broken bytes by reading the pickle's opcodes without running them.
 - Checked: a checkpoint written by `save_checkpoint` has a sidecar `<name>.sha256` (the sha256 of
   the file's bytes, in `sha256sum` format) that must match; the file must unpickle and hold a
   dict; every floating tensor in it must be finite. Any failure is one `DataError` line naming the
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -131,17 +134,12 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False):
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = next((ln for ln in str(error).splitlines() if "Unsupported global" in ln), None)
-        if reason is None:  # not a refused object: the bytes are broken
+        if not _pickle_is_whole(path):  # not a refused object: the bytes are broken
             raise DataError(
                 f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
             ) from None
-        reason = reason.strip().removeprefix("WeightsUnpickler error: ").split(". ")[0]
         if not trust:
-            raise DataError(
-                f"checkpoint {path} holds objects besides tensors, and unpickling it could run "
-                f"code ({reason}); if you trust its source, load it with trust_checkpoint=true"
-            ) from None
+            raise DataError(needs_code_message(path, _refusal_reason(error))) from None
         warnings.warn(
             f"trust_checkpoint=true: unpickling {path} in full (it can run code)", stacklevel=2
         )
@@ -158,6 +156,47 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False):
     if bad is not None:
         raise DataError(f"checkpoint {path} holds non-finite weights (NaN/inf in {bad})")
     return ckpt
+
+
+def needs_code_message(path: str | os.PathLike, reason: str) -> str:
+    """The one line refusing file `path`, which only the full unpickler can read (`reason`: what
+    the safe reader refused in it)."""
+    return (
+        f"checkpoint {path}: this file needs code to load: pass trust_checkpoint=true if you "
+        f"trust its source (holds objects besides tensors: {reason})"
+    )
+
+
+def _pickle_is_whole(path: Path) -> bool:
+    """Whether the pickle stream(s) of torch file `path` parse to their end without running
+    anything (`pickletools.genops` reads opcodes, it builds no object): then a refusal by the
+    weights-only unpickler was about what the file holds, not about broken bytes. A zip
+    checkpoint keeps its pickle in `<archive>/data.pkl`; a legacy file is four pickles in a row
+    (magic number, protocol, system info, the object) before its raw storages."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                streams, count = io.BytesIO(archive.read(name)), 1
+        else:
+            streams, count = io.BytesIO(path.read_bytes()), 4
+        for _ in range(count):
+            for _ in pickletools.genops(streams):
+                pass
+    except (StopIteration, ValueError, EOFError, zipfile.BadZipFile, OSError):
+        return False
+    return True
+
+
+def _refusal_reason(error: BaseException, limit: int = 120) -> str:
+    """What the weights-only unpickler refused, from torch's long message: its own line (after
+    'WeightsUnpickler error:', or the last paragraph before the documentation link)."""
+    text = str(error).split("\n\nCheck the documentation")[0]
+    text = text.rsplit("\n\n", 1)[-1].rsplit("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0].removeprefix("Weights only load failed.").strip() if lines else ""
+    line = line.split(". ")[0].rstrip(".") or "an object the safe reader does not allow"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _load_or_raise(path: Path, weights_only: bool):

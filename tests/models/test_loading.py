@@ -3,12 +3,23 @@ the builders the runner and configs rely on."""
 
 import argparse
 import inspect
+import os
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from speed.models import DiT, UNetModel, build_dit, describe_state_dict_mismatch, load_pretrained
+from speed.errors import DataError
+from speed.models import (
+    DiT,
+    UNetModel,
+    build_dit,
+    describe_state_dict_mismatch,
+    load_checkpoint,
+    load_pretrained,
+)
 
 
 def small_dit(**overrides):
@@ -101,3 +112,59 @@ def test_both_backbones_build_from_config_nodes():
     assert dit(x, t, y).shape == (2, 1, 28, 28)
     assert unet(x, t, y).shape == (2, 2, 28, 28)
     assert unet.attention_resolutions == (2,)
+
+
+# ---- what a refusal by the weights-only unpickler is called ----
+
+
+class _Touch:
+    """Unpickling this creates `marker` through `getattr` (not an allowed global)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+class _System:
+    """Unpickling this runs a shell command (os.system: a module torch blocks outright)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Plain:
+    """A plain object: unpickling imports and builds a class of this module."""
+
+
+@pytest.mark.parametrize("payload", [_Touch, _System, lambda marker: _Plain()])
+def test_a_file_that_needs_code_to_load_says_so(tmp_path, payload):
+    marker = tmp_path / "ran"
+    path = tmp_path / "custom.pt"
+    torch.save({"model": small_dit().state_dict(), "extra": payload(marker)}, path)
+    with pytest.raises(DataError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert "this file needs code to load: pass trust_checkpoint=true if you trust its source" in (
+        message
+    )
+    assert str(path) in message and "corrupt" not in message and "\n" not in message
+    assert not marker.exists()  # nothing ran
+
+
+def test_a_broken_pickle_inside_a_whole_archive_is_corrupt(tmp_path):
+    """A zip whose data.pkl is garbage (with a right CRC) is corrupt, not code to trust."""
+    good, broken = tmp_path / "good.pt", tmp_path / "broken.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(broken, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                data = data[:2] + b"\xff\xfe\xfd garbage" + data[12:]
+            dst.writestr(info, data)
+    with pytest.raises(DataError, match="broken.pt is corrupt or truncated"):
+        load_checkpoint(broken)
