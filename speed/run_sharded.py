@@ -3,31 +3,49 @@
 A checkpoint at step s is two entries of train/checkpoints/:
 
     0005000.pt     the consolidated weights under a DDP checkpoint's keys (model, ema, emas) and
-                   every progress key (step, schedules, RNG, config), `opt` None and `shards`
-                   naming the folder below: inference, sample and the official-format loaders
-                   read it unchanged
+                   every progress key (step, schedules, RNG, config), `opt` None, `shards`
+                   naming the folder below and `shards_manifest` the sha256 of its manifest:
+                   inference, sample and the official-format loaders read it unchanged
     0005000.dcp/   torch.distributed.checkpoint's folder of the sharded model, optimizer state
-                   and EMAs: each rank's shards plus metadata, so N ranks' save resumes on M
+                   and EMAs: each rank's shards plus metadata, so N ranks' save resumes on M;
+                   and SHA256SUMS, the sha256 of every other file (`sha256sum -c` format)
 
-The folder is written under a temporary name and renamed, then the .pt is written atomically:
-a .pt exists only beside a complete folder, and checkpoint listing, pruning and resuming go by
-the .pt as for DDP.
+The folder is written under a temporary name, its manifest last, then renamed; then the .pt is
+written atomically with its own checksum: a .pt exists only beside a complete folder, and
+checkpoint listing, pruning and resuming go by the .pt as for DDP.
+
+Loading verifies before it unpickles: the .pt against its checksum, the manifest against the
+sha256 the .pt recorded, every shard and the metadata against the manifest; then the metadata is
+read without running code (`speed.utils.safe_dcp`). A mismatch, a truncated or garbage shard is
+one DataError line on every rank, which `speed.run.load_newest_good` answers by falling back to
+the previous checkpoint. The ranks share the hashing: rank r takes every W-th file. Like
+torch.distributed.checkpoint itself, this assumes the ranks see one shared file system.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from speed.errors import MissingFileError
-from speed.models.loading import load_checkpoint, save_checkpoint
+from speed.errors import DataError, MissingFileError
+from speed.models.loading import file_sha256, load_checkpoint, save_checkpoint
 from speed.run import TrainState, list_checkpoints
-from speed.utils.distributed import barrier, get_rank
+from speed.utils.atomic import atomic_write
+from speed.utils.distributed import (
+    all_gather_objects,
+    barrier,
+    get_rank,
+    get_world_size,
+    raise_on_every_rank,
+)
 from speed.utils.fsdp import full_state_dict, load_sharded, save_sharded
 
 SHARDS_SUFFIX = ".dcp"
+MANIFEST = "SHA256SUMS"
 
 
 def shards_folder(ckpt: str | os.PathLike) -> Path:
@@ -43,6 +61,54 @@ def prune_shards(ckpt_dir: str | os.PathLike) -> list[Path]:
     for folder in orphans:
         shutil.rmtree(folder)
     return orphans
+
+
+def write_manifest(folder: str | os.PathLike) -> str | None:
+    """Write `folder/SHA256SUMS`, the sha256 of every other file of the folder, atomically (a
+    collective: each rank hashes its share of the files). Returns the manifest's own sha256 on
+    rank 0, None on the others."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    names = all_gather_objects(names)[0]  # rank 0's listing, the same share on every rank
+    mine = {name: file_sha256(folder / name) for name in names[get_rank() :: get_world_size()]}
+    digests = {name: d for share in all_gather_objects(mine) for name, d in share.items()}
+    if get_rank() != 0:
+        return None
+    text = "".join(f"{digests[name]}  {name}\n" for name in names)
+    atomic_write(folder / MANIFEST, text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verify_shards(folder: str | os.PathLike, manifest_sha256: str) -> None:
+    """Check `folder` against its manifest, and the manifest against `manifest_sha256` (what the
+    checkpoint file recorded), before anything in it is read. A collective; DataError naming
+    the first problem, on every rank."""
+    raise_on_every_rank(_shards_problem(Path(folder), manifest_sha256))
+
+
+def _shards_problem(folder: Path, manifest_sha256: str) -> DataError | None:
+    """This rank's share of `verify_shards`: the first problem found, or None."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return DataError(f"sharded checkpoint {folder} has no {MANIFEST}")
+    text = manifest.read_bytes()
+    if hashlib.sha256(text).hexdigest() != manifest_sha256:
+        return DataError(
+            f"sharded checkpoint {folder} is corrupt: {MANIFEST} does not match the sha256 its "
+            "checkpoint file recorded"
+        )
+    entries = [line.split(maxsplit=1) for line in text.decode(errors="replace").splitlines()]
+    for entry in entries[get_rank() :: get_world_size()]:
+        digest, name = entry if len(entry) == 2 else ("", "?")
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            return DataError(f"sharded checkpoint {folder} is incomplete: no {name}")
+        if file_sha256(path) != digest:
+            return DataError(
+                f"sharded checkpoint {folder} is corrupt: {name} does not match its sha256 in "
+                f"{MANIFEST} (the file changed after it was written)"
+            )
+    return None
 
 
 @dataclass
@@ -65,12 +131,14 @@ class ShardedTrainState(TrainState):
         model = full_state_dict(self.model)
         emas = {name: full_state_dict(ema) for name, ema in zip(names, self.emas)}
         barrier()
+        manifest = write_manifest(tmp)
         if main:
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             weights = {"model": model, "ema": emas[names[0]], "emas": emas, "opt": None}
             progress = self.progress_state_dict(rng)
-            save_checkpoint({**weights, **progress, "shards": folder.name}, path)
+            shards = {"shards": folder.name, "shards_manifest": manifest}
+            save_checkpoint({**weights, **progress, **shards}, path)
         barrier()
         return path
 
@@ -78,7 +146,8 @@ class ShardedTrainState(TrainState):
         self, path: str | os.PathLike, rank: int = 0, world_size: int = 1, trust: bool = False
     ) -> None:
         """Restore from the checkpoint file `path` (checked as `load_checkpoint` checks it) and
-        its shard folder; an EMA rate the run did not save starts from the first saved EMA (as
+        its shard folder (verified against its manifest first; never unpickled in full unless
+        `trust`); an EMA rate the run did not save starts from the first saved EMA (as
         TrainState does)."""
         path = Path(path)
         ckpt = load_checkpoint(path, trust=trust)
@@ -88,7 +157,15 @@ class ShardedTrainState(TrainState):
                 f"{path} has no sharded state ({folder.name}/, written by strategy=fsdp); "
                 "resume it with strategy=ddp"
             )
+        if ckpt.get("shards_manifest"):
+            verify_shards(folder, ckpt["shards_manifest"])
+        elif rank == 0:
+            warnings.warn(
+                f"{folder} has no {MANIFEST} (written before shards were checksummed): its "
+                "shards cannot be verified",
+                stacklevel=2,
+            )
         saved = list(ckpt["emas"])
         names = [str(r) if str(r) in saved else saved[0] for r in self.ema_rates]
-        load_sharded(folder, self.model, self.optimizer, zip(names, self.emas))
+        load_sharded(folder, self.model, self.optimizer, zip(names, self.emas), trust=trust)
         self.load_progress(ckpt, rank, world_size)

@@ -74,6 +74,17 @@ def all_gather_objects(obj) -> list:
     return gathered
 
 
+def raise_on_every_rank(error: Exception | None) -> None:
+    """Collective: when any rank holds an `error`, raise the first such rank's on every rank (as
+    an exception of its type with its message), so that all ranks take the same branch; nothing
+    when none does. Without a process group: raise `error` if given."""
+    errors = all_gather_objects(None if error is None else (type(error), str(error)))
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        kind, message = first
+        raise kind(message)
+
+
 def all_gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows of each tensor, concatenated in rank order (the tensors unchanged
     without a process group). The tensors of one rank share their first dimension; ranks may

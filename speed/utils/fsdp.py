@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -37,6 +37,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+
+from speed.errors import DataError
+from speed.utils import safe_dcp
+from speed.utils.distributed import raise_on_every_rank
 
 
 def shard(model: nn.Module, param_dtype: torch.dtype | None = None) -> nn.Module:
@@ -126,22 +130,52 @@ def save_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str,
         dcp.save(state, checkpoint_id=str(folder))
 
 
-def load_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str, nn.Module]]):
+def load_sharded(
+    folder: str | Path,
+    model,
+    optimizer,
+    emas: Iterable[tuple[str, nn.Module]],
+    trust: bool = False,
+):
     """Read what `save_sharded` wrote into this run's (differently sharded, or unsharded)
-    objects. `emas`: (saved name, EMA to fill) pairs; several EMAs may read one saved EMA."""
+    objects. `emas`: (saved name, EMA to fill) pairs; several EMAs may read one saved EMA.
+    Nothing in the folder goes to the full unpickler unless `trust` (see `speed.utils.safe_dcp`).
+    A collective; a DataError naming the folder, on every rank, when its metadata or a shard
+    cannot be read."""
+    problem, metadata = None, None
+    try:
+        metadata = safe_dcp.read_metadata(folder, trust)
+    except DataError as error:
+        problem = error
+    raise_on_every_rank(problem)
     # The templates: their shapes and shardings say what each rank reads. Making the
     # optimizer's template creates its state with a zero-lr step, overwritten here.
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "opt": optim_state}
-    with _one_process_is_intended():
-        dcp.load(state, checkpoint_id=str(folder))
+    read_into(folder, metadata, state, safe_dcp.SafeLoadPlanner(trust))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["opt"])
-    partial = DefaultLoadPlanner(allow_partial_load=True)
     for name, ema in emas:
         ema_state = {"emas": {name: get_model_state_dict(ema)}}
-        with _one_process_is_intended():
-            dcp.load(ema_state, checkpoint_id=str(folder), planner=partial)
+        partial = safe_dcp.SafeLoadPlanner(trust, allow_partial_load=True)
+        read_into(folder, metadata, ema_state, partial)
         set_model_state_dict(ema, ema_state["emas"][name])
+
+
+def read_into(folder, metadata, state: dict, planner) -> None:
+    """dcp.load `state` from `folder`, whose `metadata` was read already. A shard that cannot be
+    read (truncated, garbage, missing) is one DataError line on every rank: DCP gathers each
+    rank's failure and raises them on all ranks."""
+    try:
+        with _one_process_is_intended():
+            dcp.load(state, storage_reader=safe_dcp.SafeReader(folder, metadata), planner=planner)
+    except CheckpointException as error:
+        rank, (cause, _) = next(iter(error.failures.items()))
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        first = lines[0].split(". ")[0][:120] if lines else ""
+        reason = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+        raise DataError(
+            f"sharded checkpoint {folder} cannot be read (rank {rank}: {reason})"
+        ) from None
 
 
 @contextlib.contextmanager

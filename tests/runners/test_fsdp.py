@@ -3,7 +3,9 @@ of one process with the same global batch, halve each rank's weights and optimiz
 sharded checkpoints that resume on one or two ranks, stop cleanly on SIGTERM, and leave a
 consolidated checkpoint that inference and sampling read unchanged."""
 
+import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,9 @@ import torch
 from speed.config import ConfigError, load_config
 from speed.errors import MissingFileError
 from speed.models import load_checkpoint
+from speed.models.loading import save_checkpoint
 from speed.run import latest_checkpoint
-from speed.run_sharded import shards_folder
+from speed.run_sharded import shards_folder, write_manifest
 from speed.runners.inference import inference
 from speed.runners.train import NonFiniteLossError, train
 
@@ -196,3 +199,46 @@ def test_a_checkpoint_resumes_only_under_its_own_strategy(
         train(
             load_config(dit_config, "train", settings(tmp_path / "c", 2, [f"resume={replicated}"]))
         )
+
+
+class _Payload:
+    """Unpickling this creates `marker`: what a crafted metadata file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _plant_payload(folder: Path, marker: Path) -> None:
+    """A payload as `.metadata`, with a valid manifest recorded by a re-signed checkpoint file."""
+    (folder / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    ckpt_file = folder.with_suffix(".pt")
+    ckpt = load_checkpoint(ckpt_file)
+    save_checkpoint({**ckpt, "shards_manifest": write_manifest(folder)}, ckpt_file)
+
+
+def _truncate_a_shard(folder: Path, marker: Path) -> None:
+    shard = folder / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage", [_plant_payload, _truncate_a_shard])
+def test_two_ranks_fall_back_from_a_bad_sharded_checkpoint_in_one_line(
+    two_ranks, tmp_path, dit_config, settings, damage
+):
+    trained, _ = two_ranks
+    run, marker = tmp_path / "run", tmp_path / "ran"
+    shutil.copytree(trained, run)
+    damage(run / "train/checkpoints/0000004.dcp", marker)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        MAIN, "-c", dit_config, "-p", "train", *settings(run, 5, ["resume=true"]),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not marker.exists()  # nothing ran
+    skips = [line for line in result.stderr.splitlines() if "resume: skipping" in line]
+    assert len(skips) == 1 and "0000004.pt" in skips[0] and "Traceback" not in result.stderr
+    assert load_checkpoint(run / "train/checkpoints/0000005.pt")["step"] == 5
