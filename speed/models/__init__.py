@@ -1,5 +1,5 @@
-"""Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`) and the ADM UNet (`unet.py`), with shared
-guidance and loading.
+"""Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`) and the ADM UNet
+(`unet.py`), with shared guidance and loading.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
@@ -33,6 +33,7 @@ from speed.models.loading import (
     load_state_strict,
 )
 from speed.models.maskdit import MaskDiT, MaskDiT_models, build_maskdit
+from speed.models.mdt import MDT, MDT_models, build_mdt
 from speed.models.unet import UNetModel
 
 __all__ = [
@@ -53,9 +54,12 @@ __all__ = [
     "DiT_S_8",
     "MaskDiT",
     "MaskDiT_models",
+    "MDT",
+    "MDT_models",
     "UNetModel",
     "build_dit",
     "build_maskdit",
+    "build_mdt",
     "describe_state_dict_mismatch",
     "extract_state_dict",
     "load_checkpoint",

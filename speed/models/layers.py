@@ -58,20 +58,30 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool = True
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    fused: bool = True,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over the last two axes.
+    """softmax(q k^T / sqrt(d) + bias) v over the last two axes.
 
     Args:
         q, k, v: [B, heads, T, d].
         fused: use `F.scaled_dot_product_attention`; False writes the softmax out (in at least
             float32, as guided-diffusion does), which the fused kernels must match.
+        bias: optional additive attention bias broadcast to [B, heads, T, T] (MDT's relative
+            position bias).
     Returns:
         [B, heads, T, d].
     """
+    if bias is not None:
+        bias = bias.to(q.dtype)
     if fused:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     weight = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        weight = weight + bias
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)  # at least float32
     weight = torch.softmax(weight, dim=-1, dtype=softmax_dtype).to(q.dtype)
     return torch.einsum("bhts,bhsd->bhtd", weight, v)

@@ -27,6 +27,7 @@ TINY = {
         "model.decoder_num_heads=2",
         "model.unmask_at_step=3",  # steps 0-2 masked, step 3 unmasked
     ],
+    "mdt.yaml": ["model.hidden_size=32", "model.depth=4", "model.num_heads=2"],
 }
 
 
