@@ -61,7 +61,8 @@ class RootConfig:
     ckpt_keep_every: int = 0  # never delete steps divisible by this (0 = none spared)
     log_every: int = 100  # steps between log lines
     sample_every: int = 0  # steps between sample grids during training (0 = never)
-    max_nonfinite: int = 10  # abort after this many non-finite losses in a row
+    max_nonfinite: int = 10  # act (on_nonfinite) after this many non-finite losses in a row
+    on_nonfinite: Literal["stop", "rollback"] = "stop"  # on NaN/inf: stop, or roll back
     # optimisation
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (training and sampling)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # replicate the model per rank, or shard it

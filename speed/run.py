@@ -40,6 +40,7 @@ from speed.models.loading import (
     checksum_path,
     load_checkpoint,
     load_state_strict,
+    nonfinite_keys,
     save_checkpoint,
 )
 from speed.utils.distributed import all_gather_objects
@@ -445,6 +446,16 @@ class TrainState:
             "opt": self.optimizer.state_dict(),
             **self.progress_state_dict(rng),
         }
+
+    def nonfinite_entry(self) -> str | None:
+        """The first model, EMA or optimizer-state tensor holding NaN/inf on this rank (its own
+        shards under FSDP), as a dotted key; None when all are finite."""
+        tree = {
+            "model": self.model.state_dict(),
+            "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
+            "opt": self.optimizer.state_dict()["state"],
+        }
+        return next(nonfinite_keys(tree), None)
 
     def progress_state_dict(self, rng: list[dict]) -> dict:
         """Every key but the weights and the optimizer state: schedules, counters, RNG, config."""

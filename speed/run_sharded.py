@@ -168,4 +168,7 @@ class ShardedTrainState(TrainState):
         saved = list(ckpt["emas"])
         names = [str(r) if str(r) in saved else saved[0] for r in self.ema_rates]
         load_sharded(folder, self.model, self.optimizer, zip(names, self.emas), trust=trust)
+        bad = self.nonfinite_entry()
+        nonfinite = DataError(f"checkpoint {path} holds non-finite values (NaN/inf in {bad})")
+        raise_on_every_rank(nonfinite if bad else None)
         self.load_progress(ckpt, rank, world_size)

@@ -21,7 +21,8 @@ from speed.models.loading import save_checkpoint
 from speed.run import latest_checkpoint
 from speed.run_sharded import shards_folder, write_manifest
 from speed.runners.inference import inference
-from speed.runners.train import NonFiniteLossError, train
+from speed.runners.nonfinite import NonFiniteLossError
+from speed.runners.train import train
 
 pytestmark = pytest.mark.slow
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
