@@ -51,6 +51,7 @@ class RootConfig:
     resume: bool | str = False  # true = newest checkpoint of experiment_dir, or a checkpoint path
     overwrite: bool = False  # allow a fresh run into an experiment_dir holding checkpoints
     trust_checkpoint: bool = False  # unpickle checkpoints holding more than tensors (runs code)
+    resume_changes: list[str] = dataclasses.field(default_factory=list)  # keys a resume may change
     # training length, checkpoints and logs (in optimizer steps)
     max_training_steps: int = 400000  # stop after this many optimizer steps
     epoch: int = 1400  # ... or after this many passes over the data

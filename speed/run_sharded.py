@@ -151,6 +151,7 @@ class ShardedTrainState(TrainState):
         TrainState does)."""
         path = Path(path)
         ckpt = load_checkpoint(path, trust=trust)
+        self.check_experiment(ckpt, path, rank)
         folder = path.parent / ckpt["shards"] if ckpt.get("shards") else shards_folder(path)
         if not folder.is_dir():
             raise MissingFileError(

@@ -38,6 +38,7 @@ from speed.run import (
     prune_checkpoints,
     resume_candidates,
 )
+from speed.run_identity import experiment_record
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
@@ -180,6 +181,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         timestep_sampler=diffusion.timestep_sampler,
         data_spec=spec.to_dict(),
         config=OmegaConf.to_container(cfg),
+        experiment=experiment_record(cfg, micro_batch * dist.world_size * cfg.grad_accum),
+        resume_changes=tuple(cfg.resume_changes),
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
