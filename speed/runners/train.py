@@ -39,6 +39,7 @@ from speed.run import (
     resume_candidates,
 )
 from speed.run_identity import experiment_record
+from speed.run_nonfinite import NonFiniteGuard
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
@@ -49,7 +50,6 @@ from speed.runners.build import (
     build_optimizer,
     data_spec,
 )
-from speed.runners.nonfinite import NonFiniteGuard
 from speed.utils import fsdp
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
