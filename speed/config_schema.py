@@ -51,6 +51,7 @@ class RootConfig:
     resume: bool | str = False  # true = newest checkpoint of experiment_dir, or a checkpoint path
     overwrite: bool = False  # allow a fresh run into an experiment_dir holding checkpoints
     trust_checkpoint: bool = False  # unpickle checkpoints holding more than tensors (runs code)
+    resume_changes: list[str] = dataclasses.field(default_factory=list)  # keys a resume may change
     # training length, checkpoints and logs (in optimizer steps)
     max_training_steps: int = 400000  # stop after this many optimizer steps
     epoch: int = 1400  # ... or after this many passes over the data
@@ -61,7 +62,8 @@ class RootConfig:
     ckpt_keep_every: int = 0  # never delete steps divisible by this (0 = none spared)
     log_every: int = 100  # steps between log lines
     sample_every: int = 0  # steps between sample grids during training (0 = never)
-    max_nonfinite: int = 10  # abort after this many non-finite losses in a row
+    max_nonfinite: int = 10  # act (on_nonfinite) after this many non-finite losses in a row
+    on_nonfinite: Literal["stop", "rollback"] = "stop"  # on NaN/inf: stop, or roll back
     # optimisation
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (training and sampling)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # replicate the model per rank, or shard it

@@ -26,7 +26,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,10 @@ from speed.models.loading import (
     checksum_path,
     load_checkpoint,
     load_state_strict,
+    nonfinite_keys,
     save_checkpoint,
 )
+from speed.run_identity import compare_experiment
 from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
 from speed.utils.seeding import set_rng_state
@@ -436,6 +438,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # data epochs finished
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
+    experiment: dict = field(default_factory=dict)  # speed.run_identity.experiment_record
+    resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
 
     def state_dict(self, rng: list[dict]) -> dict:
         return {
@@ -445,6 +449,16 @@ class TrainState:
             "opt": self.optimizer.state_dict(),
             **self.progress_state_dict(rng),
         }
+
+    def nonfinite_entry(self) -> str | None:
+        """The first model, EMA or optimizer-state tensor holding NaN/inf on this rank (its own
+        shards under FSDP), as a dotted key; None when all are finite."""
+        tree = {
+            "model": self.model.state_dict(),
+            "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
+            "opt": self.optimizer.state_dict()["state"],
+        }
+        return next(nonfinite_keys(tree), None)
 
     def progress_state_dict(self, rng: list[dict]) -> dict:
         """Every key but the weights and the optimizer state: schedules, counters, RNG, config."""
@@ -458,6 +472,7 @@ class TrainState:
             "rng": rng,
             "data_spec": dict(self.data_spec),
             "config": self.config,
+            "experiment": dict(self.experiment),
         }
 
     def load_state_dict(self, ckpt: Mapping, source, rank: int = 0, world_size: int = 1) -> None:
@@ -499,7 +514,14 @@ class TrainState:
                 f"checkpoint {path} is no training checkpoint of this project "
                 f"(no {', '.join(missing)}); use ckpt_path= for weights to start from"
             )
+        self.check_experiment(ckpt, path, rank)
         self.load_state_dict(ckpt, path, rank, world_size)
+
+    def check_experiment(self, ckpt: Mapping, source, rank: int = 0) -> None:
+        """ConfigError when the experiment `ckpt` records is not this state's, but for the
+        keys in `resume_changes` (see `speed.run_identity`)."""
+        saved = ckpt.get("experiment")
+        compare_experiment(saved, self.experiment, self.resume_changes, source, rank)
 
     @staticmethod
     def stored_data_spec(ckpt: Mapping) -> dict | None:

@@ -151,6 +151,7 @@ class ShardedTrainState(TrainState):
         TrainState does)."""
         path = Path(path)
         ckpt = load_checkpoint(path, trust=trust)
+        self.check_experiment(ckpt, path, rank)
         folder = path.parent / ckpt["shards"] if ckpt.get("shards") else shards_folder(path)
         if not folder.is_dir():
             raise MissingFileError(
@@ -168,4 +169,7 @@ class ShardedTrainState(TrainState):
         saved = list(ckpt["emas"])
         names = [str(r) if str(r) in saved else saved[0] for r in self.ema_rates]
         load_sharded(folder, self.model, self.optimizer, zip(names, self.emas), trust=trust)
+        bad = self.nonfinite_entry()
+        nonfinite = DataError(f"checkpoint {path} holds non-finite values (NaN/inf in {bad})")
+        raise_on_every_rank(nonfinite if bad else None)
         self.load_progress(ckpt, rank, world_size)

@@ -166,3 +166,21 @@ def test_a_missing_shard_is_named(checkpoints):
     shard.unlink()
     _, used, skips = _resume([newest, first])
     assert used == first and f"is incomplete: no {shard.name}" in skips[0]
+
+
+def test_a_sharded_checkpoint_holding_nan_is_refused_like_a_corrupt_one(tmp_path):
+    """A NaN in the optimizer state of the shards, with valid checksums throughout (as a silent
+    bit flip before hashing would leave it): resuming falls back to the previous checkpoint."""
+    state = _state(seed=0)
+    _train_one_step(state)
+    first = state.save(tmp_path / "0000001.pt", [get_rng_state()])
+    weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+    _train_one_step(state)
+    next(iter(state.optimizer.state.values()))["exp_avg_sq"].fill_(float("nan"))
+    poisoned = state.save(tmp_path / "0000002.pt", [get_rng_state()])
+    assert torch.isfinite(load_checkpoint(poisoned)["ema"]["weight"]).all()  # the .pt is clean
+
+    restored, used, skips = _resume([poisoned, first])
+    assert used == first and restored.step == 1
+    assert all(torch.equal(restored.model.state_dict()[k], v) for k, v in weights.items())
+    assert "holds non-finite values (NaN/inf in opt." in skips[0] and "exp_avg_sq" in skips[0]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from speed.errors import ConfigError, DataError, MissingFileError
 from speed.utils.atomic import atomic_path, atomic_write
@@ -152,7 +153,7 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False):
         raise DataError(
             f"checkpoint {path} holds a {type(ckpt).__name__}, not a state dict or checkpoint dict"
         )
-    bad = next(_nonfinite_keys(ckpt), None)
+    bad = next(nonfinite_keys(ckpt), None)
     if bad is not None:
         raise DataError(f"checkpoint {path} holds non-finite weights (NaN/inf in {bad})")
     return ckpt
@@ -208,17 +209,19 @@ def _load_or_raise(path: Path, weights_only: bool):
         ) from None
 
 
-def _nonfinite_keys(tree, prefix: str = "") -> Iterator[str]:
-    """Dotted keys of the floating tensors in a nested dict/list that hold NaN or inf."""
+def nonfinite_keys(tree, prefix: str = "") -> Iterator[str]:
+    """Dotted keys of the floating tensors in a nested dict/list that hold NaN or inf (of a
+    sharded tensor, this rank's shard)."""
     if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+        local = tree.to_local() if isinstance(tree, DTensor) else tree
+        if local.is_floating_point() and not bool(torch.isfinite(local).all()):
             yield prefix or "the tensor"
     elif isinstance(tree, Mapping):
         for key, value in tree.items():
-            yield from _nonfinite_keys(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from nonfinite_keys(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(tree, list | tuple):
         for i, value in enumerate(tree):
-            yield from _nonfinite_keys(value, f"{prefix}.{i}" if prefix else str(i))
+            yield from nonfinite_keys(value, f"{prefix}.{i}" if prefix else str(i))
 
 
 def _first_line(error: BaseException, limit: int = 100) -> str:

@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
-from speed.errors import UserError
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
 from speed.run import (
@@ -39,6 +38,8 @@ from speed.run import (
     prune_checkpoints,
     resume_candidates,
 )
+from speed.run_identity import experiment_record
+from speed.run_nonfinite import NonFiniteGuard
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
@@ -59,11 +60,6 @@ from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
 
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
-
-
-class NonFiniteLossError(UserError, RuntimeError):
-    """Raised after `max_nonfinite` consecutive steps with a NaN/inf loss (one line: the run's
-    checkpoints so far are kept, the settings need a change)."""
 
 
 def train(cfg: DictConfig) -> Path:
@@ -185,6 +181,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         timestep_sampler=diffusion.timestep_sampler,
         data_spec=spec.to_dict(),
         config=OmegaConf.to_container(cfg),
+        experiment=experiment_record(cfg, micro_batch * dist.world_size * cfg.grad_accum),
+        resume_changes=tuple(cfg.resume_changes),
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
@@ -222,9 +220,15 @@ def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
     )
 
 
-def _save(cfg: DictConfig, dist, run: RunDir, state: TrainState) -> Path:
+def _save(
+    cfg: DictConfig, dist, run: RunDir, state: TrainState, guard: NonFiniteGuard, more=True
+) -> Path | None:
     """Checkpoint the state at its step (every rank takes part; rank 0 writes the file and
-    prunes; under FSDP every rank also writes its shards)."""
+    prunes; under FSDP every rank also writes its shards). A state holding NaN/inf is not
+    written: `guard` stops the run or rolls it back (only when `more` data follows), and None
+    is returned."""
+    if not guard.finite(state, can_roll_back=more):
+        return None
     sharded = isinstance(state, ShardedTrainState)
     if not sharded:  # FSDP ranks hold different shards by design
         _check_ranks_in_sync(state.model)
@@ -259,7 +263,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     model.train()
     summary_pending = True
     last_ckpt = latest_checkpoint(run.checkpoints)
-    nonfinite_in_a_row = 0
+    guard = NonFiniteGuard(cfg, dist, run)
     micro_step = 0
     interval = _IntervalStats(device)
     tic = time.perf_counter()
@@ -322,15 +326,11 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             )
             if flags[0] > 0:
                 state.optimizer.zero_grad(set_to_none=True)
-                nonfinite_in_a_row += 1
                 interval.nonfinite += 1
-                if nonfinite_in_a_row >= cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step "
-                        f"{state.step}; lower the lr, use bf16 instead of fp16, or set grad_clip"
-                    )
+                if guard.loss(state, nonfinite=True):
+                    continue  # rolled back to the newest good checkpoint
             else:
-                nonfinite_in_a_row = 0
+                guard.loss(state, nonfinite=False)
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
@@ -353,12 +353,15 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     logger.image(step, "samples", grid)
                     save_png(grid, run.training_grid(step))
             if flags[1] > 0:
-                last_ckpt = _save(cfg, dist, run, state)
+                last_ckpt = _save(cfg, dist, run, state, guard, more=False)
                 logger.scalars(step, {"preempted": 1})
                 done = True
                 break
             if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
-                last_ckpt = _save(cfg, dist, run, state)
+                saved = _save(cfg, dist, run, state, guard)
+                if saved is None:
+                    continue  # rolled back to the newest good checkpoint
+                last_ckpt = saved
             if step >= cfg.max_training_steps:
                 done = True
                 break
@@ -368,7 +371,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     if summary_pending:
         _print_summary(cfg, dist, job)
     if last_ckpt is None or checkpoint_step(last_ckpt) != state.step:
-        last_ckpt = _save(cfg, dist, run, state)
+        last_ckpt = _save(cfg, dist, run, state, guard, more=False)
     return last_ckpt
 
 

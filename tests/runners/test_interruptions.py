@@ -12,7 +12,8 @@ import torch
 from speed.config import load_config
 from speed.models import load_checkpoint
 from speed.run import latest_checkpoint
-from speed.runners.train import NonFiniteLossError, train
+from speed.run_nonfinite import NonFiniteLossError
+from speed.runners.train import train
 from speed.utils.logging import RunLogger
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
@@ -64,3 +65,72 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(
     ckpts = sorted((tmp_path / "run/train/checkpoints").glob("*.pt"))
     first, second = (load_checkpoint(p)["model"] for p in ckpts[:2])
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture
+def poisoned_step(monkeypatch):
+    """fn(steps): the optimizer steps (counted from 1) after which the model's weights are NaN,
+    as an overflowing update would leave them (the loss before it was finite)."""
+    from speed.runners import train as train_module
+
+    real = train_module._optimizer_step
+    calls = []
+
+    def poison_at(steps):
+        def step(state, grad_clip):
+            norm = real(state, grad_clip)
+            calls.append(1)
+            if len(calls) in steps:
+                with torch.no_grad():
+                    next(state.model.parameters()).fill_(float("nan"))
+            return norm
+
+        monkeypatch.setattr(train_module, "_optimizer_step", step)
+
+    return poison_at
+
+
+def _all_finite(ckpt_dir: Path) -> list[int]:
+    """The steps of the checkpoints in `ckpt_dir`, each loaded (checksum and finiteness checked)."""
+    return [load_checkpoint(p)["step"] for p in sorted(ckpt_dir.glob("*.pt"))]
+
+
+def test_a_nonfinite_state_is_never_checkpointed_and_stops_the_run(
+    tmp_path, demo_config, tiny_overrides, poisoned_step, capsys
+):
+    poisoned_step({2})
+    cfg = load_config(demo_config, "train", tiny_overrides(tmp_path / "run", steps=4))
+    with pytest.raises(NonFiniteLossError, match=r"NaN/inf in model\..* at step 2; lower the lr"):
+        train(cfg)
+    assert "step 2: checkpoint not written: NaN/inf in model." in capsys.readouterr().out
+    assert _all_finite(tmp_path / "run/train/checkpoints") == [1]
+
+
+def test_rollback_returns_to_the_last_good_checkpoint_and_skips_the_data(
+    tmp_path, demo_config, tiny_overrides, poisoned_step, capsys
+):
+    poisoned_step({2})
+    overrides = tiny_overrides(tmp_path / "run", steps=4) + ["on_nonfinite=rollback"]
+    last = train(load_config(demo_config, "train", overrides))
+    out = capsys.readouterr().out
+    assert "step 2: checkpoint not written" in out
+    assert "rolled back to 0000001.pt (step 1), skipping the data since" in out
+    assert _all_finite(tmp_path / "run/train/checkpoints") == [1, 2, 3, 4]
+    straight = train(load_config(demo_config, "train", tiny_overrides(tmp_path / "b", steps=4)))
+    # one micro-batch more was consumed: the poisoned step's batch is not seen again
+    rolled, plain = load_checkpoint(last), load_checkpoint(straight)
+    assert rolled["batches_in_epoch"] == plain["batches_in_epoch"] + 1 or (
+        rolled["epoch"] == plain["epoch"] + 1 and rolled["batches_in_epoch"] == 0
+    )
+
+
+def test_rollback_stops_when_no_finite_step_follows(
+    tmp_path, demo_config, tiny_overrides, nan_losses, capsys
+):
+    overrides = tiny_overrides(tmp_path / "run", steps=10)
+    cfg = load_config(
+        demo_config, "train", overrides + ["max_nonfinite=2", "on_nonfinite=rollback"]
+    )
+    with pytest.raises(NonFiniteLossError, match="no finite step since rolling back to 0000001.pt"):
+        train(cfg)
+    assert "rolled back to 0000001.pt" in capsys.readouterr().out

@@ -116,9 +116,13 @@ def test_resuming_with_another_architecture_names_the_keys(tmp_path, demo_config
     run = tmp_path / "run"
     train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
     wider = tiny_overrides(run, steps=2) + ["resume=true", "model.model_channels=64"]
-    fits = r"does not fit the configured model \(UNetModel\): .*shape"
-    with pytest.raises(ConfigError, match=fits):
+    with pytest.raises(ConfigError, match=r"differs .*: model.model_channels \(32 -> 64\)"):
         train(load_config(demo_config, "train", wider))
+    # named as a change, the weights still have to fit the model
+    fits = r"does not fit the configured model \(UNetModel\): .*shape"
+    with pytest.warns(UserWarning, match="resume: changing model.model_channels"):
+        with pytest.raises(ConfigError, match=fits):
+            train(load_config(demo_config, "train", wider + ["resume_changes=[model]"]))
 
 
 @pytest.mark.slow
