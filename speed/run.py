@@ -33,7 +33,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from speed.config import config_to_yaml
 from speed.config_schema import root_defaults
 from speed.errors import ConfigError, DataError, MissingFileError, RunLockedError
 from speed.models.loading import (
@@ -41,6 +40,13 @@ from speed.models.loading import (
     load_checkpoint,
     load_state_strict,
     save_checkpoint,
+)
+from speed.run_outputs import (
+    image_settings,
+    npz_provenance,
+    read_provenance,
+    read_settings,
+    same_output,
 )
 from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
@@ -391,8 +397,9 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
     """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
 
     Train is done when its checkpoint at `max_training_steps` exists, resumable with any
-    checkpoint. Inference is done when the `.npz` of the checkpoint it would sample exists and
-    `inference/config.yaml` holds the same config, resumable when some of its PNGs do (other
+    checkpoint. Inference is done when the `.npz` of the checkpoint it would sample records this
+    config's provenance (`speed.run_outputs.npz_provenance`: checkpoint hash, num_samples,
+    settings), resumable when its image folder records the same settings and holds PNGs (other
     settings sample again). Other phases always run. Inference raises MissingFileError when the
     run has no checkpoint to sample.
     """
@@ -402,12 +409,12 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
             return DONE
         return RESUME if latest_checkpoint(run.checkpoints) is not None else NEW
     if phase == "inference":
-        stem = sampling_checkpoint(cfg).stem
-        saved = run.config_file("inference")
-        same = saved.is_file() and saved.read_text() == config_to_yaml(cfg)
-        if same and run.inference_npz(stem).is_file():
+        ckpt = sampling_checkpoint(cfg)
+        if same_output(read_provenance(run.inference_npz(ckpt.stem)), npz_provenance(cfg, ckpt)):
             return DONE
-        return RESUME if same and run.inference_images(stem).is_dir() else NEW
+        png_dir = run.inference_images(ckpt.stem)
+        same = read_settings(png_dir) == image_settings(cfg, ckpt)
+        return RESUME if same and any(png_dir.glob("*.png")) else NEW
     return NEW
 
 

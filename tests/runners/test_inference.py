@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluations.image_io import load_npz
 from speed.config import ConfigError, load_config
+from speed.run import DONE, RESUME, phase_state
+from speed.run_outputs import read_provenance
 from speed.runners.inference import _claim_png_dir, inference
 from speed.runners.train import train
 
@@ -57,19 +60,85 @@ def test_interrupted_inference_resumes_to_the_same_npz(trained_run, demo_config,
 
 def test_sampler_options_are_part_of_the_recorded_settings(tmp_path, demo_config):
     png_dir = tmp_path / "pngs"
+    ckpt = tmp_path / "0000001.pt"
+    ckpt.write_bytes(b"weights")
     plain = load_config(demo_config, "inference", [])
-    _claim_png_dir(png_dir, plain)
+    _claim_png_dir(png_dir, plain, ckpt)
     record = json.loads((png_dir / "settings.json").read_text())
     assert "sampler_options" not in record and record["eta"] == 1.0  # as recorded before
-    _claim_png_dir(png_dir, plain)  # same settings: accepted
+    _claim_png_dir(png_dir, plain, ckpt)  # same settings: accepted
     (png_dir / "000000.png").write_bytes(b"")
     grid = ["sampler=dpm_solver++", "sampler_options.grid=time_uniform"]
     with pytest.raises(ConfigError, match="other settings"):
-        _claim_png_dir(png_dir, load_config(demo_config, "inference", grid))
-    _claim_png_dir(png_dir, load_config(demo_config, "inference", [*grid, "overwrite=true"]))
+        _claim_png_dir(png_dir, load_config(demo_config, "inference", grid), ckpt)
+    _claim_png_dir(png_dir, load_config(demo_config, "inference", [*grid, "overwrite=true"]), ckpt)
     record = json.loads((png_dir / "settings.json").read_text())
     assert record["sampler_options"] == {"grid": "time_uniform"}
     assert not (png_dir / "000000.png").exists()
+
+
+def test_the_npz_records_what_made_it_and_evaluators_still_read_it(
+    trained_run, demo_config, tiny_overrides, capsys
+):
+    cfg = load_config(demo_config, "inference", tiny_overrides(trained_run, steps=1))
+    npz = inference(cfg)
+    ckpt = trained_run / "train/checkpoints/0000001.pt"
+    record = read_provenance(npz)
+    assert record["checkpoint"] == str(ckpt.resolve())
+    assert record["checkpoint_sha256"] == ckpt.with_name("0000001.pt.sha256").read_text().split()[0]
+    assert record["num_samples"] == 6 and record["sampler"] == "ddim" and record["seed"] == 0
+    assert record["guidance_scale"] == 2.0 and record["sample_classes"] == [0, 3]
+    source = load_npz(npz)  # the evaluations package reads arr_0 / arr_1 and nothing else
+    assert source.images.shape == (6, 28, 28, 3) and source.images.dtype == np.uint8
+    assert source.labels.tolist() == [0, 3, 0, 3, 0, 3]
+    with np.load(npz, allow_pickle=False) as data:  # no pickle needed for any entry
+        assert sorted(data) == ["arr_0", "arr_1", "provenance"]
+    mtime = npz.stat().st_mtime_ns
+    capsys.readouterr()
+    assert inference(cfg) == npz  # the same config again: nothing to do, nothing rewritten
+    assert "already holds these 6 images" in capsys.readouterr().out
+    assert npz.stat().st_mtime_ns == mtime
+
+
+def test_a_larger_num_samples_draws_the_rest_and_reuses_full_batches(
+    trained_run, demo_config, tiny_overrides
+):
+    words = tiny_overrides(trained_run, steps=1)  # batches of 4
+    six = np.load(inference(load_config(demo_config, "inference", words)))["arr_0"]
+    cfg = load_config(demo_config, "inference", [*words, "num_samples=8"])
+    assert phase_state("inference", cfg) == RESUME
+    eight = np.load(inference(cfg))
+    assert (
+        eight["arr_0"].shape[0] == 8
+        and read_provenance(trained_run / "inference/0000001.npz")["num_samples"] == 8
+    )
+    assert np.array_equal(eight["arr_0"][:4], six[:4])  # the full first batch is reused
+    assert phase_state("inference", cfg) == DONE
+
+
+def test_images_do_not_depend_on_the_num_samples_of_earlier_runs(
+    tmp_path, trained_run, demo_config, tiny_overrides
+):
+    """The sampler's noise is drawn per batch: image 4 made in a batch of 4 (num_samples=8)
+    differs from image 4 made in a batch of 1 (num_samples=5), so a run of 5 after a run of 8
+    must draw its last batch again to match a fresh run of 5."""
+    words = [*tiny_overrides(trained_run, steps=1), "num_samples=5"]
+    ckpt = f"ckpt_path={trained_run / 'train/checkpoints/0000001.pt'}"
+    fresh = np.load(inference(load_config(demo_config, "inference", [*words, ckpt])))["arr_0"]
+    other = [*words, ckpt, f"experiment_dir={tmp_path / 'other'}"]
+    inference(load_config(demo_config, "inference", [*other, "num_samples=8"]))
+    after = np.load(inference(load_config(demo_config, "inference", other)))["arr_0"]
+    assert np.array_equal(after, fresh)
+
+
+def test_partial_files_of_a_killed_run_are_removed(trained_run, demo_config, tiny_overrides):
+    png_dir = trained_run / "inference/0000001"
+    png_dir.mkdir(parents=True)
+    stale = [png_dir / ".000003.png.k2j4.tmp", trained_run / "inference/.0000001.npz.x9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    inference(load_config(demo_config, "inference", tiny_overrides(trained_run, steps=1)))
+    assert not any(path.exists() for path in stale)
 
 
 def test_a_list_of_guidance_scales_is_refused_in_one_line_before_anything_is_written(
