@@ -27,17 +27,18 @@ from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import generate, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
 from speed.run_outputs import (
-    CHECKPOINT_DIGEST,
     PROVENANCE_KEY,
     SETTINGS_FILE,
     differences,
     image_settings,
     npz_provenance,
+    outputs_of,
     provenance_entry,
     read_provenance,
     read_settings,
     remove_partial_files,
     same_output,
+    settings_in_npz,
 )
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.atomic import atomic_path, atomic_write
@@ -118,8 +119,8 @@ def _inference(cfg: DictConfig, dist) -> Path:
     scale = _one_guidance_scale(cfg)
     sampler = sampler_from_config(cfg)
     run, ckpt_path = RunDir.of(cfg), sampling_checkpoint(cfg)
-    png_dir = run.inference_images(ckpt_path.stem)
-    npz_path = run.inference_npz(ckpt_path.stem)
+    name = run.inference_name(ckpt_path.stem, image_settings(cfg, ckpt_path), cfg.overwrite)
+    png_dir, npz_path = run.inference_images(name), run.inference_npz(name)
     provenance = npz_provenance(cfg, ckpt_path)
     if same_output(read_provenance(npz_path), provenance):
         if dist.is_main:
@@ -138,6 +139,8 @@ def _inference(cfg: DictConfig, dist) -> Path:
         raise ConfigError(str(err)) from None
     num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     if dist.is_main:
+        if name != ckpt_path.stem:
+            _say_keyed(run, ckpt_path, name, cfg)
         _claim_png_dir(png_dir, cfg, ckpt_path)
         _clear_partial_batch(png_dir, num_samples, batch)
         save_config(cfg, run.config_file("inference"))  # after the claim: a refusal keeps it
@@ -165,29 +168,45 @@ def _inference(cfg: DictConfig, dist) -> Path:
     if dist.is_main:
         _write_npz(png_dir, npz_path, num_samples, labels, provenance)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
+        others = [n for n in outputs_of(run.inference, ckpt_path.stem, ".npz") if n != name]
+        if others:
+            print(f"inference: other outputs of {ckpt_path.name}: {', '.join(others)}", flush=True)
     barrier()
     return npz_path
 
 
 def _one_guidance_scale(cfg: DictConfig) -> float:
     """The guidance scale of an inference run; a list (the sample phase's side-by-side grids) is
-    refused here, before anything is written, with the sweep that runs one inference per value."""
+    refused here, before anything is written, with the commands that run one inference per
+    value (each writes its own output beside the others, `RunDir.inference_name`)."""
     scales = scales_of(cfg)
     if len(scales) != 1:
-        values = ",".join(f"{s:g}" for s in scales)
+        each = " and ".join(f"guidance_scale={s:g}" for s in scales)
         raise ConfigError(
-            f"guidance_scale: inference takes one value, got {list(scales)}; run one inference "
-            f"per value with `-m guidance_scale={values}` (each in its own folder), or use "
-            "-p sample for side-by-side grids"
+            f"guidance_scale: inference takes one value, got {list(scales)}; run this command "
+            f"once with {each} in its place (each writes its own output in "
+            f"{RunDir.of(cfg).inference}), or use -p sample for side-by-side grids"
         )
     return scales[0]
 
 
+def _say_keyed(run: RunDir, ckpt_path: Path, name: str, cfg: DictConfig) -> None:
+    """One line: the checkpoint's plain output holds other settings, so this one has its name."""
+    plain = run.inference_images(ckpt_path.stem)
+    held = read_settings(plain) or settings_in_npz(run.inference_npz(ckpt_path.stem))
+    changed = "; ".join(differences(held, image_settings(cfg, ckpt_path)))
+    print(
+        f"inference: {plain.name} holds other settings of {ckpt_path.name}, so these go to "
+        f"{name} ({changed}); overwrite=true would replace {plain.name} instead",
+        flush=True,
+    )
+
+
 def _claim_png_dir(png_dir: Path, cfg: DictConfig, ckpt_path: Path) -> None:
     """Record `image_settings` beside the PNGs, after deleting the temporary files a killed run
-    left there and in the inference folder. PNGs made with other settings or another checkpoint
-    are never reused: a mismatch is refused (naming the differences), or cleared with
-    overwrite=true; a record of an older version (no checkpoint hash) is drawn again."""
+    left there and in the inference folder. PNGs made with other settings or from another
+    checkpoint are never reused: with overwrite=true they are deleted (`inference_name` gives
+    other settings a folder of their own otherwise)."""
     for folder in (png_dir.parent, png_dir):
         stale = remove_partial_files(folder)
         if stale:
@@ -195,15 +214,13 @@ def _claim_png_dir(png_dir: Path, cfg: DictConfig, ckpt_path: Path) -> None:
     settings = image_settings(cfg, ckpt_path)
     record = read_settings(png_dir)
     if record is not None and record != settings:
-        unversioned = CHECKPOINT_DIGEST not in record
-        if not unversioned and not cfg.overwrite:
+        if not cfg.overwrite:
             raise ConfigError(
                 f"{png_dir} holds images sampled with other settings "
                 f"({'; '.join(differences(record, settings))}); pass overwrite=true to replace "
                 "them"
             )
-        if unversioned:
-            print(f"inference: {png_dir} records no checkpoint hash; drawing again", flush=True)
+        print(f"inference: overwrite=true: deleting the images in {png_dir}", flush=True)
         for old in png_dir.glob("*.png"):
             old.unlink()
     atomic_write(png_dir / SETTINGS_FILE, json.dumps(settings, indent=1))

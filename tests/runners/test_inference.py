@@ -145,7 +145,9 @@ def test_a_list_of_guidance_scales_is_refused_in_one_line_before_anything_is_wri
     trained_run, demo_config, tiny_overrides
 ):
     words = [*tiny_overrides(trained_run, steps=1), "guidance_scale=[1,2]"]
-    with pytest.raises(ConfigError, match=r"-m guidance_scale=1,2") as error:
+    with pytest.raises(
+        ConfigError, match=r"once with guidance_scale=1 and guidance_scale=2 in"
+    ) as error:
         inference(load_config(demo_config, "inference", words))
     assert "\n" not in str(error.value)
     assert not (trained_run / "inference").exists()
@@ -155,25 +157,62 @@ def test_a_list_of_guidance_scales_is_refused_in_one_line_before_anything_is_wri
     assert settings["guidance_scale"] == [2.0]
 
 
-def test_bf16_inference_records_its_precision_and_stays_close_to_fp32(
+def test_bf16_inference_goes_beside_fp32_and_stays_close_to_it(
     trained_run, demo_config, tiny_overrides
 ):
     words = tiny_overrides(trained_run, steps=1)
     fp32 = np.load(inference(load_config(demo_config, "inference", words)))["arr_0"]
     png_dir = trained_run / "inference/0000001"
     assert "precision" not in json.loads((png_dir / "settings.json").read_text())
-    with pytest.raises(ConfigError, match="other settings"):  # fp32 images are not reused
-        inference(load_config(demo_config, "inference", [*words, "precision=bf16"]))
-    cfg = load_config(demo_config, "inference", [*words, "precision=bf16", "overwrite=true"])
-    bf16 = np.load(inference(cfg))["arr_0"]
-    assert json.loads((png_dir / "settings.json").read_text())["precision"] == "bf16"
+    npz = inference(load_config(demo_config, "inference", [*words, "precision=bf16"]))
+    assert npz == trained_run / "inference/0000001-precision=bf16.npz"  # fp32's are not reused
+    bf16 = np.load(npz)["arr_0"]
+    assert json.loads((npz.with_suffix("") / "settings.json").read_text())["precision"] == "bf16"
+    assert "precision" not in json.loads((png_dir / "settings.json").read_text())
     saved = load_config(trained_run / "inference/config.yaml", "inference", [])
-    assert saved.precision == "bf16"
+    assert saved.precision == "bf16"  # the config of the newest run
     # The same noise through a one-step model (3 guided DDIM steps, eta 1): bf16 rounding moves
     # uint8 pixels by less than a level on average (bounds with margin; see test_generation for
     # the measured error in [-1, 1]).
     difference = np.abs(bf16.astype(int) - fp32)
     assert difference.mean() < 1.0 and difference.max() <= 32
+    cfg = load_config(demo_config, "inference", [*words, "precision=bf16", "overwrite=true"])
+    assert inference(cfg) == trained_run / "inference/0000001.npz"  # takes the plain name
+    assert json.loads((png_dir / "settings.json").read_text())["precision"] == "bf16"
+    assert np.array_equal(np.load(trained_run / "inference/0000001.npz")["arr_0"], bf16)
+
+
+def test_other_settings_of_one_checkpoint_sit_side_by_side(
+    main, trained_run, demo_config, tiny_overrides, capsys
+):
+    """After the demo, `-p inference precision=bf16 compile=true` (here without compile) and a
+    guidance sweep run one after another in the same experiment, each into its own output, and
+    the default output and its records stay as they were."""
+    words = tiny_overrides(trained_run, steps=1)
+    assert main(["-c", demo_config, "-p", "inference", *words]) == 0
+    folder = trained_run / "inference"
+    default = {
+        p: p.read_bytes() for p in (folder / "0000001.npz", folder / "0000001/settings.json")
+    }
+    capsys.readouterr()
+    assert main(["-c", demo_config, "-p", "inference", *words, "precision=bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "so these go to 0000001-precision=bf16 (precision: fp32 -> bf16)" in out
+    for scale in (1, 4):
+        assert main(["-c", demo_config, "-p", "inference", *words, f"guidance_scale={scale}"]) == 0
+    out = capsys.readouterr().out
+    assert "guidance_scale: 2.0 -> 4" in out
+    assert "other outputs of 0000001.pt: 0000001, 0000001-guidance_scale=1, " in out
+    assert sorted(p.name for p in folder.glob("*.npz")) == [
+        "0000001-guidance_scale=1.npz",
+        "0000001-guidance_scale=4.npz",
+        "0000001-precision=bf16.npz",
+        "0000001.npz",
+    ]
+    assert all(path.read_bytes() == data for path, data in default.items())
+    assert read_provenance(folder / "0000001-guidance_scale=4.npz")["guidance_scale"] == 4
+    cfg = load_config(demo_config, "inference", [*words, "guidance_scale=4"])
+    assert phase_state("inference", cfg) == DONE
 
 
 def test_a_bad_precision_is_refused_in_one_line(main, demo_config, tmp_path, capsys):

@@ -43,10 +43,11 @@ def test_train_inference_sample_write_every_file(tmp_path, demo_config, tiny_ove
     assert (run / "sample/config.yaml").is_file()
 
     extras = ["guidance_scale=[1,4]", "denoise_strip=true"]
-    sample(load_config(demo_config, "sample", tiny_overrides(run) + extras))
-    pair = np.asarray(Image.open(run / "sample/0000002.png"))
+    pair_path = sample(load_config(demo_config, "sample", tiny_overrides(run) + extras))
+    assert pair_path == run / "sample/0000002-guidance_scale=_1,4_.png"  # beside the first
+    pair = np.asarray(Image.open(pair_path))
     assert pair.shape[1] == 2 * (grid.shape[1] + 8)  # two captioned grids side by side
-    strip = np.asarray(Image.open(run / "sample/0000002-denoising.png"))
+    strip = np.asarray(Image.open(run / "sample/0000002-guidance_scale=_1,4_-denoising.png"))
     assert strip.shape[0] == grid.shape[0]  # one row per class, snapshots across
 
 
