@@ -107,10 +107,13 @@ def test_inference_never_reuses_images_of_other_settings(tmp_path, demo_config, 
     train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
     inference(load_config(demo_config, "inference", tiny_overrides(run, steps=1)))
     changed = tiny_overrides(run, steps=1) + ["num_steps=2"]
-    with pytest.raises(ConfigError, match="other settings"):
-        inference(load_config(demo_config, "inference", changed))
+    beside = inference(load_config(demo_config, "inference", changed))  # its own output
+    assert beside == run / "inference/0000001-num_steps=2.npz"
+    assert sorted(p.name for p in (run / "inference/0000001-num_steps=2").glob("*.png")) == [
+        f"{i:06d}.png" for i in range(6)
+    ]  # drawn, not reused from 0000001/
     npz = inference(load_config(demo_config, "inference", changed + ["overwrite=true"]))
-    assert np.load(npz)["arr_0"].shape[0] == 6
+    assert npz == run / "inference/0000001.npz" and np.load(npz)["arr_0"].shape[0] == 6
 
 
 def test_resuming_with_another_architecture_names_the_keys(tmp_path, demo_config, tiny_overrides):
