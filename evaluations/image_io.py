@@ -21,6 +21,7 @@ from PIL import Image
 
 from evaluations.reference import FeatureStats, stats_from_npz
 from speed.data.npz import open_npz
+from speed.data.transforms import GRAY_MODES, to_uint8_array
 from speed.errors import DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -99,12 +100,12 @@ def load_npz(path: str | os.PathLike) -> ImageSource | FeatureStats:
 
 
 def _read_image(file: Path) -> np.ndarray:
-    """One picture as uint8 [H, W, 1] (grayscale files) or [H, W, 3] (everything else as RGB)."""
+    """One picture as uint8 [H, W, 1] (grayscale modes, 16-bit and float ones included) or
+    [H, W, 3] (everything else), converted by `speed.data.transforms.to_uint8_array` (16-bit
+    scaled, transparency over white)."""
     with Image.open(file) as image:
         image.load()
-        if image.mode in ("L", "1"):
-            return np.asarray(image.convert("L"))[..., None]
-        return np.asarray(image.convert("RGB"))
+        return to_uint8_array(image, 1 if image.mode in GRAY_MODES else 3)
 
 
 def load_image_folder(path: str | os.PathLike) -> ImageSource:
@@ -119,7 +120,7 @@ def load_image_folder(path: str | os.PathLike) -> ImageSource:
         try:
             images.append(_read_image(file))
             names.append(file)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             warnings.warn(f"skipping unreadable image {file}: {error}", stacklevel=2)
             skipped.append(str(file))
     if not images:

@@ -5,7 +5,9 @@ names or checkpoint keys.
     <experiment_dir>/
       train/config.yaml, train/checkpoints/0005000.pt, train/logs/, train/samples/0005000.png
       inference/config.yaml, inference/<ckpt-stem>/000000.png ..., inference/<ckpt-stem>.npz
-      sample/config.yaml, sample/<ckpt-stem>.png
+      sample/config.yaml, sample/<ckpt-stem>.png and .json
+      (outputs of one checkpoint under other settings: <ckpt-stem>-<key=value,...>, see
+      `speed.run_outputs.output_name`)
       latents/ (the `extract` phase's cache), curve/<tag>.json and curve/<tag>/ (FID curves)
       export/config.yaml, export/<ckpt-stem>.onnx, export/<ckpt-stem>.json (ONNX denoiser)
 
@@ -33,7 +35,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from speed.config import config_to_yaml
 from speed.config_schema import root_defaults
 from speed.errors import ConfigError, DataError, MissingFileError, RunLockedError
 from speed.models.loading import (
@@ -44,6 +45,16 @@ from speed.models.loading import (
     save_checkpoint,
 )
 from speed.run_identity import compare_experiment
+from speed.run_outputs import (
+    image_settings,
+    npz_provenance,
+    output_name,
+    read_json,
+    read_provenance,
+    read_settings,
+    same_output,
+    settings_in_npz,
+)
 from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
 from speed.utils.seeding import set_rng_state
@@ -134,17 +145,38 @@ class RunDir:
         """The sample grid drawn during training at `step`."""
         return self.train / "samples" / f"{checkpoint_stem(step)}.png"
 
-    def inference_images(self, ckpt_stem: str) -> Path:
-        """The folder of the PNGs sampled from checkpoint `ckpt_stem`."""
-        return self.inference / ckpt_stem
+    def inference_images(self, name: str) -> Path:
+        """The folder of the PNGs of inference output `name` (`inference_name`)."""
+        return self.inference / name
 
-    def inference_npz(self, ckpt_stem: str) -> Path:
+    def inference_npz(self, name: str) -> Path:
         """The ADM evaluator's .npz of those samples."""
-        return self.inference / f"{ckpt_stem}.npz"
+        return self.inference / f"{name}.npz"
 
-    def sample_grid(self, ckpt_stem: str, suffix: str = "") -> Path:
-        """The `sample` phase's picture of checkpoint `ckpt_stem` (`suffix`: '-denoising')."""
-        return self.sample / f"{ckpt_stem}{suffix}.png"
+    def inference_name(self, ckpt_stem: str, settings: dict, overwrite: bool = False) -> str:
+        """The name of the inference output of checkpoint `ckpt_stem` under `settings`
+        (`image_settings`): the stem for the settings first sampled from it, else named by the
+        differences (`speed.run_outputs.output_name`)."""
+        return output_name(ckpt_stem, settings, self._inference_settings, overwrite)
+
+    def _inference_settings(self, name: str) -> dict | None:
+        return read_settings(self.inference_images(name)) or settings_in_npz(
+            self.inference_npz(name)
+        )
+
+    def sample_grid(self, name: str, suffix: str = "") -> Path:
+        """The `sample` phase's picture named `name` (`sample_name`; `suffix`: '-denoising')."""
+        return self.sample / f"{name}{suffix}.png"
+
+    def sample_record(self, name: str) -> Path:
+        """The settings the grid `name` was drawn with (`grid_settings`), as JSON."""
+        return self.sample / f"{name}.json"
+
+    def sample_name(self, ckpt_stem: str, settings: dict, overwrite: bool = False) -> str:
+        """The name of the grid of checkpoint `ckpt_stem` under `settings` (as `inference_name`)."""
+        return output_name(
+            ckpt_stem, settings, lambda name: read_json(self.sample_record(name)), overwrite
+        )
 
     def onnx_file(self, ckpt_stem: str) -> Path:
         """The ONNX denoiser exported from checkpoint `ckpt_stem`."""
@@ -393,8 +425,9 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
     """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
 
     Train is done when its checkpoint at `max_training_steps` exists, resumable with any
-    checkpoint. Inference is done when the `.npz` of the checkpoint it would sample exists and
-    `inference/config.yaml` holds the same config, resumable when some of its PNGs do (other
+    checkpoint. Inference is done when the `.npz` of the checkpoint it would sample records this
+    config's provenance (`speed.run_outputs.npz_provenance`: checkpoint hash, num_samples,
+    settings), resumable when its image folder records the same settings and holds PNGs (other
     settings sample again). Other phases always run. Inference raises MissingFileError when the
     run has no checkpoint to sample.
     """
@@ -404,12 +437,14 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
             return DONE
         return RESUME if latest_checkpoint(run.checkpoints) is not None else NEW
     if phase == "inference":
-        stem = sampling_checkpoint(cfg).stem
-        saved = run.config_file("inference")
-        same = saved.is_file() and saved.read_text() == config_to_yaml(cfg)
-        if same and run.inference_npz(stem).is_file():
+        ckpt = sampling_checkpoint(cfg)
+        settings = image_settings(cfg, ckpt)
+        name = run.inference_name(ckpt.stem, settings, cfg.overwrite)
+        if same_output(read_provenance(run.inference_npz(name)), npz_provenance(cfg, ckpt)):
             return DONE
-        return RESUME if same and run.inference_images(stem).is_dir() else NEW
+        png_dir = run.inference_images(name)
+        same = read_settings(png_dir) == settings
+        return RESUME if same and any(png_dir.glob("*.png")) else NEW
     return NEW
 
 

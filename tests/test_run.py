@@ -2,6 +2,7 @@
 checkpoint holds; with speed.utils.atomic's writes and speed.models' weight loader."""
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from speed import run as run_files
-from speed.config import ConfigError, config_to_yaml
+from speed.config import ConfigError, config_to_yaml, load_config
 from speed.diffusion import create_diffusion
 from speed.errors import DataError, MissingFileError
 from speed.models import extract_state_dict, load_checkpoint, load_pretrained
 from speed.run import DONE, NEW, RESUME, RunDir, TrainState, phase_state
+from speed.run_outputs import image_settings, npz_provenance, provenance_entry
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.seeding import get_rng_state
 
@@ -166,24 +168,57 @@ def test_train_phase_state(tmp_path):
     assert phase_state("sample", cfg) == NEW  # other phases always run
 
 
-def test_inference_phase_state(tmp_path):
-    cfg, run = _cfg(tmp_path), RunDir(tmp_path)
+def _npz_of(path, cfg, ckpt):
+    """An inference npz recording the provenance of `cfg` sampled from `ckpt`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, arr_0=np.zeros((1, 2, 2, 3), np.uint8), provenance=provenance_entry(
+            npz_provenance(cfg, ckpt)
+        ))  # fmt: skip
+
+
+def test_inference_phase_state(tmp_path, demo_config):
+    words = [f"experiment_dir={tmp_path}", "num_samples=6"]
+    cfg, run = load_config(demo_config, "inference", words), RunDir(tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         phase_state("inference", cfg)
     atomic_write(run.checkpoint(4), {})
     assert phase_state("inference", cfg) == NEW
-    run.inference_images("0000004").mkdir(parents=True)
+    png_dir = run.inference_images("0000004")
+    png_dir.mkdir(parents=True)
+    (png_dir / "000000.png").write_bytes(b"")
     assert phase_state("inference", cfg) == NEW  # PNGs of an unknown config are not reused
-    atomic_write(run.config_file("inference"), config_to_yaml(cfg))
+    record = image_settings(cfg, run.checkpoint(4))
+    atomic_write(png_dir / "settings.json", json.dumps(record))
     assert phase_state("inference", cfg) == RESUME
-    atomic_write(run.inference_npz("0000004"), b"npz")
+    atomic_write(run.inference_npz("0000004"), b"npz")  # an npz that records nothing: not done
+    assert phase_state("inference", cfg) == RESUME
+    _npz_of(run.inference_npz("0000004"), cfg, run.checkpoint(4))
     assert phase_state("inference", cfg) == DONE
-    assert phase_state("inference", _cfg(tmp_path, seed=1)) == NEW  # other settings: again
+    assert (
+        phase_state("inference", load_config(demo_config, "inference", [*words, "seed=1"])) == NEW
+    )
     atomic_write(run.checkpoint(6), {})
     assert phase_state("inference", cfg) == NEW  # a newer checkpoint to sample
-    pinned = _cfg(tmp_path, ckpt_path=str(run.checkpoint(4)))
-    atomic_write(run.config_file("inference"), config_to_yaml(pinned))
+    pinned = load_config(demo_config, "inference", [*words, f"ckpt_path={run.checkpoint(4)}"])
     assert phase_state("inference", pinned) == DONE
+
+
+def test_a_smaller_npz_does_not_finish_a_larger_inference(tmp_path, demo_config):
+    """The killed sweep: a run with num_samples=8 saved its config and drew some images, then
+    died; the npz of an earlier num_samples=6 run is no reason to skip it."""
+    words = [f"experiment_dir={tmp_path}", "num_samples=6"]
+    small, run = load_config(demo_config, "inference", words), RunDir(tmp_path)
+    large = load_config(demo_config, "inference", [*words, "num_samples=8"])
+    atomic_write(run.checkpoint(4), {})
+    _npz_of(run.inference_npz("0000004"), small, run.checkpoint(4))
+    png_dir = run.inference_images("0000004")
+    atomic_write(png_dir / "settings.json", json.dumps(image_settings(large, run.checkpoint(4))))
+    (png_dir / "000000.png").write_bytes(b"")
+    atomic_write(run.config_file("inference"), config_to_yaml(large))
+    assert phase_state("inference", small) == DONE
+    assert phase_state("inference", large) == RESUME
+    atomic_write(run.checkpoint(4), {"retrained": 1})  # the same name, other bytes
+    assert phase_state("inference", small) == NEW
 
 
 # ---- the training state ----

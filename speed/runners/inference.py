@@ -3,8 +3,11 @@
 Image i's starting noise is seeded by (seed, i) and batch b's sampler noise by (seed, b); batches
 are dealt round-robin to ranks, so the images do not depend on how many processes made them.
 Batches whose PNGs are all on disk are skipped, so a killed run resumes where it stopped (PNGs
-are written atomically: one on disk is whole). The inference folder is locked for the run;
-`settings.json` beside the PNGs is removed again when a run fails before writing any.
+are written atomically: one on disk is whole); the partial last batch is always drawn again, as
+its sampler noise depends on its size. Temporary files a killed run left are deleted. The
+inference folder is locked for the run; `settings.json` beside the PNGs records what made them
+(`speed.run_outputs`) and is removed again when a run fails before writing any. The `.npz`
+records its provenance, and a run whose `.npz` already holds what it would make does nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
 from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import generate, sampler_from_config, scales_of
-from speed.run import RunDir, locked
+from speed.run import RunDir, locked, sampling_checkpoint
+from speed.run_outputs import (
+    PROVENANCE_KEY,
+    SETTINGS_FILE,
+    differences,
+    image_settings,
+    npz_provenance,
+    outputs_of,
+    provenance_entry,
+    read_provenance,
+    read_settings,
+    remove_partial_files,
+    same_output,
+    settings_in_npz,
+)
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
@@ -101,6 +118,18 @@ def _inference(cfg: DictConfig, dist) -> Path:
     device = dist.device
     scale = _one_guidance_scale(cfg)
     sampler = sampler_from_config(cfg)
+    run, ckpt_path = RunDir.of(cfg), sampling_checkpoint(cfg)
+    name = run.inference_name(ckpt_path.stem, image_settings(cfg, ckpt_path), cfg.overwrite)
+    png_dir, npz_path = run.inference_images(name), run.inference_npz(name)
+    provenance = npz_provenance(cfg, ckpt_path)
+    if same_output(read_provenance(npz_path), provenance):
+        if dist.is_main:
+            print(
+                f"inference: {npz_path} already holds these {cfg.num_samples} images (same "
+                "checkpoint and settings); nothing to do",
+                flush=True,
+            )
+        return npz_path
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
@@ -108,15 +137,15 @@ def _inference(cfg: DictConfig, dist) -> Path:
         check_num_steps(diffusion, cfg.num_steps)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    run = RunDir.of(cfg)
-    png_dir = run.inference_images(ckpt_path.stem)
-    npz_path = run.inference_npz(ckpt_path.stem)
+    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     if dist.is_main:
-        save_config(cfg, run.config_file("inference"))
-        _claim_png_dir(png_dir, cfg)
+        if name != ckpt_path.stem:
+            _say_keyed(run, ckpt_path, name, cfg)
+        _claim_png_dir(png_dir, cfg, ckpt_path)
+        _clear_partial_batch(png_dir, num_samples, batch)
+        save_config(cfg, run.config_file("inference"))  # after the claim: a refusal keeps it
     barrier()
 
-    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     labels = sample_labels(cfg, spec.num_classes, num_samples)
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
     try:
@@ -137,72 +166,88 @@ def _inference(cfg: DictConfig, dist) -> Path:
         raise
     barrier()
     if dist.is_main:
-        _write_npz(png_dir, npz_path, num_samples, labels)
+        _write_npz(png_dir, npz_path, num_samples, labels, provenance)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
+        others = [n for n in outputs_of(run.inference, ckpt_path.stem, ".npz") if n != name]
+        if others:
+            print(f"inference: other outputs of {ckpt_path.name}: {', '.join(others)}", flush=True)
     barrier()
     return npz_path
 
 
 def _one_guidance_scale(cfg: DictConfig) -> float:
     """The guidance scale of an inference run; a list (the sample phase's side-by-side grids) is
-    refused here, before anything is written, with the sweep that runs one inference per value."""
+    refused here, before anything is written, with the commands that run one inference per
+    value (each writes its own output beside the others, `RunDir.inference_name`)."""
     scales = scales_of(cfg)
     if len(scales) != 1:
-        values = ",".join(f"{s:g}" for s in scales)
+        each = " and ".join(f"guidance_scale={s:g}" for s in scales)
         raise ConfigError(
-            f"guidance_scale: inference takes one value, got {list(scales)}; run one inference "
-            f"per value with `-m guidance_scale={values}` (each in its own folder), or use "
-            "-p sample for side-by-side grids"
+            f"guidance_scale: inference takes one value, got {list(scales)}; run this command "
+            f"once with {each} in its place (each writes its own output in "
+            f"{RunDir.of(cfg).inference}), or use -p sample for side-by-side grids"
         )
     return scales[0]
 
 
-SETTINGS_FILE = "settings.json"
-SETTINGS_KEYS = (
-    "seed", "sampler", "num_steps", "eta", "guidance_scale", "clip_denoised",
-    "use_ema_for_sampling", "per_proc_batch_size", "sample_classes", "diffusion",
-)  # fmt: skip
+def _say_keyed(run: RunDir, ckpt_path: Path, name: str, cfg: DictConfig) -> None:
+    """One line: the checkpoint's plain output holds other settings, so this one has its name."""
+    plain = run.inference_images(ckpt_path.stem)
+    held = read_settings(plain) or settings_in_npz(run.inference_npz(ckpt_path.stem))
+    changed = "; ".join(differences(held, image_settings(cfg, ckpt_path)))
+    print(
+        f"inference: {plain.name} holds other settings of {ckpt_path.name}, so these go to "
+        f"{name} ({changed}); overwrite=true would replace {plain.name} instead",
+        flush=True,
+    )
 
 
-def sampling_settings(cfg: DictConfig) -> dict:
-    """What an inference run's images depend on besides the checkpoint (JSON-ready): the keys of
-    `SETTINGS_KEYS`, plus `sampler_options` and `precision` when not at their defaults (so records
-    of earlier runs still match). `compile` is left out: it gives the same images to float
-    tolerance."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    settings = {key: resolved[key] for key in SETTINGS_KEYS}
-    if cfg.sampler_options:
-        settings["sampler_options"] = resolved["sampler_options"]
-    if cfg.precision != "fp32":
-        settings["precision"] = cfg.precision
-    return settings
-
-
-def _claim_png_dir(png_dir: Path, cfg: DictConfig) -> None:
-    """Record the sampling settings beside the PNGs; PNGs made with other settings are never
-    reused: a mismatch is refused, or cleared with overwrite=true."""
-    settings = sampling_settings(cfg)
-    record = png_dir / SETTINGS_FILE
-    if record.is_file() and json.loads(record.read_text()) != settings:
+def _claim_png_dir(png_dir: Path, cfg: DictConfig, ckpt_path: Path) -> None:
+    """Record `image_settings` beside the PNGs, after deleting the temporary files a killed run
+    left there and in the inference folder. PNGs made with other settings or from another
+    checkpoint are never reused: with overwrite=true they are deleted (`inference_name` gives
+    other settings a folder of their own otherwise)."""
+    for folder in (png_dir.parent, png_dir):
+        stale = remove_partial_files(folder)
+        if stale:
+            print(f"inference: removed {len(stale)} partial file(s) in {folder}", flush=True)
+    settings = image_settings(cfg, ckpt_path)
+    record = read_settings(png_dir)
+    if record is not None and record != settings:
         if not cfg.overwrite:
             raise ConfigError(
-                f"{png_dir} holds images sampled with other settings; pass overwrite=true to "
-                "replace them or choose another experiment_dir"
+                f"{png_dir} holds images sampled with other settings "
+                f"({'; '.join(differences(record, settings))}); pass overwrite=true to replace "
+                "them"
             )
+        print(f"inference: overwrite=true: deleting the images in {png_dir}", flush=True)
         for old in png_dir.glob("*.png"):
             old.unlink()
-    atomic_write(record, json.dumps(settings, indent=1))
+    atomic_write(png_dir / SETTINGS_FILE, json.dumps(settings, indent=1))
 
 
-def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels) -> None:
-    """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels."""
+def _clear_partial_batch(png_dir: Path, num_samples: int, batch: int) -> None:
+    """Delete the PNGs of the batch holding image `num_samples - 1` when that batch is partial.
+    The sampler's noise is drawn per batch, so an image depends on the size of the batch that
+    made it: the partial last batch is drawn again at its size (its PNGs from a run with another
+    `num_samples` are not reused), every full batch's PNGs are reused as they are."""
+    if num_samples % batch == 0:
+        return
+    last = num_samples // batch
+    for i in range(last * batch, (last + 1) * batch):
+        (png_dir / f"{i:06d}.png").unlink(missing_ok=True)
+
+
+def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
+    """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels,
+    and `provenance` (`speed.run_outputs`), which evaluators do not read."""
     images = np.stack(
         [
             np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))
             for i in range(num_samples)
         ]
     )
-    arrays = {"arr_0": images}
+    arrays = {"arr_0": images, PROVENANCE_KEY: provenance_entry(provenance)}
     if labels is not None:
         arrays["arr_1"] = labels
     with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"

@@ -1,4 +1,5 @@
-"""The `sample` phase: image grids to look at (one row per class, one column per seed).
+"""The `sample` phase: image grids to look at (one row per class, one column per seed), each
+named by its settings beside a JSON record of them (`speed.run_outputs.output_name`).
 
 Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
 along the sampling trajectory. The grids themselves (shared with the train phase's periodic
@@ -7,6 +8,7 @@ grids) and the strip are drawn by `speed.generation`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,9 @@ from speed.generation import (
     scales_of,
 )
 from speed.run import RunDir, locked
+from speed.run_outputs import grid_settings, outputs_of
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.utils.atomic import atomic_write
 from speed.utils.distributed import init_distributed
 from speed.utils.images import save_png
 
@@ -47,8 +51,10 @@ def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
 
 
 def sample(cfg: DictConfig) -> Path:
-    """Write `<experiment_dir>/sample/<ckpt-stem>.png`; returns its path. The sample folder is
-    locked for the run."""
+    """Write the grid `<experiment_dir>/sample/<name>.png` and its settings `<name>.json`;
+    returns the grid's path. `<name>` is the checkpoint's stem for the settings first drawn from
+    it, else named by what differs (`RunDir.sample_name`), so grids of other guidance scales,
+    samplers or seeds sit side by side. The sample folder is locked for the run."""
     dist = init_distributed()
     with locked(RunDir.of(cfg).sample, enabled=dist.is_main):
         return _sample(cfg, dist)
@@ -62,14 +68,15 @@ def _sample(cfg: DictConfig, dist) -> Path:
     diffusion = build_diffusion(cfg)
     noise, labels = grid_inputs(cfg, spec, device)
     run = RunDir.of(cfg)
+    settings = grid_settings(cfg, ckpt_path)
+    name = run.sample_name(ckpt_path.stem, settings, cfg.overwrite)
     scales = scales_of(cfg)
     pictures = []
     for scale in scales:
         grid = render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, labels)
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
-        side_by_side(pictures) if len(pictures) > 1 else pictures[0],
-        run.sample_grid(ckpt_path.stem),
+        side_by_side(pictures) if len(pictures) > 1 else pictures[0], run.sample_grid(name)
     )
     if cfg.denoise_strip:
         first_column = slice(None, None, cfg.num_sample_seeds)
@@ -83,7 +90,11 @@ def _sample(cfg: DictConfig, dist) -> Path:
             labels[first_column] if labels is not None else None,
             scales[0],
         )
-        save_png(strip, run.sample_grid(ckpt_path.stem, "-denoising"))
+        save_png(strip, run.sample_grid(name, "-denoising"))
+    atomic_write(run.sample_record(name), json.dumps(settings, indent=1))
     save_config(cfg, run.config_file("sample"))
     print(f"sample: wrote {path}", flush=True)
+    others = [n for n in outputs_of(run.sample, ckpt_path.stem, ".json") if n != name]
+    if others:
+        print(f"sample: other grids of {ckpt_path.name}: {', '.join(others)}", flush=True)
     return path

@@ -16,9 +16,7 @@ options of a config group. Each run's folder is `<experiment_dir>/sweep/<key=val
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,11 +31,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from speed.config import ConfigError, instantiate, load_config
 from speed.errors import MissingFileError
+from speed.run_outputs import folder_name
 
 CONFIG_KEY = "config"  # sweeps over experiment files instead of a config key
 SWEEP_FOLDER = "sweep"
-MAX_NAME_LENGTH = 200  # characters of a run folder's name (file systems allow 255 bytes)
-_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +115,6 @@ def load_run_configs(sweep: Sweep, extra: Sequence[str] = ()) -> list[DictConfig
             raise ConfigError(f"run '{run.name}': {err}") from None
         configs.append(cfg)
     return configs
-
-
-def folder_name(words: Sequence[str]) -> str:
-    """A file-system-safe folder name for `key=value` words: joined by commas, characters other
-    than letters, digits and `._,=+-` replaced by `_`, and names longer than MAX_NAME_LENGTH cut
-    and suffixed with a hash of the full name."""
-    name = _UNSAFE.sub("_", ",".join(words)) or "default"
-    if len(name) <= MAX_NAME_LENGTH:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: MAX_NAME_LENGTH - 11]}-{digest}"
 
 
 # ---- parsing and expanding ----

@@ -40,6 +40,20 @@ def test_grayscale_inputs_keep_one_channel(tmp_path, random_images):
     )
 
 
+def test_sixteen_bit_and_transparent_files_are_converted_not_clipped(tmp_path):
+    """A 16-bit grayscale PNG is scaled to 0..255 (one channel); an RGBA PNG is composited over
+    white (three channels)."""
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    Image.fromarray(np.array([[0, 256], [32768, 65535]], np.uint16)).save(gray / "a.png")
+    np.testing.assert_array_equal(load_source(gray).images[0, ..., 0], [[0, 1], [128, 255]])
+    color = tmp_path / "color"
+    color.mkdir()
+    rgba = np.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], np.uint8)
+    Image.fromarray(rgba, "RGBA").save(color / "a.png")
+    np.testing.assert_array_equal(load_source(color).images[0], [[[10, 20, 30], [255] * 3]])
+
+
 def test_corrupt_image_is_skipped_with_a_warning(tmp_path, random_images):
     _write_folder(tmp_path / "set", random_images(2, n=4, size=6, channels=3), ".jpg")
     bad = tmp_path / "set" / "part0" / "broken.png"

@@ -43,10 +43,11 @@ def test_train_inference_sample_write_every_file(tmp_path, demo_config, tiny_ove
     assert (run / "sample/config.yaml").is_file()
 
     extras = ["guidance_scale=[1,4]", "denoise_strip=true"]
-    sample(load_config(demo_config, "sample", tiny_overrides(run) + extras))
-    pair = np.asarray(Image.open(run / "sample/0000002.png"))
+    pair_path = sample(load_config(demo_config, "sample", tiny_overrides(run) + extras))
+    assert pair_path == run / "sample/0000002-guidance_scale=_1,4_.png"  # beside the first
+    pair = np.asarray(Image.open(pair_path))
     assert pair.shape[1] == 2 * (grid.shape[1] + 8)  # two captioned grids side by side
-    strip = np.asarray(Image.open(run / "sample/0000002-denoising.png"))
+    strip = np.asarray(Image.open(run / "sample/0000002-guidance_scale=_1,4_-denoising.png"))
     assert strip.shape[0] == grid.shape[0]  # one row per class, snapshots across
 
 
@@ -106,10 +107,13 @@ def test_inference_never_reuses_images_of_other_settings(tmp_path, demo_config, 
     train(load_config(demo_config, "train", tiny_overrides(run, steps=1) + ["sample_every=0"]))
     inference(load_config(demo_config, "inference", tiny_overrides(run, steps=1)))
     changed = tiny_overrides(run, steps=1) + ["num_steps=2"]
-    with pytest.raises(ConfigError, match="other settings"):
-        inference(load_config(demo_config, "inference", changed))
+    beside = inference(load_config(demo_config, "inference", changed))  # its own output
+    assert beside == run / "inference/0000001-num_steps=2.npz"
+    assert sorted(p.name for p in (run / "inference/0000001-num_steps=2").glob("*.png")) == [
+        f"{i:06d}.png" for i in range(6)
+    ]  # drawn, not reused from 0000001/
     npz = inference(load_config(demo_config, "inference", changed + ["overwrite=true"]))
-    assert np.load(npz)["arr_0"].shape[0] == 6
+    assert npz == run / "inference/0000001.npz" and np.load(npz)["arr_0"].shape[0] == 6
 
 
 def test_resuming_with_another_architecture_names_the_keys(tmp_path, demo_config, tiny_overrides):
