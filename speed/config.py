@@ -56,6 +56,7 @@ from speed.config_schema import (
 )
 from speed.errors import ConfigError, MissingFileError, UserError
 from speed.utils.atomic import atomic_write
+from speed.utils.bounded_yaml import load_yaml
 
 if not OmegaConf.has_resolver("now"):
     OmegaConf.register_new_resolver(
@@ -149,13 +150,13 @@ def save_config(cfg, path: str | os.PathLike) -> None:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        loaded = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as err:
-        raise ConfigError(f"cannot parse {_display(path)}: {_one_line(err)}") from None
-    if not isinstance(loaded, DictConfig):
+    value = load_yaml(path.read_text(), _display(path))  # aliases and nesting bounded
+    if not isinstance(value, dict | None):
         raise ConfigError(f"{_display(path)} must hold a mapping of keys at the top level")
-    return OmegaConf.to_container(loaded, resolve=False)
+    try:
+        return OmegaConf.to_container(OmegaConf.create(value or {}), resolve=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse {_display(path)}: {_one_line(err)}") from None
 
 
 def _parse_overrides(words: Iterable[str]) -> tuple[dict, dict]:
@@ -169,6 +170,7 @@ def _parse_overrides(words: Iterable[str]) -> tuple[dict, dict]:
                 "(e.g. guidance_scale=1.5 or inference.num_steps=50)"
             )
         try:
+            load_yaml(word.partition("=")[2], f"override '{word}'")  # bounded, before OmegaConf
             parsed = OmegaConf.to_container(OmegaConf.from_dotlist([word]), resolve=False)
         except (yaml.YAMLError, OmegaConfBaseException) as err:
             raise ConfigError(f"cannot parse override '{word}': {_one_line(err)}") from None
