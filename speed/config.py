@@ -49,13 +49,14 @@ from speed.config_schema import (
     HYDRA_KEYS,
     NODES,
     PHASES,
-    POSITIVE_KEYS,
     ROOT_TYPES,
+    out_of_range,
     root_defaults,
     type_mismatch,
 )
 from speed.errors import ConfigError, MissingFileError, UserError
 from speed.utils.atomic import atomic_write
+from speed.utils.bounded_yaml import load_yaml
 
 if not OmegaConf.has_resolver("now"):
     OmegaConf.register_new_resolver(
@@ -149,13 +150,13 @@ def save_config(cfg, path: str | os.PathLike) -> None:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        loaded = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as err:
-        raise ConfigError(f"cannot parse {_display(path)}: {_one_line(err)}") from None
-    if not isinstance(loaded, DictConfig):
+    value = load_yaml(path.read_text(), _display(path))  # aliases and nesting bounded
+    if not isinstance(value, dict | None):
         raise ConfigError(f"{_display(path)} must hold a mapping of keys at the top level")
-    return OmegaConf.to_container(loaded, resolve=False)
+    try:
+        return OmegaConf.to_container(OmegaConf.create(value or {}), resolve=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse {_display(path)}: {_one_line(err)}") from None
 
 
 def _parse_overrides(words: Iterable[str]) -> tuple[dict, dict]:
@@ -169,6 +170,7 @@ def _parse_overrides(words: Iterable[str]) -> tuple[dict, dict]:
                 "(e.g. guidance_scale=1.5 or inference.num_steps=50)"
             )
         try:
+            load_yaml(word.partition("=")[2], f"override '{word}'")  # bounded, before OmegaConf
             parsed = OmegaConf.to_container(OmegaConf.from_dotlist([word]), resolve=False)
         except (yaml.YAMLError, OmegaConfBaseException) as err:
             raise ConfigError(f"cannot parse override '{word}': {_one_line(err)}") from None
@@ -276,18 +278,32 @@ def _finalize(merged: dict) -> DictConfig:
         message = str(err).splitlines()[0]
         raise ConfigError(f"cannot resolve config key '{err.full_key}': {message}") from None
     _check_layer(resolved, {}, where=None)
-    _check_positive(resolved)
+    check_ranges(resolved)
     OmegaConf.resolve(cfg)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
-def _check_positive(resolved: dict) -> None:
-    for key in POSITIVE_KEYS:
-        value = resolved.get(key)
-        if isinstance(value, int) and value < 1:
-            raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+def check_ranges(resolved: dict) -> None:
+    """Every number of a resolved config within its range (`speed.config_schema.out_of_range`:
+    the `RANGES` of known keys, 64 bits for any integer), else a ConfigError naming the key."""
+    for path, value in _numbers(resolved):
+        allowed = out_of_range(path, value)
+        if allowed is not None:
+            raise ConfigError(f"config key '{path}' {allowed}, got {value!r}")
+
+
+def _numbers(tree: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted path, value) of the numbers in a plain dict/list tree; a list's items share the
+    list's path (`ema_rates`), so a range given for a list applies to each item."""
+    items = tree.items() if isinstance(tree, dict) else ((None, v) for v in tree)
+    for key, value in items:
+        path = prefix if key is None else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict | list):
+            yield from _numbers(value, path)
+        else:
+            yield path, value
 
 
 def _missing_paths(tree: Any, prefix: str = "") -> Iterable[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -100,8 +101,55 @@ ROOT_TYPES: dict[str, Any] = typing.get_type_hints(RootConfig)
 # Root keys that must be >= 1: a run with 0 of them cannot take a step, log or write an image.
 POSITIVE_KEYS = (
     "max_training_steps", "epoch", "grad_accum", "ckpt_every", "log_every", "max_nonfinite",
-    "num_steps", "num_samples", "per_proc_batch_size", "num_sample_seeds",
+    "num_steps", "num_samples", "per_proc_batch_size", "num_sample_seeds", "global_batch_size",
 )  # fmt: skip
+
+# Every integer in a config reaches torch or numpy as a 64-bit integer at most.
+INT64 = (-(2**63), 2**63 - 1)
+
+# Allowed (low, high) of numeric keys by dotted path (None: unbounded on that side; a float must
+# also be finite); a list's items are checked one by one.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    # numpy's seed range (np.random.seed); per-rank seeds seed * W + r stay within torch's 64 bits
+    "seed": (0, 2**32 - 1),
+    **{key: (1, None) for key in POSITIVE_KEYS},
+    **dict.fromkeys(
+        (
+            "image_size",
+            "num_classes",
+            "ckpt_keep",
+            "ckpt_keep_every",
+            "sample_every",
+            "warmup_steps",
+            "lr_anneal_steps",
+            "data.num_workers",
+        ),
+        (0, None),
+    ),  # fmt: skip
+    "data.batch_size": (1, None),
+    "ema_rates": (0.0, 1.0),  # EMA decay per step
+    "eta": (None, None),  # finite (its sign is the sampler's check)
+    "guidance_scale": (None, None),  # any finite scale
+}
+
+
+def out_of_range(path: str, value: Any) -> str | None:
+    """None when a number at `path` is allowed (see `RANGES` and `INT64`), else what is allowed,
+    e.g. 'must lie in 0..4294967295'. Non-numbers are left to the type checks."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value) and path in RANGES:
+        return "must be a finite number"
+    low, high = RANGES.get(path, (None, None))
+    if low is not None and high is not None and not low <= value <= high:
+        return f"must lie in {low}..{high}"
+    if low is not None and value < low:
+        return f"must be >= {low}"
+    if high is not None and value > high:
+        return f"must be <= {high}"
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return "must fit in 64 bits (-2**63..2**63-1: torch's and numpy's int64)"
+    return None
 
 
 def root_defaults() -> dict[str, Any]:

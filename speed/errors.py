@@ -39,18 +39,32 @@ class DiskFullError(UserError, OSError):
     """A write failed because the disk (or quota) is full; the message names the file."""
 
 
+# OSErrors about a path the user chose (its place, kind, permissions or file system), each with
+# what to do; with a file name they are the user's to fix, not bugs.
+PATH_ERRORS = {
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "a file was expected there, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EROFS: "that file system is read-only: choose another path",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.ELOOP: "the path has a loop of symbolic links",
+}
+
+
 def user_message(error: BaseException) -> str | None:
     """The one-line message of a mistake the user can fix, None for a bug (keep its traceback).
 
-    User mistakes: every UserError; a full disk or quota (ENOSPC/EDQUOT) anywhere; a path that is
-    missing, a folder, or not permitted (the built-in OSErrors that carry a file name).
+    User mistakes: every UserError; a full disk or quota (ENOSPC/EDQUOT) anywhere; an OSError of
+    `PATH_ERRORS` (missing, a folder, not permitted, read-only, ...) that names its file.
     """
     if isinstance(error, UserError):
         return str(error)
     if isinstance(error, OSError) and error.errno in DISK_FULL:
         where = f" writing {error.filename}" if error.filename else ""
         return f"disk full{where} ({error.strerror or error}); free space and run again"
-    if isinstance(error, FileNotFoundError | IsADirectoryError | PermissionError):
-        if error.filename:
-            return f"{error.strerror}: {error.filename}"
+    if isinstance(error, OSError) and error.errno in PATH_ERRORS and error.filename:
+        other = f" -> {error.filename2}" if error.filename2 else ""
+        return f"{error.strerror}: {error.filename}{other} ({PATH_ERRORS[error.errno]})"
     return None

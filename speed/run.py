@@ -55,6 +55,7 @@ from speed.run_outputs import (
     same_output,
     settings_in_npz,
 )
+from speed.utils.bounded_yaml import load_yaml
 from speed.utils.distributed import all_gather_objects
 from speed.utils.logging import METRICS_FILE
 from speed.utils.seeding import set_rng_state
@@ -99,7 +100,7 @@ class RunDir:
         path = self.config_file(phase)
         if not path.is_file():
             raise MissingFileError(f"no {path}: is {self.root} the experiment_dir of a run?")
-        return OmegaConf.merge(root_defaults(), OmegaConf.load(path))
+        return OmegaConf.merge(root_defaults(), load_yaml(path.read_text(), str(path)) or {})
 
     @property
     def train(self) -> Path:
@@ -303,6 +304,11 @@ def sampling_checkpoint(cfg: DictConfig) -> Path:
     """`ckpt_path` if set, else the newest checkpoint of `experiment_dir`'s training run."""
     if cfg.ckpt_path:
         path = Path(cfg.ckpt_path)
+        if path.is_dir():
+            raise ConfigError(
+                f"ckpt_path {path} is a folder, not a checkpoint file (a run's checkpoints are "
+                "in <experiment_dir>/train/checkpoints/<step>.pt)"
+            )
         if not path.is_file():
             raise MissingFileError(f"ckpt_path: no checkpoint at {path}")
         return path

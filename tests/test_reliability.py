@@ -304,7 +304,7 @@ def test_broken_checkpoint_files_are_one_line(
     listed = tmp_path / "list.pt"
     torch.save([1, 2, 3], listed)
     expected = {
-        text: "corrupt or truncated",
+        text: "not a torch checkpoint (it is a text file)",
         truncated: "corrupt or truncated",
         listed: "holds a list",
     }

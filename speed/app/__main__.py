@@ -1,5 +1,6 @@
-"""python -m speed.app RUN_DIR [--host 127.0.0.1] [--port 7860]: serve the sampling page of a
-trained run (its experiment_dir) until Ctrl-C."""
+"""python -m speed.app RUN_DIR [--host 127.0.0.1] [--port 7860] [--max-images 256 ...]: serve the
+sampling page of a trained run (its experiment_dir) until Ctrl-C. The --max-* and --timeout flags
+bound what one request may ask for (`speed.app.limits`; docs/app.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import torch
 
+from speed.app import limits
 from speed.app.server import make_server
 from speed.app.studio import RunStudio
 from speed.errors import user_message
@@ -25,13 +27,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="also unpickle checkpoints holding objects besides tensors (can run code)",
     )
+    limits.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        studio = RunStudio(args.run_dir, args.device, trust=args.trust_checkpoint)
+        bounds = limits.from_arguments(args)
+        studio = RunStudio(args.run_dir, args.device, trust=args.trust_checkpoint, limits=bounds)
         server = make_server(studio, args.host, args.port)
     except Exception as error:
         message = user_message(error)

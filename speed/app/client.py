@@ -38,7 +38,12 @@ class AppClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:
                 return reply.read()
         except urllib.error.HTTPError as error:
-            raise AppRequestError(json.loads(error.read()).get("error", str(error))) from None
+            body = error.read()
+            try:
+                message = json.loads(body)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = f"{error} ({body[:200]!r})"
+            raise AppRequestError(message) from None
 
     def options(self) -> dict:
         """Checkpoints, classes, samplers and the run's defaults."""
@@ -51,10 +56,15 @@ class AppClient:
     def status(self, job: str) -> dict:
         return json.loads(self._get(f"/api/jobs/{job}"))
 
+    def cancel(self, job: str) -> dict:
+        """Ask `job` to stop after its current sampling step; its status (see `wait`)."""
+        return json.loads(self._get(f"/api/jobs/{job}/cancel", b""))
+
     def wait(
         self, job: str, timeout: float = 600.0, poll: float = 0.1, on_status: Callable | None = None
     ) -> dict:
-        """Poll until the job ends; its last status. AppRequestError if it failed."""
+        """Poll until the job ends (done or cancelled); its last status. AppRequestError if it
+        failed."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.status(job)
@@ -62,7 +72,7 @@ class AppClient:
                 on_status(status)
             if status["state"] == "error":
                 raise AppRequestError(status["error"])
-            if status["state"] == "done":
+            if status["state"] in ("done", "cancelled"):
                 return status
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job} still running after {timeout:g} s")

@@ -4,6 +4,7 @@ them) for the settings of a request."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from speed.app.limits import Limits
+from speed.config_schema import out_of_range
 from speed.diffusion.samplers import SAMPLERS
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
@@ -31,7 +34,6 @@ from speed.runners.build import (
 )
 from speed.utils.images import png_bytes
 
-MAX_SEEDS = 16  # grid columns a request may ask for
 # request field -> (config key, type)
 FIELDS = {
     "checkpoint": ("ckpt_path", str),
@@ -43,7 +45,8 @@ FIELDS = {
     "seed": ("seed", int),
     "seeds": ("num_sample_seeds", int),
 }
-KIND_NAMES = {str: "a string", list: "a list of classes", float: "a number", int: "an integer"}
+KIND_NAMES = {str: "a string", float: "a number", int: "an integer"}
+LISTED_NAMES = 20  # a typo lists every class name up to this many, else the closest ones
 
 
 class RunStudio:
@@ -53,8 +56,14 @@ class RunStudio:
     loaded at once, so a run that cannot be sampled fails here, not on the first click.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, device: str = "cpu", trust: bool = False):
-        self.run = RunDir(Path(run_dir))
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        device: str = "cpu",
+        trust: bool = False,
+        limits: Limits | None = None,
+    ):
+        self.run, self.limits = RunDir(Path(run_dir)), limits or Limits()
         self.checkpoints = {p.stem: p for p in list_checkpoints(self.run.checkpoints)}
         if not self.checkpoints:
             raise MissingFileError(
@@ -68,13 +77,17 @@ class RunStudio:
         self.autoencoder = build_autoencoder(self.cfg).to(self.device)
         self.diffusion = build_diffusion(self.cfg)
         self._loaded: tuple[str, torch.nn.Module, object] | None = None
-        self.spec = None  # the model input (DataSpec) of the newest checkpoint
         _, _, self.spec = self._model(list(self.checkpoints)[-1])
+        k = self.spec.num_classes
+        self.class_names = (dataset_class_names(self.cfg) or [str(c) for c in range(k)])[:k]
+        self._class_index = {}  # lower-case name -> index (the first of names equal but for case)
+        for index, name in enumerate(self.class_names):
+            self._class_index.setdefault(name.lower(), index)
 
     def _model(self, stem: str):
         """(stem, model, spec) of checkpoint `stem`; the last one used stays loaded."""
         if self._loaded is None or self._loaded[0] != stem:
-            cfg, _ = self.prepare({"checkpoint": stem})
+            cfg = OmegaConf.merge(self.cfg, {"ckpt_path": str(self.checkpoints[stem])})
             model, _, spec = build_sampling_model(cfg, self.autoencoder, self.device)
             self._loaded = (stem, model, spec)
         return self._loaded
@@ -82,14 +95,15 @@ class RunStudio:
     def options(self) -> dict:
         """What the page offers, with the run's settings as defaults."""
         k = self.spec.num_classes
-        names = dataset_class_names(self.cfg) or [str(c) for c in range(k)]
+        max_steps = min(self.limits.max_steps, int(self.diffusion.original_num_steps))
         return {
             "run": str(self.run.root),
             "checkpoints": list(self.checkpoints),
-            "classes": names[:k],
+            "classes": self.class_names,
             "samplers": sorted(SAMPLERS),
-            "max_steps": int(self.diffusion.original_num_steps),
-            "max_seeds": MAX_SEEDS,
+            "max_steps": max_steps,
+            "max_seeds": self.limits.max_seeds,
+            "max_images": self.limits.max_images,
             "defaults": {
                 "checkpoint": list(self.checkpoints)[-1],
                 "classes": list(self.cfg.sample_classes or range(min(k, 10))),
@@ -104,37 +118,78 @@ class RunStudio:
 
     def prepare(self, request: dict) -> tuple[DictConfig, Callable]:
         """(the run's config with a request's settings, the sampler they choose); fields of
-        FIELDS, others keep the run's values. A bad value is a ConfigError naming the field,
-        raised before any sampling."""
+        FIELDS, others keep the run's values. A bad value, or a request over the server's
+        `limits`, is a ConfigError naming the field, raised before any sampling."""
         values = {}
         for field, value in request.items():
             if field not in FIELDS:
                 raise ConfigError(f"unknown setting {field!r}; known: {', '.join(FIELDS)}")
             key, kind = FIELDS[field]
-            try:
-                values[key] = [int(c) for c in value] if kind is list else kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{field} must be {KIND_NAMES[kind]}, got {value!r}") from None
+            values[key] = self._classes(value) if kind is list else _parse(field, value, kind)
         stem = values.get("ckpt_path", list(self.checkpoints)[-1])  # default: the newest
         if stem not in self.checkpoints:
             raise ConfigError(f"no checkpoint {stem!r} in {self.run.checkpoints}")
         values["ckpt_path"] = str(self.checkpoints[stem])
         if "sampler" in values and values["sampler"] != self.cfg.sampler:
             values["sampler_options"] = {}  # the run's options belong to its own sampler
-        if not 1 <= values.get("num_sample_seeds", 1) <= MAX_SEEDS:
-            raise ConfigError(f"seeds must lie in 1..{MAX_SEEDS}")
         cfg = OmegaConf.merge(self.cfg, values)
+        self._check_limits(cfg)
+        for field, value in request.items():  # the config's ranges (seed, eta, guidance_scale)
+            allowed = out_of_range(FIELDS[field][0], values[FIELDS[field][0]])
+            if allowed is not None:
+                raise ConfigError(f"{field} {allowed}, got {value!r}")
+        return cfg, sampler_from_config(cfg)
+
+    def _check_limits(self, cfg: DictConfig) -> None:
+        """The request's steps, seeds and images within the diffusion's and the server's bounds."""
+        limits = self.limits
         try:
             check_num_steps(self.diffusion, cfg.num_steps)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if self.spec is not None:
-            grid_rows(cfg, self.spec.num_classes)  # classes in range
-        return cfg, sampler_from_config(cfg)
+        if cfg.num_steps > limits.max_steps:
+            raise ConfigError(
+                f"num_steps must lie in 1..{limits.max_steps} on this server (--max-steps)"
+            )
+        if not 1 <= cfg.num_sample_seeds <= limits.max_seeds:
+            raise ConfigError(f"seeds must lie in 1..{limits.max_seeds} (--max-seeds)")
+        rows = grid_rows(cfg, self.spec.num_classes)  # classes in range
+        images = len(rows or [None]) * cfg.num_sample_seeds
+        if images > limits.max_images:
+            raise ConfigError(
+                f"this request draws {images} images ({len(rows or [None])} classes x "
+                f"{cfg.num_sample_seeds} seeds); this server draws at most {limits.max_images} "
+                "per request (--max-images): ask for fewer classes or seeds"
+            )
+
+    def _classes(self, value) -> list[int]:
+        """A request's classes: indices or names (any case; "3" counts as an index)."""
+        if not isinstance(value, list):
+            raise ConfigError(f"classes must be a list of class indices or names, got {value!r}")
+        return [self._class(c) for c in value]
+
+    def _class(self, value) -> int:
+        if not isinstance(value, str) or value.strip().lstrip("-").isdigit():
+            return _parse("classes", value, int)
+        index = self._class_index.get(value.strip().lower())
+        if index is not None:
+            return index
+        names, k = self.class_names, len(self.class_names)
+        if not names:
+            raise ConfigError(f"unknown class {value!r}: this run's model is unconditional")
+        close = difflib.get_close_matches(value.lower(), list(self._class_index), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        listed = (
+            f"classes: {', '.join(names)}"
+            if k <= LISTED_NAMES
+            else f"{k} classes, listed by GET /api/options"
+        )
+        raise ConfigError(f"unknown class {value!r}; {hint}{listed} (or their indices 0..{k - 1})")
 
     def generate(self, request: dict, progress: Callable[[int, int], None] | None = None) -> dict:
         """Sample the grid and the strip for `request`; returns {"grid", "strip"} as PNG bytes.
-        `progress(done, total)` is called after every sampling step."""
+        `progress(done, total)` is called after every sampling step; an exception it raises (a
+        cancel) stops the sampling there, between two steps."""
         cfg, sampler = self.prepare(request)
         _, model, spec = self._model(Path(cfg.ckpt_path).stem)
         noise, labels = grid_inputs(cfg, spec, self.device)
@@ -152,3 +207,16 @@ class RunStudio:
         strip_labels = labels[first] if labels is not None else None
         strip = denoising_strip(*pieces, noise[first], strip_labels, scale, callback=step)
         return {"grid": png_bytes(grid), "strip": png_bytes(strip)}
+
+
+def _parse(field: str, value, kind: type):
+    """A request value as `kind`: an integer is a whole number (3, 3.0 or "3"), a number finite
+    or not (ranges are checked by the caller), a string a JSON string; else a ConfigError."""
+    try:
+        if isinstance(value, bool) or (kind is str and not isinstance(value, str)):
+            raise TypeError
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{field} must be {KIND_NAMES[kind]}, got {value!r}") from None

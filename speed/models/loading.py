@@ -36,7 +36,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from speed.errors import ConfigError, DataError, MissingFileError
-from speed.utils.atomic import atomic_path, atomic_write
+from speed.utils.atomic import atomic_path, atomic_write, torch_save
 
 CHECKSUM_SUFFIX = ".sha256"
 # What torch.load raises on a file that is not a whole checkpoint (truncated, garbage, empty).
@@ -94,7 +94,8 @@ def save_checkpoint(obj, path: str | os.PathLike) -> Path:
     so a checkpoint never appears without the checksum of its bytes. Returns `path`."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:  # not a path: torch's own writer hides a full disk
+            torch_save(obj, f)
         atomic_write(checksum_path(path), f"{file_sha256(tmp)}  {path.name}\n")
     return path
 
@@ -126,11 +127,14 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False):
             weights, or (not `trust`) a file holding objects besides tensors.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a checkpoint file; check ckpt_path / resume")
     if not path.is_file():
         raise MissingFileError(f"no checkpoint at {path}; check ckpt_path / resume")
     if path.stat().st_size == 0:
         raise DataError(f"checkpoint {path} is empty (0 bytes)")
     verify_checksum(path)
+    _check_format(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -198,6 +202,41 @@ def _refusal_reason(error: BaseException, limit: int = 120) -> str:
     line = lines[0].removeprefix("Weights only load failed.").strip() if lines else ""
     line = line.split(". ")[0].rstrip(".") or "an object the safe reader does not allow"
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# First bytes of files that are sometimes given where a checkpoint belongs.
+_SIGNATURES = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x93NUMPY": "a numpy .npy array",
+    b"\x7fELF": "a program",
+}
+
+
+def _check_format(path: Path) -> None:
+    """A DataError unless `path` starts as torch.save writes: a zip archive holding a data.pkl
+    (torch >= 1.6) or a pickle (the legacy format). A truncated zip is left to torch.load."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"\x80"):  # a pickle, protocol 2 or later
+        return
+    kind = next((name for magic, name in _SIGNATURES.items() if head.startswith(magic)), None)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return
+        if any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
+            return
+        kind = "a zip archive without torch's data.pkl (an .npz?)"
+    if kind is None and b"\0" not in head:  # binary formats hold a NUL in their first bytes
+        kind = "a text file"
+    raise DataError(
+        f"{path} is not a torch checkpoint (it is {kind or 'neither a zip archive nor a pickle'}"
+        "); ckpt_path / resume need a .pt file written by torch.save"
+    )
 
 
 def _load_or_raise(path: Path, weights_only: bool):

@@ -17,31 +17,49 @@ from pathlib import Path
 
 import torch
 
-from speed.errors import DISK_FULL, DiskFullError
+from speed.errors import DISK_FULL, PATH_ERRORS, DiskFullError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path` for a writer that needs a path (np.savez into an
-    open file, a memory map); once the block succeeds it is fsynced and renamed to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    open file, a memory map); once the block succeeds it is fsynced and renamed to `path`.
+
+    An OSError on the way names `path`, not the temporary file: a full disk is a DiskFullError,
+    the errors of `speed.errors.PATH_ERRORS` (permissions, a read-only file system, ...) keep
+    their kind with `path` as their file name, so both print as one line."""
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in DISK_FULL:
-            raise DiskFullError(
-                f"disk full writing {path} ({error.strerror or error}); nothing was replaced, "
-                "free space and run again"
-            ) from error
-        raise
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        named = _naming(error, path)
+        if named is error:
+            raise
+        raise named from error
     _fsync(path.parent, os.O_RDONLY)
+
+
+def _naming(error: BaseException, path: Path) -> BaseException:
+    """`error` as the user should read it: about `path`, not about its temporary file."""
+    if not isinstance(error, OSError):
+        return error
+    if error.errno in DISK_FULL:
+        return DiskFullError(
+            f"disk full writing {path} ({error.strerror or error}); nothing was replaced, "
+            "free space and run again"
+        )
+    temporary = str(path.parent / f".{path.name}.")  # the start of its temporary file's path
+    if error.errno in PATH_ERRORS and str(error.filename or temporary).startswith(temporary):
+        return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
+    return error
 
 
 def atomic_write(path: str | os.PathLike, data) -> Path:
@@ -54,8 +72,19 @@ def atomic_write(path: str | os.PathLike, data) -> Path:
         elif isinstance(data, (bytes, bytearray, memoryview)):
             f.write(data)
         else:
-            torch.save(data, f)
+            torch_save(data, f)
     return path
+
+
+def torch_save(obj, f) -> None:
+    """torch.save into an open file, so a failed write (a full disk) is Python's OSError: torch
+    raises a RuntimeError of its own while closing the archive, which hides the OSError."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as error:
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
 
 
 def _fsync(path: Path, flags: int) -> None:

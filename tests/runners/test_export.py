@@ -1,6 +1,10 @@
 """The export phase on a tiny trained run (the demo's DiT variant, 2 blocks of width 32): the ONNX
 graph of the EMA weights and its manifest, whose schedule is checked against the linear schedule
-computed here independently. (The UNet's export is checked in tests/deploy.)"""
+computed here independently, and the sampling snippet of docs/export.md run as written on it.
+(The UNet's export is checked in tests/deploy.)"""
+
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +15,8 @@ from speed.deploy.manifest import load_manifest
 from speed.deploy.onnx_sampling import OnnxDenoiser
 from speed.runners.build import build_sampling_model
 from speed.runners.train import train
+
+DOC = Path(__file__).resolve().parents[2] / "docs/export.md"
 
 
 def test_export_writes_the_ema_graph_and_its_manifest(
@@ -60,8 +66,19 @@ def test_export_writes_the_ema_graph_and_its_manifest(
         expected = ema.forward_with_cfg(
             torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), 2.0
         )[:4]  # both halves hold the guided output
-    got = OnnxDenoiser(run / "export/0000002.onnx", threads=1)(x, t, y, 2.0)
+    onnx = run / "export/0000002.onnx"
+    got = OnnxDenoiser(onnx, threads=1)(x, t, y, 2.0)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+    # docs/export.md's snippet, unchanged but for the file it opens
+    snippet = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    documented = '"runs/animals/export/0002000.onnx"'
+    assert documented in snippet
+    names = {}
+    exec(compile(snippet.replace(documented, repr(str(onnx))), str(DOC), "exec"), names)
+    x0 = names["x0"]
+    assert x0.shape == (8, 1, 28, 28) and x0.dtype == np.float32
+    assert -1.0 <= x0.min() and x0.max() <= 1.0  # the range the docs state
 
 
 def test_export_without_a_checkpoint_is_one_line(
