@@ -1,6 +1,7 @@
 """The masked backbones from YAML through every phase on tiny models: train (across MaskDiT's switch
 to unmasked training), exact resume, inference, sample, export; and two processes under torchrun
-computing the update of one (the masks are drawn per sample, whatever the number of ranks)."""
+computing the update of one under DDP and FSDP (the masks are drawn per sample, whatever the
+number of ranks)."""
 
 import subprocess
 import sys
@@ -60,13 +61,15 @@ def test_every_phase_and_exact_resume(tmp_path, masked, main, single_thread):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path, masked):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one(tmp_path, masked, strategy):
     config, overrides = masked
     common = ["data.random_flip=false", "sample_every=0"]
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         MAIN, "-c", config, "-p", "train", *overrides(run, steps=4), *common, "data.batch_size=2",
+        f"strategy={strategy}",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
