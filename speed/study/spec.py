@@ -29,7 +29,7 @@ STUDY_KEYS = (
 )  # fmt: skip
 METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned")
 FAIRNESS_KEYS = ("grid", "shared_seeds")
-BUDGET_KEYS = ("steps", "seconds")
+BUDGET_KEYS = ("steps",)
 SCORE_KEYS = (
     "sampler", "seed", "reference_images", "curves", "final", "speedup_metric", "choose_by",
     "extractors", "metric_settings", "noise_seeds", "region_images",
@@ -102,7 +102,6 @@ class Study:
     grid: dict[str, tuple[Any, ...]]  # fairness grid: key -> values (empty: shared settings)
     shared_seeds: bool  # also run every tuned method's other seeds at the common setting
     steps: int
-    seconds: float | None  # wall-clock budget of a run's training (None: steps alone)
     score: Score
     overrides: tuple[str, ...]  # words for every run
     runs_dir: Path
@@ -165,9 +164,6 @@ def parse_study(raw: Any, path: Path) -> Study:
             )
     budget = _mapping(top["budget"], "budget", BUDGET_KEYS, required=("steps",))
     steps = _positive_int(budget["steps"], "budget.steps")
-    seconds = budget.get("seconds")
-    if seconds is not None and not (isinstance(seconds, int | float) and seconds > 0):
-        raise ConfigError(f"budget.seconds: a positive number of seconds, got {seconds!r}")
     score = _score(top.get("score", {}))
     for curve in score.curves:
         if curve.every % min(c.every for c in score.curves) or steps % curve.every:
@@ -189,7 +185,6 @@ def parse_study(raw: Any, path: Path) -> Study:
         grid=grid,
         shared_seeds=shared_seeds,
         steps=steps,
-        seconds=None if seconds is None else float(seconds),
         score=score,
         overrides=_words(top.get("overrides", {}), "overrides"),
         runs_dir=runs_dir,
