@@ -26,19 +26,22 @@ def reference_stats(
     batch_size: int = 50,
     device=None,
     progress: bool = True,
+    with_features: bool = False,
 ) -> FeatureStats:
     """Statistics of the reference images `ref` (.npz, folder, or a statistics .npz) under
     `extractor`, computed once and cached in `cache_dir` (keyed by the path, its size and mtime,
-    and the extractor's name)."""
+    and the extractor's name); `with_features` keeps the per-image features in the cache too
+    (KID and precision/recall need them)."""
     ref = Path(ref).resolve()
     if not ref.exists():
         raise MissingFileError(f"--ref {ref}: no such file or folder")
     info = ref.stat()
     key = f"{ref}|{info.st_size}|{info.st_mtime_ns}|{extractor.name}"
+    key += "|features" if with_features else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = Path(cache_dir) / f"reference_{ref.stem}_{digest}.npz"
     if cache.is_file():
         return source_stats(load_npz(cache), extractor)
     stats = source_stats(load_source(ref), extractor, batch_size, device, progress)
-    stats.save(cache)
+    stats.save(cache, with_features=with_features)
     return stats

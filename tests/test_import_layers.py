@@ -32,11 +32,30 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize(
     "folder, forbidden",
     [
-        ("evaluations", ("speed.runners", "speed.config", "speed.sweep", "speed.experiments")),
-        ("speed/diffusion", ("argparse", "matplotlib", "speed.config", "speed.runners")),
-        ("speed/models", ("matplotlib", "speed.config", "speed.runners")),
-        ("speed/utils", ("speed.config", "speed.runners", "speed.sweep", "speed.experiments")),
-        ("speed/deploy", ("speed.config", "speed.runners", "speed.sweep", "speed.app")),
+        (
+            "evaluations",
+            ("speed.runners", "speed.config", "speed.sweep", "speed.experiments", "speed.study"),
+        ),
+        (
+            "speed/diffusion",
+            ("argparse", "matplotlib", "speed.config", "speed.runners", "speed.study"),
+        ),
+        ("speed/models", ("matplotlib", "speed.config", "speed.runners", "speed.study")),
+        (
+            "speed/utils",
+            ("speed.config", "speed.runners", "speed.sweep", "speed.experiments", "speed.study"),
+        ),
+        (
+            "speed/deploy",
+            ("speed.config", "speed.runners", "speed.sweep", "speed.app", "speed.study"),
+        ),
+        # the study sits above the runners, beside the sweeps and the FID curves: none of them
+        # (nor anything under them) imports it
+        ("speed/runners", ("speed.study", "speed.sweep", "speed.experiments")),
+        ("speed/sweep", ("speed.study",)),
+        ("speed/experiments", ("speed.study",)),
+        ("speed/data", ("speed.study", "speed.runners")),
+        ("speed/autoencoders", ("speed.study", "speed.runners")),
     ],
 )
 def test_lower_layers_do_not_import_upper_ones(folder, forbidden):
@@ -56,3 +75,15 @@ def test_the_check_sees_a_forbidden_import(tmp_path, monkeypatch):
     (tmp_path / "pkg" / "m.py").write_text("def f():\n    from speed.config import load_config\n")
     monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
     assert violations("pkg", ("speed.config",)) == ["pkg/m.py imports speed.config"]
+
+
+def test_the_top_level_modules_serve_every_room_and_import_no_room_above():
+    """speed/*.py (config, run, generation, errors ...) sit under every room that uses them."""
+    above = ("speed.runners", "speed.sweep", "speed.experiments", "speed.study", "speed.app")
+    found = [
+        f"{path.name} imports {module}"
+        for path in sorted((REPO / "speed").glob("*.py"))
+        for module in imported_modules(path)
+        if any(module == a or module.startswith(a + ".") for a in above)
+    ]
+    assert found == []

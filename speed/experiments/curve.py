@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluations.cli import extractor_from_args, run
-from evaluations.evaluate import FEATURE_KINDS, compute_metrics
+from evaluations.evaluate import FEATURE_KINDS, METRICS, compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
@@ -64,10 +64,11 @@ def default_tag(extractor: FeatureExtractor, num_samples: int) -> str:
 # ---- evaluating a run ----
 
 
-def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats) -> dict:
-    """What a stored result depends on besides the checkpoint (JSON-ready)."""
+def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats, which) -> dict:
+    """What a stored result depends on besides the checkpoint (JSON-ready); the metrics only
+    when they are not the default ones (results stored before the choice existed stay valid)."""
     mu = np.ascontiguousarray(ref.mu, dtype=np.float64)
-    return {
+    settings = {
         "extractor": extractor.name,
         "num_samples": int(cfg.num_samples),
         "reference": {
@@ -76,6 +77,9 @@ def _sampling_settings(cfg, extractor: FeatureExtractor, ref: FeatureStats) -> d
         },
         "sampling": sampling_settings(cfg),
     }
+    if set(which) != set(_default_metrics(extractor)):
+        settings["metrics"] = sorted(which)
+    return settings
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -98,15 +102,21 @@ def _load_results(path: Path, settings: dict) -> dict[int, dict]:
     return {int(step): metrics for step, metrics in stored["steps"].items()}
 
 
-def _score(npz_path: Path, ref: FeatureStats, extractor, batch_size, device, progress) -> dict:
-    """FID, and class accuracy when the extractor classifies the dataset's labels and the samples
-    carry labels (unconditional runs have none)."""
-    which = ("fid", "class_accuracy") if extractor.classifies_dataset_labels else ("fid",)
+def _default_metrics(extractor: FeatureExtractor) -> tuple[str, ...]:
+    """FID, and class accuracy when the extractor classifies the dataset's labels."""
+    return ("fid", "class_accuracy") if extractor.classifies_dataset_labels else ("fid",)
+
+
+def _score(npz_path: Path, ref: FeatureStats, extractor, which, batch_size, device, progress,
+           settings) -> dict:  # fmt: skip
+    """metric -> value of the `which` metrics (`evaluations.evaluate.METRICS`; precision_recall
+    gives two); a metric the inputs cannot give (class accuracy of unlabelled samples) is left
+    out."""
     result = compute_metrics(
-        ref, load_npz(npz_path), extractor, which, batch_size, device, progress
+        ref, load_npz(npz_path), extractor, which, batch_size, device, progress, **settings
     )
-    values = {metric: result[metric]["value"] for metric in which}
-    return {metric: value for metric, value in values.items() if value is not None}
+    keys = [key for name in which for key in METRICS[name].labels(name)]
+    return {key: result[key]["value"] for key in keys if result[key]["value"] is not None}
 
 
 def evaluate_run(
@@ -123,14 +133,19 @@ def evaluate_run(
     device=None,  # feature extraction device (default: CUDA if available)
     keep_samples: bool = False,
     steps: Iterable[int] | None = None,
+    metrics: Sequence[str] | None = None,
+    metric_settings: dict | None = None,
 ) -> dict[int, dict]:
     """Score the run's checkpoints; returns step -> {"fid", ["class_accuracy"], "extractor",
     "num_samples", "checkpoint"} for every evaluated step, old and new.
 
     `num_samples` defaults to the config's. `steps` limits the scoring to the checkpoints of
     those training steps (instead of every `every`-th). `tag` names the results file and
-    samples folder (default `default_tag`). Under torchrun every rank samples and rank 0 scores
-    and writes; `ref_stats` is needed on rank 0 only.
+    samples folder (default `default_tag`). `metrics` names the metrics of
+    `evaluations.evaluate.METRICS` to score (default FID, and class accuracy where the extractor
+    classifies the dataset's labels), `metric_settings` their settings (e.g. kid_subset_size;
+    KID and precision/recall need `ref_stats` with features). Under torchrun every rank samples
+    and rank 0 scores and writes; `ref_stats` is needed on rank 0 only.
     """
     dist = init_distributed()
     overrides = list(overrides)
@@ -143,11 +158,12 @@ def evaluate_run(
     if not ckpts:
         raise FileNotFoundError(f"no checkpoints in {run.checkpoints}; train the run first")
     ckpt_overrides = [f"experiment_dir={run.curve_run(tag).root}", f"num_samples={num_samples}"]
+    which = tuple(metrics) if metrics else _default_metrics(extractor)
 
     results, todo, settings = {}, [], None
     if dist.is_main:
         cfg = load_config(config_path, "inference", overrides + ckpt_overrides)
-        settings = _sampling_settings(cfg, extractor, ref_stats)
+        settings = _sampling_settings(cfg, extractor, ref_stats, which)
         results = _load_results(results_path, settings)
         if steps is None:
             chosen = select_checkpoints(ckpts, every)
@@ -162,9 +178,12 @@ def evaluate_run(
         npz_path = inference(cfg)
         if not dist.is_main:
             continue
-        metrics = _score(npz_path, ref_stats, extractor, batch_size, device, progress)
+        scores = _score(
+            npz_path, ref_stats, extractor, which, batch_size, device, progress,
+            metric_settings or {},
+        )  # fmt: skip
         results[checkpoint_step(ckpt)] = {
-            **metrics,
+            **scores,
             "extractor": extractor.name,
             "num_samples": num_samples,
             "checkpoint": str(ckpt),

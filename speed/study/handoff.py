@@ -1,29 +1,21 @@
 """Which timesteps make a study model's images what they are? Sample with one model's denoiser
 above a switch timestep and another's below it, and score the result.
 
-    python benchmarks/speedup_handoff.py --runs RUNS                  # released variant / baseline
-    python benchmarks/speedup_handoff.py --runs RUNS --pair speed_paper baseline --step 2000 \
-        --switch 700                                                  # SpeeD's lag mid-training
+    python -m speed.study.handoff studies/speed_unet.yaml --pair speed_released baseline
+    python -m speed.study.handoff studies/speed_unet.yaml --pair speed_paper baseline \
+        --step 2000 --switch 700                          # SpeeD's lag mid-training
 
-Two of the study's models (each at the learning rate chosen for it, training seed `--seed`,
-default 0, EMA weights of the checkpoint at `--step`, default the last) take turns: for every
+Two of the study's models (each at the setting chosen for it, training seed `--seed`, default the
+first, EMA weights of the checkpoint at `--step`, default the last) take turns: for every
 `--switch` s, one hand-off samples with the first model for t >= s and the second for t < s, the
-other the reverse; each model alone is the reference. Everything else is the study's scoring:
-the same `--num` images (default: 1000 at the last step, 256 before) with the same starting
-noise, classes, sampler noise and sampler (DDIM-25, eta 1, guidance 2), scored with the domain
-classifier (FID, class accuracy) and, at the last step, Inception FID, against the study's real
-images, so each row sits beside the study's own scores.
-
-The questions it answers: the released variant (tanh sampling + P2 weights) scores best on the
-domain classifier and worst on Inception features, and its held-out loss is worse than the
-baseline's for small t and better for large t: which part of the trajectory makes which score?
-The paper's SpeeD lags the baseline mid-training while its loss is worse at large t, the
-timesteps it draws less often: does that deficit make the lag?
-
-Samples are kept under `RUNS/handoff/` with their scores (a rerun resumes from them). Writes
-benchmarks/results/speedup_<backbone>_handoff_<first>_<second>_seed<seed>_step<step>.{json,md,
-png}; the figure shows, for the lowest switch, each model's own samples, the same images with the
-other model's steps below the switch, and their difference.
+other the reverse; each model alone is the reference. Everything else is the study's scoring: the
+same `--num` images (default: the final number at the last step, the first curve's before) with
+the same starting noise, classes, sampler noise and sampler, scored with the study's final
+features (only the first of them before the last step), so each row sits beside the study's own
+scores. Samples are kept under `<runs>/handoff/` with their scores (a rerun resumes from them).
+Writes `<report>_handoff_<first>_<second>_seed<seed>_step<step>.{json,md,png}`; the figure shows,
+for the lowest switch, each model's own samples, the same images with the other model's steps
+below the switch, and their difference.
 """
 
 from __future__ import annotations
@@ -37,23 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup_plan import NAMED, PLANS, RESULTS, machine, study_runs
-from speedup_regions import study_seed0_runs
-from speedup_scoring import Scorer, final_samples
 from torch import nn
 
 from evaluations.cli import run
 from evaluations.evaluate import compute_metrics
 from evaluations.image_io import load_npz
 from speed.config import load_config
+from speed.errors import ConfigError
 from speed.generation import sampler_from_config
 from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.runners.inference import draw_batch, sample_labels
+from speed.study.plan import machine, open_study, probed_or_refuse, setting_text
+from speed.study.scoring import Scorer, final_samples
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.images import make_grid, to_uint8
-
-PAIR = ("speed_released", "baseline")  # the default two models that take turns
 
 
 class TimestepHandoff(nn.Module):
@@ -83,18 +73,13 @@ class TimestepHandoff(nn.Module):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", choices=sorted(PLANS), default="unet")
-    parser.add_argument("--runs", type=Path, required=True, help="the study's --runs folder")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--pair", nargs=2, choices=sorted(NAMED), default=list(PAIR), help="the two methods"
-    )
+    parser.add_argument("study", type=Path, help="the study file")
+    parser.add_argument("--runs", type=Path, default=None, help="its runs folder, if moved")
+    parser.add_argument("--pair", nargs=2, required=True, help="the two methods")
     parser.add_argument("--step", type=int, default=None, help="checkpoint (default: the last)")
-    parser.add_argument("--seed", type=int, default=0, help="the runs' training seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: first)")
     parser.add_argument("--switch", type=int, nargs="+", default=[100, 700])
-    parser.add_argument(
-        "--num", type=int, default=None, help="images (default: the study's, at that step)"
-    )
+    parser.add_argument("--num", type=int, default=None, help="images (default: the study's)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     if any(not 0 < s < 1000 for s in args.switch):
@@ -104,18 +89,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def study_model(study_run, sweep, step: int, plan, scorer: Scorer) -> tuple:
+def study_model(study_run, sweep, step: int, scorer: Scorer) -> tuple:
     """(inference config, EMA model, data spec) of a study run's checkpoint at `step`, with the
     study's sampling settings (on the CPU)."""
     run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
+    guidance = scorer.study.score.guidance
     words = study_run.sweep_run.words(
         sweep.sweep_dir,
-        [f"ckpt_path={run_dir.checkpoint(step)}", *scorer.sampling_words(plan.guidance)],
+        [f"ckpt_path={run_dir.checkpoint(step)}", *scorer.sampling_words(guidance)],
     )
     cfg = load_config(study_run.sweep_run.config, "inference", words)
     device = torch.device("cpu")
     model, _, spec = build_sampling_model(cfg, build_autoencoder(cfg).to(device), device)
     return cfg, model, spec
+
+
+def scores(npz: Path, scorer: Scorer, kinds: list[str]) -> dict:
+    """features -> {metric: value} of the images in `npz` under `kinds` (the study's final
+    metrics), kept beside it in a .json so a rerun does not extract the features again."""
+    cache = npz.parent / f"{npz.stem}.scores.json"
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    for kind in kinds:
+        if kind not in stored:
+            result = compute_metrics(
+                scorer.reference(kind), load_npz(npz), scorer.extractor(kind),
+                scorer.study.score.final[kind], progress=False,
+                **scorer.study.score.metric_settings,
+            )  # fmt: skip
+            stored[kind] = {k: v["value"] for k, v in result.items()
+                            if isinstance(v, dict) and "value" in v}  # fmt: skip
+    atomic_write(cache, json.dumps(stored) + "\n")
+    return {kind: stored[kind] for kind in kinds}
 
 
 def handoff_images(cfg, spec, high: nn.Module, low: nn.Module, switch: int, num: int) -> tuple:
@@ -139,31 +143,6 @@ def handoff_images(cfg, spec, high: nn.Module, low: nn.Module, switch: int, num:
     if images.shape[-1] == 1:  # as the phase's PNGs read back
         images = images.repeat(3, axis=-1)
     return images, labels
-
-
-def scores(npz: Path, scorer: Scorer, inception: bool = True) -> dict:
-    """Domain FID and class accuracy, and Inception FID (None without `inception`), of the images
-    in `npz` (kept beside it in a .json, so a rerun does not extract the features again)."""
-    cache = npz.parent / f"{npz.stem}.scores.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored["inception_fid"] is not None or not inception:
-            return stored
-    samples = load_npz(npz)
-    domain = compute_metrics(
-        scorer.domain_ref, samples, scorer.domain, ("fid", "class_accuracy"), progress=False
-    )
-    inception_fid = None
-    if inception:
-        extractor, ref = scorer.inception
-        inception_fid = compute_metrics(ref, samples, extractor, ("fid",), progress=False)["fid"]
-    result = {
-        "domain_fid": domain["fid"]["value"],
-        "class_accuracy": domain["class_accuracy"]["value"],
-        "inception_fid": None if inception_fid is None else inception_fid["value"],
-    }
-    atomic_write(cache, json.dumps(result) + "\n")
-    return result
 
 
 def plot(panels: list[tuple[str, np.ndarray]], title: str, path: Path, columns: int = 12) -> None:
@@ -192,59 +171,70 @@ def difference_panel(images: np.ndarray, other: np.ndarray, gain: int = 4) -> np
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
+    columns = [(k, m) for k, metrics in meta["scores"].items() for m in metrics]
     lines = [
-        f"# Hand-offs between two of the SpeeD study's models ({meta['backbone']})",
+        f"# Hand-offs between two of the study's models ({meta['study']})",
         "",
         f"{meta['num']} images each, the study's sampling (same noise, classes, sampler noise; "
-        f"{meta['sampler']}, guidance {meta['guidance']:g}), EMA weights at step {meta['step']} "
-        f"of the seed-{meta['seed']} runs: "
-        f"{', '.join(f'{m} lr {lr:g}' for m, lr in meta['lrs'].items())}. "
+        f"{meta['sampler']}), EMA weights at step {meta['step']} of the seed-{meta['seed']} runs: "
+        f"{', '.join(f'{m} ({s})' for m, s in meta['settings'].items())}. "
         f"{meta['machine']}, {meta['date']}. `{meta['command']}`",
         "",
-        "| t >= switch | t < switch | switch | domain FID | class acc | Inception FID |",
-        "|---|---|---:|---:|---:|---:|",
+        "| t >= switch | t < switch | switch | "
+        + " | ".join(f"{k} {m}" for k, m in columns)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(columns),
     ]
     for row in result["rows"]:
+        cells = [row["scores"].get(k, {}).get(m) for k, m in columns]
         lines.append(
             f"| {row['high']} | {row['low']} | {row['switch'] if row['switch'] else '-'} | "
-            f"{row['domain_fid']:.1f} | {row['class_accuracy']:.3f} | "
-            f"{'-' if row['inception_fid'] is None else format(row['inception_fid'], '.1f')} |"
+            + " | ".join(
+                "-" if v is None else f"{v:.3f}" if m == "class_accuracy" else f"{v:.1f}"
+                for v, (_, m) in zip(cells, columns)
+            )  # fmt: skip
+            + " |"
         )
     lines += [
         "",
-        "Rows with switch `-`: the model alone. Inception FID is scored at the study's last step.",
+        "Rows with switch `-`: the model alone. Features after the first: last step only.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def handoff(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    plan, sweep, records, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
-    pair, seed = tuple(args.pair), args.seed
+    study, sweep, runs, records = open_study(args.study, args.runs)
+    pair = tuple(args.pair)
+    unknown = [m for m in pair if m not in study.methods]
+    if unknown:
+        raise ConfigError(f"--pair: {unknown} not among the methods {list(study.methods)}")
+    chosen = probed_or_refuse(study, runs, records, list(pair))
     missing = [m for m in pair if m not in chosen]
     if missing:
-        raise SystemExit(f"error: no finished seed-0 run of {missing} in {args.results}")
-    cells = study_runs(sweep)
-    picked = {m: cells[(*NAMED[m], chosen[m][1], seed)] for m in pair}  # at the same rate
+        raise ConfigError(f"no finished first-seed run of {missing} in {study.records_dir}")
+    seed = study.seeds[0] if args.seed is None else args.seed
+    picked = {m: runs.get((m, chosen[m][1], seed)) for m in pair}
     for method, study_run in picked.items():
-        if study_run.name not in records:
-            raise SystemExit(
-                f"error: {method}'s seed-{seed} run has not finished: {study_run.name}"
-            )
-    step = args.step or plan.steps
-    if step not in plan.checkpoint_steps:
-        raise SystemExit(f"error: --step {step}: the study checkpoints {plan.checkpoint_steps}")
-    final = step == plan.steps
-    num = args.num or (plan.final_samples if final else plan.num_samples)
-    scorer = Scorer(plan, args.runs.resolve())
-    models = {m: study_model(picked[m], sweep, step, plan, scorer) for m in pair}
+        if study_run is None or study_run.name not in records:
+            raise ConfigError(f"{method}'s seed-{seed} run has not finished")
+    step = args.step or study.steps
+    if step not in study.checkpoint_steps:
+        raise ConfigError(f"--step {step}: the study checkpoints {study.checkpoint_steps}")
+    final = step == study.steps
+    score = study.score
+    num = args.num or (score.final_samples if final else score.curves[0].samples)
+    kinds = list(score.final) if final else list(score.final)[:1]
+    scorer = Scorer(study, sweep)
+    models = {m: study_model(picked[m], sweep, step, scorer) for m in pair}
     run_dirs = {m: RunDir(picked[m].sweep_run.run_dir(sweep.sweep_dir)) for m in pair}
-    out_dir = args.runs / "handoff"
+    out_dir = study.runs_dir / "handoff"
+    own = final and num == score.final_samples  # the study's own final samples and scores
 
     def drawn(high: str, low: str, switch: int) -> Path:
         """The images with `high` above `switch` and `low` below (switch 0: `high` alone)."""
-        if switch == 0 and final and num == plan.final_samples:
-            return final_samples(plan, run_dirs[high])  # the study's own final samples
+        if switch == 0 and own:
+            return final_samples(study, run_dirs[high])
         name = f"{high}_alone" if switch == 0 else f"{high}_above_{switch}_{low}_below"
         npz = out_dir / f"{name}_seed{seed}_step{step}_n{num}.npz"
         if not npz.is_file():
@@ -256,50 +246,41 @@ def handoff(args: argparse.Namespace) -> int:
         return npz
 
     def alone(method: str) -> dict:
-        """The scores of `method` alone; at the study's final scoring, its record's."""
-        if final and num == plan.final_samples:
-            record = records[picked[method].name]["final"]
-            return dict(
-                domain_fid=record["domain"]["fid"],
-                class_accuracy=record["domain"]["class_accuracy"],
-                inception_fid=record["inception"]["fid"],
-            )
-        return scores(drawn(method, method, 0), scorer, final)
+        if own:
+            return records[picked[method].name]["final"]
+        return scores(drawn(method, method, 0), scorer, kinds)
 
-    rows = [dict(high=m, low=m, switch=0, **alone(m)) for m in pair]
+    rows = [dict(high=m, low=m, switch=0, scores=alone(m)) for m in pair]
     panels = []
     for switch in args.switch:
         for high, low in (pair, pair[::-1]):
             npz = drawn(high, low, switch)
-            rows.append(dict(high=high, low=low, switch=switch, **scores(npz, scorer, final)))
-            print(f"{high} >= {switch} > {low}: {rows[-1]}", flush=True)
+            rows.append(dict(high=high, low=low, switch=switch, scores=scores(npz, scorer, kinds)))
+            print(f"{high} >= {switch} > {low}: {rows[-1]['scores']}", flush=True)
             if switch == min(args.switch):
-                alone, handed = load_npz(drawn(high, high, 0)).images, load_npz(npz).images
+                images, handed = load_npz(drawn(high, high, 0)).images, load_npz(npz).images
                 panels += [
-                    (f"{high} alone", alone),
+                    (f"{high} alone", images),
                     (f"{high} for t >= {switch}, {low} below", handed),
-                    ("difference x4 (grey = none)", difference_panel(alone, handed)),
+                    ("difference x4 (grey = none)", difference_panel(images, handed)),
                 ]
-    cfg = models[pair[0]][0]
     result = {
         "meta": {
-            "backbone": args.backbone,
+            "study": study.name,
             "step": step,
             "seed": seed,
             "num": num,
-            "sampler": " ".join(plan.sampling),
-            "guidance": plan.guidance,
-            "lrs": {m: chosen[m][1] for m in pair},
-            "sampling_seed": int(cfg.seed),
+            "sampler": " ".join(f"{k}={v}" for k, v in score.sampler.items()),
+            "settings": {m: setting_text(chosen[m][1]) for m in pair},
+            "scores": {k: list(score.final[k]) for k in kinds},
             "machine": machine(),
             "date": datetime.date.today().isoformat(),
-            "command": " ".join(["python", "benchmarks/speedup_handoff.py", *sys.argv[1:]]),
+            "command": " ".join(["python -m speed.study.handoff", *sys.argv[1:]]),
         },
         "rows": rows,
     }
-    out = (
-        args.results / f"speedup_{args.backbone}_handoff_{pair[0]}_{pair[1]}_seed{seed}_step{step}"
-    )
+    out = Path(f"{study.report}_handoff_{pair[0]}_{pair[1]}_seed{seed}_step{step}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     out.with_suffix(".md").write_text(table)

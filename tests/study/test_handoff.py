@@ -1,22 +1,29 @@
-"""benchmarks/speedup_handoff.py: the hand-off denoiser calls the model of each timestep's side,
-and a hand-off between a model and itself draws exactly the inference phase's images."""
+"""speed/study/handoff.py: the hand-off denoiser calls the model of each timestep's side, and a
+hand-off between a model and itself draws exactly the inference phase's images."""
 
 import copy
 
 import numpy as np
 import pytest
-import speedup_handoff
 import torch
 
 from speed.config import load_config
+from speed.models import build_dit
 from speed.runners.build import build_autoencoder, build_sampling_model
 from speed.runners.inference import inference
 from speed.runners.train import train
+from speed.study import handoff as probe
 
 
 @pytest.fixture(scope="module")
-def two_models(tiny):
-    high = tiny[0]
+def two_models():
+    """A tiny class-conditional DiT (8x8x1, 3 classes, weights moved off adaLN-Zero's zeros) and
+    a copy of it shifted by 0.1."""
+    torch.manual_seed(0)
+    high = build_dit("DiT-S/4", input_size=8, in_channels=1, num_classes=3, depth=1,
+                     hidden_size=32, num_heads=2, learn_sigma=False).eval()  # fmt: skip
+    for p in high.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
     low = copy.deepcopy(high)
     for p in low.parameters():
         p.data.add_(0.1)
@@ -25,7 +32,7 @@ def two_models(tiny):
 
 def test_each_timestep_is_denoised_by_the_model_of_its_side(two_models):
     high, low = two_models
-    handoff = speedup_handoff.TimestepHandoff(high, low, switch=300)
+    handoff = probe.TimestepHandoff(high, low, switch=300)
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 0])
     with torch.no_grad():
@@ -55,7 +62,7 @@ def test_a_model_handed_to_itself_draws_the_inference_phase_images(
         demo_config, "inference", [*words, f"ckpt_path={run / 'train/checkpoints/0000001.pt'}"]
     )
     model, _, spec = build_sampling_model(cfg, build_autoencoder(cfg), torch.device("cpu"))
-    images, labels = speedup_handoff.handoff_images(cfg, spec, model, model, 500, 6)
+    images, labels = probe.handoff_images(cfg, spec, model, model, 500, 6)
     assert images.shape == drawn["arr_0"].shape and images.dtype == np.uint8
     assert np.array_equal(images, drawn["arr_0"])
     assert np.array_equal(labels, drawn["arr_1"])
@@ -64,7 +71,7 @@ def test_a_model_handed_to_itself_draws_the_inference_phase_images(
 def test_difference_panel_shows_the_signed_difference_around_mid_grey():
     images = np.array([[[[10, 10, 10]], [[200, 200, 200]]]], dtype=np.uint8)  # [1, 2, 1, 3]
     other = np.array([[[[12, 12, 12]], [[100, 100, 100]]]], dtype=np.uint8)
-    panel = speedup_handoff.difference_panel(images, other, gain=4)
+    panel = probe.difference_panel(images, other, gain=4)
     assert panel.dtype == np.uint8
     assert panel[0, :, 0, 0].tolist() == [120, 255]  # 128 - 4 * 2; 128 + 400 clipped
 
@@ -79,5 +86,5 @@ def test_difference_panel_shows_the_signed_difference_around_mid_grey():
 )
 def test_a_pair_of_one_model_or_a_switch_outside_the_timesteps_is_refused(words, message, capsys):
     with pytest.raises(SystemExit):
-        speedup_handoff.parse_args(["--runs", "runs", *words])
+        probe.parse_args(["study.yaml", "--pair", "a", "b", *words])
     assert message in capsys.readouterr().err

@@ -1,27 +1,23 @@
-"""Where does the loss per t stop changing? The held-out loss per tenth of t at every checkpoint
-of the SpeeD study's runs: the measurement behind the paper's "convergence area".
+"""Where does the loss per t stop changing? The held-out loss per tenth of t of a study's runs: at
+the end of every run (a record field, `score.region_images`) and, with this command, at every
+checkpoint of each method's first-seed run: the measurement behind SpeeD's "convergence area".
 
-    python benchmarks/speedup_regions.py --backbone unet --runs RUNS     # after (part of) the study
+    python -m speed.study.regions studies/speed_unet.yaml [--methods A B] [--images 2000]
 
 SpeeD (Wang et al. 2024, sec. 3) splits the timesteps by how their training loss behaves: for large
 t it falls to a floor early and then barely moves (the convergence area, t >= tau; the paper's
-tau = 700 for the linear schedule), below tau it keeps falling. Training draws fewer timesteps from
-the convergence area. This script measures that split on this study's models instead of assuming it:
-for each named method's seed-0 run (at its chosen learning rate once chosen), the EMA model of every
-checkpoint gets the study's own probe (`speedup_scoring.region_losses`: unweighted eps-MSE on
-held-out real images, timesteps spread evenly over [0, T), the same images, timesteps and noise for
-every checkpoint and run), here with `--images` images (default 2000, 200 a tenth). Per tenth it
-reports the loss at each checkpoint as a ratio to the run's last one and the first checkpoint from
-which the loss stays within `--tolerance` (default 5%) of it: a tenth that settles within the first
-quarter of training behaves as the paper's convergence area.
+tau = 700 for the linear schedule), below tau it keeps falling. The probe measures that split on
+the study's models instead of assuming it: the EMA model of each checkpoint, unweighted eps-MSE on
+held-out real images, timesteps spread evenly over [0, T), the same images, timesteps and noise
+for every checkpoint and run. Per tenth it reports the loss at each checkpoint as a ratio to the
+run's last one and the first checkpoint from which it stays within `--tolerance` (default 5%) of
+it: a tenth that settles within the first quarter of training behaves as the convergence area.
 
 How far from converged is a tenth? For large t, x_t says almost nothing about the image, and a
 closed-form predictor sets a bound: predicting x0 by the mean image of the class, E[x0 | y],
 gives eps-MSE = SNR_t * Var(x0 | y) (per pixel; SNR_t = abar_t / (1 - abar_t)), so the optimal
-loss lies at or below it. A model above this bound is provably not converged there. The bound is
-computed from `--bound-images` real images (default 10000) with the run's schedule, averaged over
-each tenth's timesteps as the probe spreads them.
-Writes benchmarks/results/speedup_<backbone>_regions.{json,md,png}.
+loss lies at or below it. A model above this bound is provably not converged there. Pixel-space
+studies only. Writes `<report>_regions.{json,md,png}` beside the study's report.
 """
 
 from __future__ import annotations
@@ -34,37 +30,60 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speedup_plan import (
-    NAMED,
-    PLANS,
-    RESULTS,
-    by_cell,
-    choose_lr,
-    load_records,
-    machine,
-    study_runs,
-    study_sweep,
-)
-from speedup_scoring import region_losses
 
 from evaluations.cli import run
 from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.export_reference import export_reference
 from speed.run import RunDir
-from speed.runners.build import build_dataset, build_diffusion
+from speed.runners.build import (
+    build_autoencoder,
+    build_dataset,
+    build_diffusion,
+    build_sampling_model,
+)
+from speed.study.plan import machine, open_study, probed_or_refuse, setting_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", choices=sorted(PLANS), default="unet")
-    parser.add_argument("--runs", type=Path, required=True, help="the study's --runs folder")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("study", type=Path, help="the study file")
+    parser.add_argument("--runs", type=Path, default=None, help="its runs folder, if moved")
+    parser.add_argument("--methods", nargs="+", default=None, help="default: the tuned ones")
     parser.add_argument("--images", type=int, default=2000, help="held-out images per probe")
     parser.add_argument("--tolerance", type=float, default=0.05, help="settled: within this")
     parser.add_argument("--bound-images", type=int, default=10000, help="for the class means")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     return parser.parse_args(argv)
+
+
+@torch.inference_mode()
+def region_losses(config: Path, words: list[str], num_images: int, seed: int = 1234) -> dict:
+    """Unweighted eps-MSE of the run's final EMA model per tenth of [0, T) on real images: the
+    same images, timesteps (evenly spread over [0, T), shuffled) and noise for every run, so the
+    numbers compare methods directly."""
+    cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
+    autoencoder = build_autoencoder(cfg)
+    model, _, _ = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
+    diffusion = build_diffusion(cfg)
+    dataset = build_dataset(cfg)
+    images, labels = export_reference(dataset, num_images, seed=seed)
+    channels = int(dataset.num_channels)
+    x = torch.from_numpy(images[..., :channels]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    y = torch.from_numpy(labels)
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(num_images) * diffusion.num_timesteps // num_images
+    t = t[torch.randperm(num_images, generator=generator)]
+    noise = torch.randn(x.shape, generator=generator)
+    mse = torch.cat(
+        [
+            diffusion.training_losses(
+                model, x[i : i + 128], t[i : i + 128], {"y": y[i : i + 128]}, noise[i : i + 128]
+            )["mse"]
+            for i in range(0, num_images, 128)
+        ]
+    )
+    return loss_by_region(t, mse, diffusion.num_timesteps)
 
 
 def settled_step(trajectory: dict[int, float], tolerance: float) -> int:
@@ -78,32 +97,6 @@ def settled_step(trajectory: dict[int, float], tolerance: float) -> int:
             break
         settled = step
     return settled
-
-
-def probed_runs(plan, runs: dict, records: dict) -> dict[str, tuple]:
-    """method -> (its seed-0 study run, lr, whether that lr is the chosen one), for every named
-    method with a finished seed-0 run."""
-    cells = by_cell(records)
-    chosen = {}
-    for method, cell in NAMED.items():
-        lr = choose_lr(cells, plan, method)
-        done = [lr_ for lr_ in plan.lrs if (*cell, lr_, plan.seeds[0]) in cells]
-        if lr is not None or done:
-            lr_used = lr if lr is not None else done[0]
-            chosen[method] = (runs[(*cell, lr_used, plan.seeds[0])], lr_used, lr is not None)
-    return chosen
-
-
-def study_seed0_runs(backbone: str, runs_dir: Path, results: Path):
-    """(plan, sweep, records, probed_runs) of a backbone's study in `runs_dir` with its records in
-    `results`; refuses a study without a finished seed-0 run of a named method."""
-    plan = PLANS[backbone]
-    records = load_records(results / f"speedup_{backbone}")
-    sweep = study_sweep(plan, runs_dir.resolve(), [])
-    chosen = probed_runs(plan, study_runs(sweep), records)
-    if not chosen:
-        raise SystemExit(f"error: no finished seed-0 run of a named method in {results}")
-    return plan, sweep, records, chosen
 
 
 def class_mean_bound(config: Path, words: list[str], num_images: int) -> dict[str, float]:
@@ -121,13 +114,13 @@ def class_mean_bound(config: Path, words: list[str], num_images: int) -> dict[st
     return loss_by_region(t, abar / (1 - abar) * variance, len(abar))
 
 
-def trajectories(plan, sweep, chosen: dict, images: int) -> dict[str, dict[int, dict]]:
+def trajectories(study, sweep, probed: dict, images: int) -> dict[str, dict[int, dict]]:
     """method -> checkpoint step -> {tenth: loss}."""
     out = {}
-    for method, (study_run, _, _) in chosen.items():
+    for method, (study_run, _, _) in probed.items():
         run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
         out[method] = {}
-        for step in plan.checkpoint_steps:
+        for step in study.checkpoint_steps:
             words = study_run.sweep_run.words(
                 sweep.sweep_dir, [f"ckpt_path={run_dir.checkpoint(step)}"]
             )
@@ -139,7 +132,7 @@ def trajectories(plan, sweep, chosen: dict, images: int) -> dict[str, dict[int, 
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [
-        f"# Loss per tenth of t across training ({meta['backbone']})",
+        f"# Loss per tenth of t across training ({meta['study']})",
         "",
         f"Held-out eps-MSE of the EMA model at each checkpoint, {meta['images']} images "
         f"({meta['images'] // 10} a tenth), as a ratio to the same tenth at the run's last "
@@ -157,10 +150,11 @@ def markdown(result: dict) -> str:
     for method, info in result["runs"].items():
         steps = sorted(int(s) for s in info["losses"])
         tenths = list(info["losses"][str(steps[-1])])
-        lr = f"lr {info['lr']:g}" + ("" if info["lr_chosen"] else " (lr not yet chosen)")
+        setting = setting_text(info["setting"])
+        setting += "" if info["setting_chosen"] else " (not yet chosen)"
         lines += [
             "",
-            f"## {method} ({lr}, seed 0)",
+            f"## {method} ({setting}, first seed)",
             "",
             "| t | "
             + " | ".join(str(s) for s in steps)
@@ -205,7 +199,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("loss / loss at the last checkpoint")
-        ax.set_title(f"{method}, lr {result['runs'][method]['lr']:g}", fontsize=10)
+        ax.set_title(f"{method}, {setting_text(result['runs'][method]['setting'])}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=7, ncol=2)
     fig.suptitle(f"Held-out loss per tenth of t across training ({result['meta']['date']})")
@@ -217,38 +211,40 @@ def plot(result: dict, path: Path) -> None:
 def regions(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan, sweep, _, chosen = study_seed0_runs(args.backbone, args.runs, args.results)
-    losses = trajectories(plan, sweep, chosen, args.images)
-    first = next(iter(chosen.values()))[0].sweep_run
+    study, sweep, runs, records = open_study(args.study, args.runs)
+    probed = probed_or_refuse(study, runs, records, args.methods)
+    losses = trajectories(study, sweep, probed, args.images)
+    first = next(iter(probed.values()))[0].sweep_run
     bound = class_mean_bound(first.config, first.words(sweep.sweep_dir), args.bound_images)
     result = {
         "meta": {
-            "backbone": args.backbone,
+            "study": study.name,
             "images": args.images,
             "tolerance": args.tolerance,
             "machine": machine(),
             "date": datetime.date.today().isoformat(),
             "bound_images": args.bound_images,
-            "command": " ".join(["python", "benchmarks/speedup_regions.py", *sys.argv[1:]]),
+            "command": " ".join(["python -m speed.study.regions", *sys.argv[1:]]),
         },
         "class_mean_bound": bound,
         "runs": {
             method: {
-                "lr": lr,
-                "lr_chosen": is_chosen,
+                "setting": dict(setting),
+                "setting_chosen": is_chosen,
                 "losses": {str(step): losses[method][step] for step in losses[method]},
                 "settled": {
                     tenth: settled_step(
                         {step: losses[method][step][tenth] for step in losses[method]},
                         args.tolerance,
                     )
-                    for tenth in losses[method][plan.steps]
+                    for tenth in losses[method][study.steps]
                 },
             }
-            for method, (_, lr, is_chosen) in chosen.items()
+            for method, (_, setting, is_chosen) in probed.items()
         },
     }
-    out = args.results / f"speedup_{args.backbone}_regions"
+    out = Path(f"{study.report}_regions")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     out.with_suffix(".md").write_text(table)

@@ -1,6 +1,6 @@
 """Plot a training config's timestep distribution p_t, loss weights w_t and loss by timestep.
 
-    python -m speed.plot_timesteps -c CONFIG [key=value ...] --out DIR [--loss FILE]
+    python -m speed.study.plot_timesteps -c CONFIG [key=value ...] --out DIR [--loss FILE]
 
 Writes p_t.png, w_t.png and, given a loss file, loss_by_t.png into DIR. Each plot shades SpeeD's
 three areas (arXiv 2405.17403) of the process increment: acceleration up to the peak of

@@ -1,76 +1,78 @@
-"""benchmarks/speedup_regions.py: when a tenth's loss counts as settled, which run of each named
-method is probed (the chosen learning rate once chosen), the class-mean bound against the loss of
+"""speed/study/regions.py: when a tenth's loss counts as settled, which run of each method is
+probed (the chosen learning rate once chosen), the class-mean bound against the loss of
 that predictor measured by sampling, and the report's ratios."""
-
-import dataclasses
 
 import numpy as np
 import pytest
-import speedup_plan
-import speedup_regions
 import torch
-from test_speedup import record
 
 from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
 from speed.experiments.export_reference import export_reference
 from speed.runners.build import build_dataset, build_diffusion
+from speed.study import plan, regions
 
-PLAN = dataclasses.replace(speedup_plan.PLANS["unet"], steps=300, eval_every=100, g1_every=300)
+LRS = (0.002, 0.001)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return speedup_plan.study_runs(
-        speedup_plan.study_sweep(PLAN, tmp_path_factory.mktemp("study"), [])
-    )
+def lr(value):
+    return (("optimizer.lr", value),)
+
+
+@pytest.fixture
+def study_runs(tmp_path, small_speed_study):
+    study = small_speed_study(tmp_path)
+    return study, plan.study_runs(study, plan.study_sweep(study))
 
 
 def test_settled_is_the_first_step_from_which_the_loss_stays_near_the_last():
     trajectory = {100: 2.0, 200: 1.02, 300: 1.2, 400: 1.04, 500: 1.0}
-    assert speedup_regions.settled_step(trajectory, 0.05) == 400  # 300 left the band again
-    assert speedup_regions.settled_step(trajectory, 0.25) == 200
-    assert speedup_regions.settled_step(trajectory, 1.5) == 100
-    assert speedup_regions.settled_step({100: 3.0, 200: 1.0}, 0.05) == 200
+    assert regions.settled_step(trajectory, 0.05) == 400  # 300 left the band again
+    assert regions.settled_step(trajectory, 0.25) == 200
+    assert regions.settled_step(trajectory, 1.5) == 100
+    assert regions.settled_step({100: 3.0, 200: 1.0}, 0.05) == 200
 
 
-def test_each_method_is_probed_at_its_chosen_rate_or_its_only_finished_one(runs):
-    baseline = [runs[("uniform", "none", lr, 0)] for lr in PLAN.lrs]
-    released = runs[("tanh", "p2", PLAN.lrs[1], 0)]
+def test_each_method_is_probed_at_its_chosen_rate_or_its_only_finished_one(study_runs, make_record):
+    study, runs = study_runs
+    baseline = [runs[("baseline", lr(v), 0)] for v in LRS]
+    released = runs[("speed_released", lr(LRS[1]), 0)]
     records = {
-        r.name: record(r, fid)
+        r.name: make_record(r, fid)
         for r, fid in [(baseline[0], 12.0), (baseline[1], 10.0), (released, 9.0)]
     }
-    chosen = speedup_regions.probed_runs(PLAN, runs, records)
+    chosen = plan.probed_runs(study, runs, records)
     assert set(chosen) == {"baseline", "speed_released"}  # the paper's SpeeD has no run yet
-    assert chosen["baseline"] == (baseline[1], PLAN.lrs[1], True)
-    assert chosen["speed_released"] == (released, PLAN.lrs[1], False)
+    assert chosen["baseline"] == (baseline[1], lr(LRS[1]), True)
+    assert chosen["speed_released"] == (released, lr(LRS[1]), False)
 
 
 def test_report_gives_each_checkpoint_as_a_ratio_to_the_last():
     result = {
-        "meta": {"backbone": "unet", "images": 20, "tolerance": 0.05, "machine": "m", "date": "d"},
+        "meta": {"study": "unet", "images": 20, "tolerance": 0.05, "machine": "m", "date": "d"},
         "class_mean_bound": {"loss_t/000-099": 0.2},
         "runs": {
             "baseline": {
-                "lr": 1e-3,
-                "lr_chosen": True,
+                "setting": {"optimizer.lr": 1e-3},
+                "setting_chosen": True,
                 "losses": {"100": {"loss_t/000-099": 0.3}, "200": {"loss_t/000-099": 0.1}},
                 "settled": {"loss_t/000-099": 200},
             }
         },
     }
-    table = speedup_regions.markdown(result)
+    table = regions.markdown(result)
     assert "| 000-099 | 3.00 | 1.00 | 1.00e-01 | 200 | 0.50 |" in table
     assert "| class-mean bound | 2.00e-01 |" in table
-    assert "## baseline (lr 0.001, seed 0)" in table
+    assert "## baseline (optimizer.lr 0.001, first seed)" in table
 
 
-def test_class_mean_bound_is_the_loss_of_predicting_the_class_mean_image(tiny_overrides, tmp_path):
+def test_class_mean_bound_is_the_loss_of_predicting_the_class_mean_image(
+    tiny_overrides, tmp_path, demo_config
+):
     """Monte Carlo: x_t from real images and fresh noise, eps predicted from x_t with x0 taken as
     the class's mean image; its eps-MSE per tenth matches SNR_t Var(x0 | y) to sampling error."""
-    config, words, num = speedup_plan.CONFIGS / "base.yaml", tiny_overrides(tmp_path), 400
-    bound = speedup_regions.class_mean_bound(config, words, num)
+    config, words, num = demo_config, tiny_overrides(tmp_path), 400
+    bound = regions.class_mean_bound(config, words, num)
 
     cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
     diffusion = build_diffusion(cfg)

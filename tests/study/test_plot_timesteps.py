@@ -1,12 +1,12 @@
-"""speed/plot_timesteps.py: the p_t / w_t / loss-by-t plots and their command line."""
+"""speed/study/plot_timesteps.py: the p_t / w_t / loss-by-t plots and their command line."""
 
 import json
 
 import numpy as np
 import pytest
 
-from speed import plot_timesteps
 from speed.diffusion import create_diffusion
+from speed.study import plot_timesteps
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

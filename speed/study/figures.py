@@ -1,0 +1,129 @@
+"""A study's figure: each scored curve against training step (seed mean, band = +- std; dashed: a
+method's runs at the common setting where that is not its own), each method's timestep density
+and loss weights where the methods differ there, and the held-out loss per tenth of t where the
+records hold it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from speed.config import instantiate
+from speed.study.spec import Study
+from speed.study.summary import method_configs
+
+
+def timestep_tables(study: Study, runs: dict, methods) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """method -> (effective p_t, w_t) over the training timesteps, for `methods`."""
+    tables = {}
+    for method, cfg in method_configs(study, runs).items():
+        if method in methods:
+            sampler = instantiate(cfg.diffusion).timestep_sampler
+            weights = sampler.weights
+            weights = np.ones(sampler.num_timesteps) if weights is None else weights
+            tables[method] = (sampler.effective_probs, weights)
+    return tables
+
+
+def _differ(tables: dict) -> bool:
+    first = next(iter(tables.values()), None)
+    return any(
+        not (np.allclose(p, first[0]) and np.allclose(w, first[1])) for p, w in tables.values()
+    )
+
+
+def _plot_curve(ax, summary: dict, curve: str, metric: str, colors: dict) -> None:
+    for method, m in summary["methods"].items():
+        stats = m["curves"].get(curve, {}).get(metric)
+        if not stats or not stats["mean"]:
+            continue
+        steps = sorted(stats["mean"])
+        mean = np.array([stats["mean"][s] for s in steps])
+        std = np.array([stats["std"][s] or 0.0 for s in steps])
+        label = f"{method}, {len(m['seeds'])} seed(s)"
+        ax.plot(steps, mean, color=colors[method], marker="o", markersize=3, label=label)
+        ax.fill_between(steps, mean - std, mean + std, color=colors[method], alpha=0.2)
+    shared = summary["shared"] or {"methods": {}}
+    for method, m in shared["methods"].items():
+        own = summary["methods"].get(method)
+        stats = m["curves"].get(curve, {}).get(metric)
+        if own and stats and m["setting"] != own["setting"]:
+            steps = sorted(stats["mean"])
+            ax.plot(steps, [stats["mean"][s] for s in steps], color=colors[method], ls="-.",
+                    marker="x", markersize=3, label=f"{method} at the common setting")  # fmt: skip
+    ax.set(xlabel="training step", ylabel=f"{curve} {metric}")
+    if metric in ("fid", "sfid", "kid") and all(
+        v > 0 for m in summary["methods"].values()
+        for v in m["curves"].get(curve, {}).get(metric, {"mean": {}})["mean"].values()
+    ):  # fmt: skip
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+
+
+def _plot_timesteps(ax, tables: dict, colors: dict) -> None:
+    twin = ax.twinx()
+    for method, (probs, weights) in tables.items():
+        ax.plot(probs * len(probs), color=colors[method], label=f"{method}: T p_t")
+        twin.plot(weights, color=colors[method], ls="--")
+    ax.set(xlabel="t", ylabel="T * p_t (solid; 1 = uniform)")
+    twin.set_ylabel("w_t (dashed)")
+    ax.set_title("timestep density (after dual sampling) and loss weights", fontsize=10)
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # headroom: the legend above the lines
+    twin.set_ylim(0, 1.35 * twin.get_ylim()[1])
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def _plot_regions(ax, summary: dict, colors: dict) -> None:
+    methods = {m: s["region_losses"] for m, s in summary["methods"].items() if s["region_losses"]}
+    width = 0.8 / max(1, len(methods))
+    keys = []
+    for i, (method, losses) in enumerate(methods.items()):
+        keys = list(losses)
+        xs = np.arange(len(keys)) + i * width
+        ax.bar(xs, [losses[k] for k in keys], width, color=colors[method], label=method)
+    ticks = np.arange(len(keys)) + 0.4 - width / 2
+    ax.set_xticks(ticks, [k.split("/")[1] for k in keys], rotation=45, fontsize=7)
+    ax.set(yscale="log", xlabel="t range", ylabel="held-out eps-MSE, final EMA")
+    ax.legend(fontsize=7)
+
+
+def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    names = list(study.methods)
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colors = {m: palette(i % palette.N) for i, m in enumerate(names)}
+    panels = [
+        ("curve", (c.name, metric)) for c in study.score.curves for metric in _keys(summary, c.name)
+    ]
+    tables = timestep_tables(study, runs, summary["methods"])
+    if len(tables) > 1 and _differ(tables):
+        panels.append(("timesteps", tables))
+    if any(m["region_losses"] for m in summary["methods"].values()):
+        panels.append(("regions", None))
+    cols = 2 if len(panels) > 1 else 1
+    rows = math.ceil(len(panels) / cols)
+    figure = Figure(figsize=(6.5 * cols, 4.5 * rows))
+    axes = np.atleast_1d(figure.subplots(rows, cols)).ravel()
+    for ax, (kind, what) in zip(axes, panels):
+        if kind == "curve":
+            _plot_curve(ax, summary, *what, colors)
+        elif kind == "timesteps":
+            _plot_timesteps(ax, what, colors)
+        else:
+            _plot_regions(ax, summary, colors)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    figure.suptitle(f"study {study.name}: seed mean, band +- std", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def _keys(summary: dict, curve: str) -> list[str]:
+    """The metrics a curve holds in any method's summary, in a stable order."""
+    keys = {k for m in summary["methods"].values() for k in m["curves"].get(curve, {})}
+    return sorted(keys, key=lambda k: (k != "fid", k))

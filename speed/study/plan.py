@@ -1,0 +1,262 @@
+"""What a study runs and in which order: its runs as one sweep (a folder each), the stages that pick
+the next runs from the finished ones, and the finished runs' records.
+
+A run is (method, setting, seed); a setting is one point of the fairness grid (empty without one).
+The stages, each after the one before:
+  1. every tuned method at every setting, on the first seed (the fairness grid: each method then
+     takes the setting with the best final score of its own first-seed runs);
+  2. the tuned methods' other seeds, each at its chosen setting;
+  3. with `shared_seeds`, the other seeds of every tuned method at the common setting (the one
+     most tuned methods chose), where that is not its own: all compared at shared settings too;
+  4. the untuned methods (ablations, parts of a method), all their seeds at the common setting.
+Without a grid there is one setting and every run is known from the start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speed.config import load_config
+from speed.errors import ConfigError
+from speed.study.spec import HIGHER_IS_BETTER, Method, Study, load_study, override_text
+from speed.sweep.expand import SWEEP_FOLDER, Sweep, SweepRun, folder_name
+from speed.utils.atomic import atomic_write
+
+Setting = tuple[tuple[str, Any], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    sweep_run: SweepRun
+    method: str
+    setting: Setting
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return self.sweep_run.name
+
+    @property
+    def key(self) -> tuple[str, Setting, int]:
+        return self.method, self.setting, self.seed
+
+
+def fixed_words(study: Study) -> list[str]:
+    """The words every run of the study trains with (before its method's)."""
+    return [
+        f"max_training_steps={study.steps}",
+        f"ckpt_every={study.checkpoint_every}",
+        "ckpt_keep=0",
+        "sample_every=0",
+        "wandb=disabled",
+        *study.overrides,
+    ]
+
+
+def study_sweep(study: Study) -> Sweep:
+    """Every (method, setting, seed) the study may run, as one sweep under `<runs>/sweep/`."""
+    runs_dir = study.runs_dir.resolve()
+    fixed = fixed_words(study)
+    runs = []
+    for method in study.methods.values():
+        for setting in study.settings:
+            for seed in method.seeds:
+                runs.append(_sweep_run(study, method, setting, seed, fixed))
+    base = load_config(study.base, "train", [*fixed, f"experiment_dir={runs_dir}"])
+    keys = ("method", *study.grid, "seed")
+    return Sweep(study.base, "train", runs_dir / SWEEP_FOLDER, keys, tuple(runs), base)
+
+
+def _sweep_run(study: Study, method: Method, setting: Setting, seed: int, fixed) -> SweepRun:
+    setting_words = [f"{key}={override_text(value)}" for key, value in setting]
+    named_by = method.overrides if study.run_names == "overrides" else (f"method={method.name}",)
+    return SweepRun(
+        name=folder_name([*named_by, *setting_words, f"seed={seed}"]),
+        config=method.config,
+        overrides=(*fixed, *method.overrides, *setting_words, f"seed={seed}"),
+        params={"method": method.name, **dict(setting), "seed": seed},
+    )
+
+
+def study_runs(study: Study, sweep: Sweep) -> dict[tuple, StudyRun]:
+    """(method, setting, seed) -> the sweep's run."""
+    runs = {}
+    for sweep_run in sweep.runs:
+        params = dict(sweep_run.params)
+        method, seed = params.pop("method"), params.pop("seed")
+        setting = tuple((key, params[key]) for key in study.grid)
+        runs[(method, setting, seed)] = StudyRun(sweep_run, method, setting, seed)
+    return runs
+
+
+def by_key(runs: dict[tuple, StudyRun], records: dict[str, dict]) -> dict[tuple, dict]:
+    """(method, setting, seed) -> record, of the runs that have one."""
+    return {key: records[run.name] for key, run in runs.items() if run.name in records}
+
+
+# ---- choosing settings ----
+
+
+def final_score(study: Study, record: dict) -> float:
+    """The final score that ranks settings, as a loss (lower is better)."""
+    kind, metric = study.score.choose_by
+    value = record["final"][kind][metric]
+    return -value if metric in HIGHER_IS_BETTER else value
+
+
+def choose_setting(study: Study, cells: dict[tuple, dict], method: str) -> Setting | None:
+    """The method's setting: the best final score of its first-seed runs over the grid (the first
+    of equal ones); None until all of them have finished. Without a grid, its one setting."""
+    settings = study.settings
+    if len(settings) == 1:
+        return settings[0]
+    finals = {}
+    for setting in settings:
+        record = cells.get((method, setting, study.seeds[0]))
+        if record is None:
+            return None
+        finals[setting] = final_score(study, record)
+    return min(finals, key=finals.get)
+
+
+def common_setting(study: Study, chosen: dict[str, Setting | None]) -> Setting | None:
+    """The setting most tuned methods chose (ties: the smaller values, else the grid's first);
+    None while any is undecided."""
+    if any(setting is None for setting in chosen.values()):
+        return None
+    votes = list(chosen.values())
+    settings = study.settings
+    try:
+        return min(settings, key=lambda s: (-votes.count(s), tuple(v for _, v in s)))
+    except TypeError:  # values that do not order (strings beside numbers)
+        return min(settings, key=lambda s: (-votes.count(s), settings.index(s)))
+
+
+def chosen_settings(study: Study, cells: dict[tuple, dict]) -> dict[str, Setting | None]:
+    """Tuned method -> its chosen setting (None until chosen)."""
+    return {m.name: choose_setting(study, cells, m.name) for m in study.methods.values() if m.tuned}
+
+
+# ---- the stages ----
+
+
+def stages(study: Study, runs: dict[tuple, StudyRun], records: dict) -> Iterator[list | None]:
+    """The study's runs in order, stage by stage; a None stands where runs depend on unfinished
+    ones (not known yet)."""
+    first, later = study.seeds[0], study.seeds[1:]
+    tuned = [m for m in study.methods.values() if m.tuned]
+    untuned = [m for m in study.methods.values() if not m.tuned]
+    yield [runs[(m.name, s, first)] for s in study.settings for m in tuned if first in m.seeds]
+    cells = by_key(runs, records)
+    chosen = chosen_settings(study, cells)
+    yield [
+        runs[(m.name, chosen[m.name], seed)]
+        for seed in later
+        for m in tuned
+        if chosen[m.name] is not None and seed in m.seeds
+    ]
+    common = common_setting(study, chosen) if tuned else study.settings[0]
+    if common is None:
+        yield None  # the runs at a setting not chosen yet, and what follows
+        return
+    if study.shared_seeds:
+        yield [
+            runs[(m.name, common, s)]
+            for s in later
+            for m in tuned
+            if chosen[m.name] != common and s in m.seeds
+        ]
+    yield [runs[(m.name, common, s)] for s in study.seeds for m in untuned if s in m.seeds]
+
+
+def pending(study: Study, runs, records) -> tuple[list[StudyRun], bool]:
+    """Runs not yet recorded, in study order, and whether later stages still wait on them."""
+    known = list(stages(study, runs, records))
+    todo = [r for stage in known if stage is not None for r in stage if r.name not in records]
+    return todo, None in known
+
+
+# ---- the records of finished runs ----
+
+
+def machine() -> str:
+    """The device that trained: the GPU's name, or the CPU's model and cores; torch, threads."""
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"cpu ({_cpu_model()}, {os.cpu_count()} cores)"
+    return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def setting_text(setting) -> str:
+    """A setting for tables and titles: 'optimizer.lr 0.001' (or 'shared settings')."""
+    pairs = dict(setting).items()
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in pairs) or (
+        "shared settings"
+    )
+
+
+def load_records(folder: Path) -> dict[str, dict]:
+    """Run name -> finished record, of every record in `folder`."""
+    records = (json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json")))
+    return {record["name"]: record for record in records}
+
+
+def write_record(folder: Path, record: dict) -> Path:
+    path = Path(folder) / f"{record['name']}.json"
+    return atomic_write(path, json.dumps(record, indent=2) + "\n")
+
+
+def probed_runs(study: Study, runs: dict, records: dict, methods=None) -> dict[str, tuple]:
+    """method -> (its first-seed run, setting, whether that setting is the chosen one), for each
+    of `methods` (default: the tuned ones) with a finished first-seed run: the run the probes
+    (hand-offs, loss per region, samples) look at."""
+    cells = by_key(runs, records)
+    first = study.seeds[0]
+    names = methods or [m.name for m in study.methods.values() if m.tuned]
+    common = common_setting(study, chosen_settings(study, cells))
+    out = {}
+    for name in names:
+        chosen = choose_setting(study, cells, name) if study.methods[name].tuned else common
+        done = [s for s in study.settings if (name, s, first) in cells]
+        if chosen is not None or done:
+            setting = chosen if chosen is not None else done[0]
+            if (name, setting, first) in cells:
+                out[name] = (runs[(name, setting, first)], setting, chosen is not None)
+    return out
+
+
+def open_study(path, runs_dir=None):
+    """(study, sweep, runs, records) of the study file at `path` (`runs_dir`: its runs folder, if
+    not the file's)."""
+    study = load_study(path)
+    if runs_dir is not None:
+        study = dataclasses.replace(study, runs_dir=Path(runs_dir))
+    sweep = study_sweep(study)
+    return study, sweep, study_runs(study, sweep), load_records(study.records_dir)
+
+
+def probed_or_refuse(study: Study, runs: dict, records: dict, methods=None) -> dict[str, tuple]:
+    """`probed_runs`, refusing (one line) a study without a finished first-seed run to probe."""
+    probed = probed_runs(study, runs, records, methods)
+    if not probed:
+        raise ConfigError(f"no finished first-seed run to probe in {study.records_dir}")
+    return probed

@@ -1,0 +1,199 @@
+"""A study's report, rebuilt from its records: `<report>.md` (tables and warnings), `<report>.json`
+(the summary and every record) and `<report>.png` (`speed.study.figures`), with the command, the
+machines and the dates that made it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+
+from speed.study.figures import plot
+from speed.study.plan import machine, setting_text
+from speed.study.spec import Study
+from speed.study.summary import summarize
+
+
+def _fmt(value, spec=".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pm(pair, spec=".1f") -> str:
+    mean, std = pair
+    return _fmt(mean, spec) + ("" if std is None else f" +- {std:{spec}}")
+
+
+def _spec_of(metric: str) -> str:
+    return ".3f" if metric in ("class_accuracy", "precision", "recall") else ".1f"
+
+
+def _speedup_cells(s: dict) -> list[str]:
+    """A method's speed-up as table cells: per seed, mean +- std (reaching seeds), interval."""
+    per_seed = ", ".join(
+        f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
+        for seed, v in s["per_seed"].items()
+    )
+    mean = f"{_pm((s['mean'], s['std']), '.2f')} ({s['seeds_reaching_target']} reach)"
+    interval = "-" if s["interval"] is None else "{:.2f} to {:.2f}".format(*s["interval"])
+    return [per_seed or "-", mean, interval]
+
+
+def _speedup_table(speedups: dict) -> list[str]:
+    lines = [
+        "| method | speed-up per seed (steps) | mean +- std | 95% bootstrap | of the mean curves "
+        "| speed-up per seed (wall-clock) | mean +- std |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, s in speedups.items():
+        steps = _speedup_cells(s)
+        seconds = _speedup_cells(s["seconds"])
+        lines.append(
+            f"| {method} | {' | '.join(steps)} | {_fmt(s['of_mean_curves'], '.2f')} | "
+            f"{seconds[0]} | {seconds[1]} |"
+        )
+    return lines
+
+
+def _methods_table(study: Study, summary: dict, methods: dict, chosen: dict) -> list[str]:
+    finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
+    weighting = summary["loss_weighting"]
+    head = " | ".join(f"final {kind} {m}" for kind, m in finals)
+    lines = [
+        f"| method | setting | seeds | {head} | final loss | s/step |",
+        "|---|---|---|" + "---|" * len(finals) + "---|---|",
+    ]
+    for method, m in methods.items():
+        undecided = method in chosen and chosen[method] is None
+        setting = setting_text(m["setting"]) + (" (not yet chosen)" if undecided else "")
+        scores = " | ".join(_pm(m["final"][k][metric], _spec_of(metric)) for k, metric in finals)
+        loss = _pm(m["final_loss"], ".4f") + (" (weighted)" if weighting.get(method) else "")
+        lines.append(
+            f"| {method} | {setting} | {len(m['seeds'])} | {scores} | {loss} | "
+            f"{_fmt(m['sec_per_step'], '.3f')} |"
+        )
+    return lines
+
+
+def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
+    machines = sorted({r["machine"] for r in records.values() if "machine" in r})
+    dates = sorted({r["date"] for r in records.values() if "date" in r})
+    score = study.score
+    sampler = " ".join(f"{k}={v}" for k, v in score.sampler.items()) or "the base config's"
+    curve, metric = score.speedup_metric
+    lines = [
+        f"# Study `{study.name}`",
+        "",
+        f"`{command}`, {datetime.date.today().isoformat()}, on {machine()}.",
+        "",
+        f"Base `{study.base}`, {study.steps} steps per run, reference method `{study.reference}`; "
+        f"{len(records)} run(s) finished" + (f", {dates[0]} to {dates[-1]}" if dates else "")
+        + (f", trained on {'; '.join(machines)}" if machines else "") + ".",
+        "",
+        "Scores: " + "; ".join(
+            f"{c.name}: {', '.join(c.metrics)} of {c.samples} samples ({c.features} features) "
+            f"every {c.every} steps" + ("" if c.guidance_scale is None else
+                                        f", guidance {c.guidance_scale:g}")
+            for c in score.curves
+        ) + f"; final: {score.final_samples} samples. Sampler {sampler}, against "
+        f"{score.reference_images} real images. Speed-up: training needed to reach the reference "
+        f"method's final {curve} {metric}, same seed.",
+    ]  # fmt: skip
+    if summary["warnings"]:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in summary["warnings"]]
+    lines += ["", *_methods_table(study, summary, summary["methods"], summary["chosen"])]
+    if any(summary["loss_weighting"].values()):
+        lines += ["", "(weighted): the training loss is weighted over t "
+                  "(" + ", ".join(f"{m}: {w}" for m, w in summary["loss_weighting"].items() if w)
+                  + "); it is not comparable with an unweighted loss."]  # fmt: skip
+    lines += ["", *_speedup_table(summary["speedup"])]
+    shared = summary["shared"]
+    if shared:
+        lines += [
+            "",
+            f"Every tuned method at the common setting, {setting_text(shared['setting'])} "
+            "(speed-up over the reference method's run of the same seed at that setting):",
+            "",
+            *_methods_table(study, summary, shared["methods"], {}),
+            "",
+            *_speedup_table(shared["speedup"]),
+        ]
+    lines += _curve_tables(study, summary)
+    if summary["grid"]:
+        kind, metric = score.choose_by
+        settings = [setting_text(s) for s in study.settings]
+        lines += ["", f"Fairness grid (first seed, final {kind} {metric}):", ""]
+        lines += ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+        for method, row in summary["grid"].items():
+            cells = [_fmt(row[s].get(metric), _spec_of(metric)) if s in row else "-"
+                     for s in settings]  # fmt: skip
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += _runs_table(study, records)
+    probe = summary["noise_probe"]
+    if probe:
+        values = ", ".join(f"{v:.1f}" for v in probe["values"])
+        lines += [
+            "",
+            f"Noise of a score ({probe['metric']} of run {probe['run']}, "
+            f"{len(probe['values'])} sampling seeds): {values}; std {probe['std']:.2f}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _curve_tables(study: Study, summary: dict) -> list[str]:
+    lines = []
+    for curve in study.score.curves:
+        for metric in curve.metrics:
+            rows = {m: s["curves"].get(curve.name, {}).get(metric) for m, s in
+                    summary["methods"].items()}  # fmt: skip
+            steps = sorted({step for r in rows.values() if r for step in r["mean"]})
+            if not steps:
+                continue
+            lines += ["", f"{curve.name} {metric} (seed mean) against training step:", ""]
+            lines += ["| method | " + " | ".join(map(str, steps)) + " |"]
+            lines.append("|---" * (len(steps) + 1) + "|")
+            for method, r in rows.items():
+                cells = [_fmt(r["mean"].get(s) if r else None, _spec_of(metric)) for s in steps]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _runs_table(study: Study, records: dict) -> list[str]:
+    finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
+    lines = ["", "Every finished run (final scores):", ""]
+    lines.append("| run | " + " | ".join(f"{kind} {m}" for kind, m in finals) + " | s/step |")
+    lines.append("|---" * (len(finals) + 2) + "|")
+    for name, record in sorted(records.items()):
+        cells = [_fmt(record["final"].get(kind, {}).get(m), _spec_of(m)) for kind, m in finals]
+        seconds = _fmt(record.get("sec_per_step"), ".3f")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds} |")
+    return lines
+
+
+def write_report(study: Study, runs: dict, records: dict[str, dict], command: str) -> Path:
+    """Write `<report>.json` (summary + every record), `.md` and `.png`; returns the stem."""
+    summary = summarize(study, runs, records)
+    stem = study.report
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "study": study.name,
+        "file": str(study.path),
+        "command": command,
+        "machine": machine(),
+        "written": datetime.date.today().isoformat(),
+        "summary": summary,
+        "runs": records,
+    }
+    Path(f"{stem}.json").write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    table = markdown(study, summary, records, command)
+    Path(f"{stem}.md").write_text(table)
+    plot(study, runs, summary, Path(f"{stem}.png"))
+    print(table)
+    print(f"wrote {stem}.json, .md and .png")
+    return stem
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,59 @@
+"""A new two-method study (the demo UNet at lr 1e-3 against 2e-3, two seeds, four steps) runs end
+to end from one file: stopped in its second run, it resumes with the same command, redoes nothing,
+and writes its report."""
+
+import json
+
+import pytest
+
+from speed.runners.train import train as real_train
+from speed.study import __main__ as cli
+from speed.study import work
+from speed.study.plan import load_records
+
+
+@pytest.mark.slow
+def test_a_tiny_study_stops_resumes_and_reports(tmp_path, tiny_study, monkeypatch, capsys):
+    path = tiny_study(tmp_path)
+    trained = []
+
+    def stopped_in_the_second_run(cfg):
+        trained.append(cfg.experiment_dir)
+        if len(trained) == 2:  # as SIGTERM does: a checkpoint at step 2, then return
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.merge(cfg, {"max_training_steps": 2})
+        return real_train(cfg)
+
+    monkeypatch.setattr(work, "train", stopped_in_the_second_run)
+    assert cli.main([str(path), "--poll", "0"]) == 1
+    assert "run the same command to resume" in capsys.readouterr().out
+    records = load_records(tmp_path / "records")
+    assert list(records) == ["method=lr1e-3,seed=0"]
+    first = (tmp_path / "records" / "method=lr1e-3,seed=0.json").read_text()
+
+    trained.clear()
+    monkeypatch.setattr(work, "train", lambda c: trained.append(c.experiment_dir) or real_train(c))
+    assert cli.main([str(path), "--poll", "0"]) == 0
+    records = load_records(tmp_path / "records")
+    assert sorted(records) == [f"method={m},seed={s}" for m in ("lr1e-3", "lr2e-3") for s in (0, 1)]
+    assert (tmp_path / "records" / "method=lr1e-3,seed=0.json").read_text() == first  # not redone
+    assert len(trained) == 3 and "method=lr1e-3,seed=0" not in " ".join(trained)
+    resumed = records["method=lr2e-3,seed=0"]
+    assert resumed["setting"] == {} and resumed["seed"] == 0 and resumed["method"] == "lr2e-3"
+    assert set(resumed["curve"]) == {"2", "4"} and set(resumed["final"]["domain"]) >= {"fid", "kid"}
+    assert set(resumed["seconds"]) == {"2", "4"}
+    assert resumed["seconds"]["4"] > resumed["seconds"]["2"] > 0
+    assert resumed["sec_per_step"] > 0
+
+    report = json.loads((tmp_path / "report" / "tiny.json").read_text())
+    speedup = report["summary"]["speedup"]["lr2e-3"]
+    assert set(speedup["per_seed"]) == {"0", "1"} and "seconds" in speedup
+    text = (tmp_path / "report" / "tiny.md").read_text()
+    assert "| lr2e-3 |" in text and "python -m speed.study" in text
+    assert "still holds" in text  # a 0.995 EMA after 4 steps is the initialisation
+    assert "KID subsets of 8 images are the whole set" in text
+    assert (tmp_path / "report" / "tiny.png").stat().st_size > 10_000
+
+    trained.clear()  # a finished study: nothing to train, the report rebuilt
+    assert cli.main([str(path), "--report"]) == 0 and trained == []
