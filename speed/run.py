@@ -421,7 +421,8 @@ class TrainState:
 
     model, ema (the first EMA: what sampling and DiT's tools read), emas (rate -> weights), opt,
     scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch, rng
-    (every rank's RNG states, by rank), data_spec (what the model sees), config (resolved).
+    (every rank's RNG states, by rank), data_spec (what the model sees), objective (the family
+    of the objective that trained it: "gaussian", "interpolant"), config (resolved).
     """
 
     model: nn.Module
@@ -436,6 +437,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # data epochs finished
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
+    objective: str = "gaussian"  # the training objective's family (which samplers fit it)
 
     def state_dict(self, rng: list[dict]) -> dict:
         return {
@@ -457,6 +459,7 @@ class TrainState:
             "batches_in_epoch": self.batches_in_epoch,
             "rng": rng,
             "data_spec": dict(self.data_spec),
+            "objective": self.objective,
             "config": self.config,
         }
 
@@ -473,7 +476,14 @@ class TrainState:
         self.load_progress(ckpt, rank, world_size)
 
     def load_progress(self, ckpt: Mapping, rank: int = 0, world_size: int = 1) -> None:
-        """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here)."""
+        """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here);
+        a checkpoint of another objective is refused."""
+        trained = ckpt.get("objective", self.objective)
+        if trained != self.objective:
+            raise ConfigError(
+                f"this checkpoint was trained with the {trained} objective; resuming it with the "
+                f"{self.objective} objective would change the task: keep its diffusion node"
+            )
         self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -500,6 +510,12 @@ class TrainState:
                 f"(no {', '.join(missing)}); use ckpt_path= for weights to start from"
             )
         self.load_state_dict(ckpt, path, rank, world_size)
+
+    @staticmethod
+    def stored_objective(ckpt: Mapping) -> str | None:
+        """The objective family a loaded file records (None for official weights and files
+        written before checkpoints recorded it)."""
+        return ckpt.get("objective") if isinstance(ckpt, Mapping) else None
 
     @staticmethod
     def stored_data_spec(ckpt: Mapping) -> dict | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LIBRARY = ("argparse", "matplotlib", "speed.config", "speed.runners")  # the math packages' bans
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -33,7 +34,8 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
     "folder, forbidden",
     [
         ("evaluations", ("speed.runners", "speed.config", "speed.sweep", "speed.experiments")),
-        ("speed/diffusion", ("argparse", "matplotlib", "speed.config", "speed.runners")),
+        ("speed/diffusion", LIBRARY + ("speed.flow",)),
+        ("speed/flow", LIBRARY + ("speed.generation",)),
         ("speed/models", ("matplotlib", "speed.config", "speed.runners")),
         ("speed/utils", ("speed.config", "speed.runners", "speed.sweep", "speed.experiments")),
         ("speed/deploy", ("speed.config", "speed.runners", "speed.sweep", "speed.app")),

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from speed.diffusion.samplers import SAMPLERS
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import (
     denoising_strip,
+    family_samplers,
     grid_inputs,
     grid_rows,
     render_grid,
@@ -87,7 +87,7 @@ class RunStudio:
             "run": str(self.run.root),
             "checkpoints": list(self.checkpoints),
             "classes": names[:k],
-            "samplers": sorted(SAMPLERS),
+            "samplers": sorted(family_samplers(self.diffusion.family)),
             "max_steps": int(self.diffusion.original_num_steps),
             "max_seeds": MAX_SEEDS,
             "defaults": {

@@ -185,6 +185,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         timestep_sampler=diffusion.timestep_sampler,
         data_spec=spec.to_dict(),
         config=OmegaConf.to_container(cfg),
+        objective=diffusion.family,
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
@@ -250,7 +251,6 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     grids = (
         TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
     )
-    timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
     # A backbone that trains on random inputs of its own (MaskDiT's and MDT's token masks) draws
     # them per step with the step's generator: `training_inputs(step, n, generator) -> kwargs`.
@@ -310,7 +310,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             unweighted = sum(terms[k] for k in ("mse", "vb") if k in terms).detach().float()
             diffusion.timestep_sampler.update_with_losses(t, unweighted)
             per_sample = terms.get("mse", unweighted).detach().float()
-            interval.add(loss.detach(), timestep_map[t.cpu()], per_sample.cpu(), x.shape[0])
+            interval.add(
+                loss.detach(), diffusion.original_timesteps(t).cpu(), per_sample.cpu(), x.shape[0]
+            )
             if not last_micro:
                 continue
 
