@@ -30,10 +30,10 @@ alpha_t^2 / sigma_t^2 equals the chain's abar / (1 - abar) at those steps. Then
   g(t) = d(1 - abar(t)) / dt with the path's own noise fraction 1 - abar(t) = 1 / (1 + SNR(t)),
   normalised to [0, 1] over t in [0, 1].
 On the `vp` path (DDPM's schedule in continuous time: index i is t = (i + 1) / 1000) t_tau = 0.7025
-and t_M = 0.6442, and densities, mirrors and weights are the discrete definition to within a step
-(tests/flow/test_flow_timesteps.py checks it); on the linear path tau = 700 lands at t_tau = 0.923 and
-M at t_M = 0.890, on the GVP path at 0.947 and 0.922 (both keep much more signal than DDPM's
-chain at the same t).
+and t_M = 0.6442, and densities, mirrors and weights are the discrete definition to within a
+step (tests/flow/test_flow_timesteps.py checks it); on the linear path tau = 700 lands at
+t_tau = 0.923 and M at t_M = 0.890, on the GVP path at 0.947 and 0.922 (both keep much more
+signal than DDPM's chain at the same t).
 """
 
 from __future__ import annotations
