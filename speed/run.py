@@ -438,6 +438,13 @@ class TrainState:
     epoch: int = 0  # data epochs finished
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
     objective: str = "gaussian"  # the training objective's family (which samplers fit it)
+    alignment: nn.Module | None = None  # REPA's projector (trained, saved; None or no params: off)
+
+    def trainable_parameters(self):
+        """The parameters the optimizer updates: the model's, then the alignment's."""
+        yield from self.model.parameters()
+        if self.alignment is not None:
+            yield from self.alignment.parameters()
 
     def state_dict(self, rng: list[dict]) -> dict:
         return {
@@ -445,6 +452,7 @@ class TrainState:
             "ema": self.emas[0].state_dict(),
             "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
             "opt": self.optimizer.state_dict(),
+            **({"alignment": self.alignment.state_dict()} if self.alignment is not None else {}),
             **self.progress_state_dict(rng),
         }
 
@@ -472,6 +480,8 @@ class TrainState:
         load_state_strict(self.model, ckpt["model"], source)
         for ema, rate in zip(self.emas, self.ema_rates):
             ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
+        if self.alignment is not None:
+            self.alignment.load_state_dict(ckpt.get("alignment", {}))
         self.optimizer.load_state_dict(ckpt["opt"])
         self.load_progress(ckpt, rank, world_size)
 

@@ -13,7 +13,7 @@ with v recovered from any prediction through (x_0, eps) (`Path.split`).
 Time scaling: the model is called as model(x_t, time_scale * t, **model_kwargs) with float times,
 so DiT's and the UNet's sinusoidal timestep embeddings see the 0..1000 range they were designed
 for (their frequencies span periods 1 .. 10000) and every backbone trains unchanged; time_scale = 1
-is SiT's and REPA's convention (t in [0, 1] fed directly), for loading their weights.
+feeds raw t as REPA does (SiT's models see 1 - t).
 """
 
 from __future__ import annotations

@@ -133,6 +133,26 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     return model, path, spec
 
 
+def build_alignment(cfg: DictConfig, model: nn.Module, spec: DataSpec, dataset) -> nn.Module:
+    """The `repa` node's alignment for `model` (`NoAlignment` when repa.lam is 0). The projector
+    is sized by one eval-mode forward pass on zeros (no randomness drawn)."""
+    if cfg.repa.lam and dataset.is_latent:
+        raise ConfigError(
+            "repa: REPA's encoder needs the clean images, and this dataset is a latent cache; "
+            "train from the image folder (data.path) with repa.lam > 0"
+        )
+    device = next(model.parameters()).device
+    x = torch.zeros(2, spec.channels, spec.side, spec.side, device=device)
+    t = torch.zeros(2, device=device)
+    y = torch.zeros(2, dtype=torch.long, device=device) if spec.num_classes else None
+    was_training = model.training
+    model.eval()
+    try:
+        return instantiate(cfg.repa, model=model, example=(x, t, y))
+    finally:
+        model.train(was_training)
+
+
 def build_diffusion(cfg: DictConfig):
     return instantiate(cfg.diffusion)
 

@@ -42,6 +42,7 @@ from speed.run import (
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
+    build_alignment,
     build_autoencoder,
     build_dataset,
     build_diffusion,
@@ -78,6 +79,8 @@ def train(cfg: DictConfig) -> Path:
 def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
+    if cfg.strategy == "fsdp" and cfg.repa.lam:
+        raise ConfigError("REPA (repa.lam > 0) trains with strategy=ddp; set strategy=ddp")
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
@@ -150,13 +153,14 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     if cfg.strategy == "fsdp":
         fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
+    alignment = build_alignment(cfg, model, spec, dataset).to(device)
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]
     if cfg.strategy == "fsdp":
         fsdp.shard(model, param_dtype=autocast_dtype(cfg.precision))
         for ema in emas:
             fsdp.shard(ema)
-    optimizer = build_optimizer(cfg, model, device)
+    optimizer = build_optimizer(cfg, torch.nn.ModuleList([model, alignment]), device)
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
     )
@@ -186,6 +190,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         data_spec=spec.to_dict(),
         config=OmegaConf.to_container(cfg),
         objective=diffusion.family,
+        alignment=alignment,
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
@@ -218,7 +223,8 @@ def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
         f"{job.micro_batch * dist.world_size * cfg.grad_accum}, "
         f"{dist.world_size} process(es) on {dist.device.type}, {cfg.strategy}; "
         f"per rank MiB: params {per_rank[0]:.3f}, optimizer {per_rank[1]:.3f}, "
-        f"ema {per_rank[2]:.3f}; timesteps: {job.diffusion.timestep_sampler.describe()}",
+        f"ema {per_rank[2]:.3f}; timesteps: {job.diffusion.timestep_sampler.describe()}; "
+        f"repa: {state.alignment.describe()}",
         flush=True,
     )
 
@@ -270,7 +276,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         for x, y in job.loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            with torch.no_grad():
+            with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
+                targets = state.alignment.targets(x)
                 x = x if job.dataset.is_latent else job.autoencoder.encode(x)
             micro_index = micro_step % cfg.grad_accum
             state.batches_in_epoch += 1
@@ -303,7 +310,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     terms = diffusion.training_losses(
                         train_model, x, t, model_kwargs=model_kwargs, noise=noise, weights=weights
                     )
-                    loss = terms["loss"].mean()
+                    loss = (terms["loss"] + state.alignment.loss(targets)).mean()
                 scaled = loss / cfg.grad_accum
                 (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
             # Unweighted per-sample losses: loss-by-region logs and the loss-aware samplers.
@@ -333,6 +340,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     )
             else:
                 nonfinite_in_a_row = 0
+                state.alignment.sync_gradients()
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
@@ -381,7 +389,9 @@ def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
     if scaler is not None:
         scaler.unscale_(optimizer)
     max_norm = grad_clip if grad_clip else float("inf")
-    grad_norm = fsdp.full_value(torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm))
+    grad_norm = fsdp.full_value(
+        torch.nn.utils.clip_grad_norm_(list(state.trainable_parameters()), max_norm)
+    )
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

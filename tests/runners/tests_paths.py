@@ -4,3 +4,4 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW_CONFIG = str(REPO / "configs/image/animals/flow/base.yaml")
+REPA_CONFIG = str(REPO / "configs/image/animals/flow/repa.yaml")

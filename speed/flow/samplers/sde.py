@@ -6,10 +6,10 @@ with score s = -eps / sigma_t, has the same marginals as the probability-flow OD
 Euler-Maruyama step from t to t' < t is
     x' = x + (t' - t) [v + w eps / sigma] + sqrt(2 w (t - t')) z.
 `diffusion_form` chooses w (times `diffusion_norm`):
-- "sigma": w = sigma_t (REPA's sampler: 2t on the linear path is its g^2),
+- "sigma": w = sigma_t (SiT's default; REPA's sampler: 2t on the linear path is its g^2),
 - "sbdm": w = sigma_t (sigma'_t - alpha'_t sigma_t / alpha_t), the w of the VP SDE whose
-  marginals the path has (SiT's default "SBDM"); infinite where alpha = 0, so it needs
-  sample_eps > 0 on the linear and GVP paths,
+  marginals the path has (SiT's "SBDM"); infinite where alpha = 0, so it needs sample_eps > 0
+  on the linear and GVP paths,
 - "constant": w = 1.
 The last step (from `last_step_size` to sample_eps) adds no noise (SiT's and REPA's choice):
 "mean" takes the drift step without noise, "euler" an ODE step, "tweedie" jumps to the x_0
