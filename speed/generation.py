@@ -20,14 +20,17 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from speed.config import ConfigError
 from speed.config_schema import type_mismatch
-from speed.diffusion.samplers import AtLeast, get_sampler, sampler_options
+from speed.diffusion import samplers as gaussian_samplers
+from speed.diffusion.samplers import AtLeast, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import DataError
+from speed.flow import samplers as interpolant_samplers
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
 from speed.utils.precision import autocast_denoiser
@@ -38,6 +41,44 @@ STRIP_COLUMNS = 8  # x0 snapshots shown in a denoising strip
 
 
 # ---- samplers with their options ----
+
+# Each objective's samplers, by the objective's `family` (`GaussianDiffusion.family`,
+# `Interpolant.family`; a `diffusion._target_` factory carries it too). A new objective adds one
+# line here.
+SAMPLER_FAMILIES: dict[str, dict[str, Callable]] = {
+    "gaussian": gaussian_samplers.SAMPLERS,
+    "interpolant": interpolant_samplers.SAMPLERS,
+}
+DEFAULT_FAMILY = "gaussian"  # a diffusion target that names no family
+
+
+def config_family(cfg: DictConfig) -> str:
+    """The sampler family of the config's objective: its `diffusion._target_`'s `family`."""
+    target = OmegaConf.select(cfg, "diffusion._target_", default=None, throw_on_missing=False)
+    try:
+        factory = get_object(target) if target else None
+    except (ImportError, AttributeError, ValueError):
+        factory = None
+    return getattr(factory, "family", DEFAULT_FAMILY)
+
+
+def family_samplers(family: str) -> dict[str, Callable]:
+    """The sampler registry of objective family `family`."""
+    return SAMPLER_FAMILIES[family]
+
+
+def _unknown_sampler(name: str, family: str) -> ConfigError:
+    """The error for a sampler `family` lacks, naming the family it belongs to if any."""
+    registry = family_samplers(family)
+    owners = [f for f, samplers in SAMPLER_FAMILIES.items() if name in samplers]
+    if owners:
+        return ConfigError(
+            f"sampler '{name}' samples the {owners[0]} objective, but this run's objective is "
+            f"{family} (diffusion._target_); its samplers: {', '.join(sorted(registry))}"
+        )
+    close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.4)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown sampler {name!r}{hint}; choose one of {sorted(registry)}")
 
 
 def _check_option(where: str, value: Any, annotation: Any) -> None:
@@ -53,19 +94,21 @@ def _check_option(where: str, value: Any, annotation: Any) -> None:
             raise ConfigError(f"{where} must be >= {extra.low:g}, got {value!r}")
 
 
-def build_sampler(name: str, options: Mapping[str, Any], prefix: str = "") -> Callable:
-    """Sampler `name` with `options` checked and bound (a `functools.partial` of the sampler
-    function, so it is called like an entry of `SAMPLERS`).
+def build_sampler(
+    name: str, options: Mapping[str, Any], prefix: str = "", family: str = DEFAULT_FAMILY
+) -> Callable:
+    """Sampler `name` of objective `family` with `options` checked and bound (a
+    `functools.partial` of the sampler function, so it is called like an entry of `SAMPLERS`).
 
-    An option the sampler does not declare, a value of the wrong type or out of its `AtLeast`
-    bound is a `ConfigError` naming `prefix + option` (and the closest option for a misspelling),
-    raised here, before any sampling.
+    A sampler of another family, an option the sampler does not declare, a value of the wrong
+    type or out of its `AtLeast` bound is a `ConfigError` naming `prefix + option` (and the
+    closest option for a misspelling), raised here, before any sampling.
     """
-    try:
-        fn = get_sampler(name)
-    except ValueError as err:  # an unknown name: the config's, so the user's to fix
-        raise ConfigError(str(err)) from None
-    declared = sampler_options(name)
+    registry = family_samplers(family)
+    if name not in registry:  # an unknown name: the config's, so the user's to fix
+        raise _unknown_sampler(name, family)
+    fn = registry[name]
+    declared = sampler_options(name, registry)
     for key, value in options.items():
         if key not in declared:
             close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.0)
@@ -79,15 +122,17 @@ def build_sampler(name: str, options: Mapping[str, Any], prefix: str = "") -> Ca
 
 
 def sampler_from_config(cfg: DictConfig) -> Callable:
-    """The sampler of `cfg.sampler` with the root keys of `ROOT_OPTION_KEYS` it declares and then
-    `cfg.sampler_options` bound (see `build_sampler`); an unknown sampler is a ConfigError."""
-    try:
-        declared = sampler_options(cfg.sampler)
-    except ValueError as err:
-        raise ConfigError(f"sampler: {err}") from None
+    """The sampler of `cfg.sampler` (of the family of `cfg.diffusion`'s objective) with the root
+    keys of `ROOT_OPTION_KEYS` it declares and then `cfg.sampler_options` bound (see
+    `build_sampler`); an unknown sampler, or one of another family, is a ConfigError."""
+    family = config_family(cfg)
+    registry = family_samplers(family)
+    if cfg.sampler not in registry:
+        raise ConfigError(f"sampler: {_unknown_sampler(cfg.sampler, family)}") from None
+    declared = sampler_options(cfg.sampler, registry)
     options = {key: cfg[key] for key in ROOT_OPTION_KEYS if key in declared}
     options.update(OmegaConf.to_container(cfg.sampler_options, resolve=True))
-    return build_sampler(cfg.sampler, options, prefix="sampler_options.")
+    return build_sampler(cfg.sampler, options, prefix="sampler_options.", family=family)
 
 
 @torch.no_grad()
@@ -123,7 +168,7 @@ def generate(
         options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
     if isinstance(sampler, str):
-        sample_fn = build_sampler(sampler, options)
+        sample_fn = build_sampler(sampler, options, family=diffusion.family)
     else:
         sample_fn = functools.partial(sampler, **options)
     try:  # the config's num_steps, checked before any work

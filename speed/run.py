@@ -464,7 +464,8 @@ class TrainState:
 
     model, ema (the first EMA: what sampling and DiT's tools read), emas (rate -> weights), opt,
     scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch, rng
-    (every rank's RNG states, by rank), data_spec (what the model sees), config (resolved).
+    (every rank's RNG states, by rank), data_spec (what the model sees), objective (the family
+    of the objective that trained it: "gaussian", "interpolant"), config (resolved).
     """
 
     model: nn.Module
@@ -481,6 +482,14 @@ class TrainState:
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
     experiment: dict = field(default_factory=dict)  # speed.run_identity.experiment_record
     resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
+    objective: str = "gaussian"  # the training objective's family (which samplers fit it)
+    alignment: nn.Module | None = None  # REPA's projector (trained, saved; None or no params: off)
+
+    def trainable_parameters(self):
+        """The parameters the optimizer updates: the model's, then the alignment's."""
+        yield from self.model.parameters()
+        if self.alignment is not None:
+            yield from self.alignment.parameters()
 
     def state_dict(self, rng: list[dict]) -> dict:
         return {
@@ -488,6 +497,7 @@ class TrainState:
             "ema": self.emas[0].state_dict(),
             "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
             "opt": self.optimizer.state_dict(),
+            **({"alignment": self.alignment.state_dict()} if self.alignment is not None else {}),
             **self.progress_state_dict(rng),
         }
 
@@ -512,6 +522,7 @@ class TrainState:
             "batches_in_epoch": self.batches_in_epoch,
             "rng": rng,
             "data_spec": dict(self.data_spec),
+            "objective": self.objective,
             "config": self.config,
             "experiment": dict(self.experiment),
         }
@@ -525,11 +536,20 @@ class TrainState:
         load_state_strict(self.model, ckpt["model"], source)
         for ema, rate in zip(self.emas, self.ema_rates):
             ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
+        if self.alignment is not None:
+            self.alignment.load_state_dict(ckpt.get("alignment", {}))
         self.optimizer.load_state_dict(ckpt["opt"])
         self.load_progress(ckpt, rank, world_size)
 
     def load_progress(self, ckpt: Mapping, rank: int = 0, world_size: int = 1) -> None:
-        """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here)."""
+        """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here);
+        a checkpoint of another objective is refused."""
+        trained = ckpt.get("objective", self.objective)
+        if trained != self.objective:
+            raise ConfigError(
+                f"this checkpoint was trained with the {trained} objective; resuming it with the "
+                f"{self.objective} objective would change the task: keep its diffusion node"
+            )
         self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -563,6 +583,12 @@ class TrainState:
         keys in `resume_changes` (see `speed.run_identity`)."""
         saved = ckpt.get("experiment")
         compare_experiment(saved, self.experiment, self.resume_changes, source, rank)
+
+    @staticmethod
+    def stored_objective(ckpt: Mapping) -> str | None:
+        """The objective family a loaded file records (None for official weights and files
+        written before checkpoints recorded it)."""
+        return ckpt.get("objective") if isinstance(ckpt, Mapping) else None
 
     @staticmethod
     def stored_data_spec(ckpt: Mapping) -> dict | None:

@@ -3,6 +3,7 @@ node builds (model/data/autoencoder nodes may point at data or weights this mach
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from speed.config import instantiate, load_config
@@ -16,6 +17,11 @@ EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p != CONFIGS / "base.
 def test_config_loads(path, phase):
     cfg = load_config(path, phase)
     diffusion = instantiate(cfg.diffusion)
+    if diffusion.family == "interpolant":  # a density on continuous t
+        t = np.linspace(0.0, 1.0, 200001)
+        density = diffusion.timestep_sampler.distribution.density(t)
+        assert abs(np.trapezoid(density, t) - 1.0) < 1e-3
+        return
     probs = diffusion.timestep_sampler.probs
     assert probs.shape == (diffusion.num_timesteps,)
     assert abs(probs.sum() - 1.0) < 1e-9

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LIBRARY = ("argparse", "matplotlib", "speed.config", "speed.runners")  # the math packages' bans
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -38,7 +39,7 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ),
         (
             "speed/diffusion",
-            ("argparse", "matplotlib", "speed.config", "speed.runners", "speed.study"),
+            LIBRARY + ("speed.study", "speed.flow"),
         ),
         ("speed/models", ("matplotlib", "speed.config", "speed.runners", "speed.study")),
         (
@@ -56,6 +57,7 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ("speed/experiments", ("speed.study",)),
         ("speed/data", ("speed.study", "speed.runners")),
         ("speed/autoencoders", ("speed.study", "speed.runners")),
+        ("speed/flow", LIBRARY + ("speed.generation", "speed.study")),
     ],
 )
 def test_lower_layers_do_not_import_upper_ones(folder, forbidden):

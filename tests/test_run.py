@@ -287,9 +287,10 @@ def test_train_state_round_trip(tmp_path):
     ckpt = load_checkpoint(path)
     assert set(ckpt) == {
         "model", "ema", "emas", "opt", "scaler", "lr_scheduler", "timestep_sampler", "step",
-        "epoch", "batches_in_epoch", "rng", "data_spec", "config", "experiment",
+        "epoch", "batches_in_epoch", "rng", "data_spec", "objective", "config", "experiment",
     }  # fmt: skip
     assert TrainState.stored_data_spec(ckpt) == {"channels": 3, "side": 8, "num_classes": 4}
+    assert TrainState.stored_objective(ckpt) == "gaussian"
     _assert_equal(ckpt["ema"], saved.emas[0].state_dict())
     _assert_equal(ckpt["emas"]["0.99"], saved.emas[1].state_dict())
 

@@ -14,11 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from speed.app.limits import Limits
 from speed.config_schema import out_of_range
-from speed.diffusion.samplers import SAMPLERS
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import (
     denoising_strip,
+    family_samplers,
     grid_inputs,
     grid_rows,
     render_grid,
@@ -100,7 +100,7 @@ class RunStudio:
             "run": str(self.run.root),
             "checkpoints": list(self.checkpoints),
             "classes": self.class_names,
-            "samplers": sorted(SAMPLERS),
+            "samplers": sorted(family_samplers(self.diffusion.family)),
             "max_steps": max_steps,
             "max_seeds": self.limits.max_seeds,
             "max_images": self.limits.max_images,

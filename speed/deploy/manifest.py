@@ -5,10 +5,18 @@
       "onnx": "0004000.onnx",                 file name, beside this JSON
       "checkpoint": {"file": ..., "step": 4000, "weights": "ema" | "model"},
       "inputs": ["x", "t", "y", "guidance_scale"], "output": "model_output",
+      "objective": "gaussian" | "interpolant",
+      "time_input": "int64" | "float32",      t: original timesteps, or time_scale * t
+    a Gaussian diffusion's denoiser:
       "schedule": {"num_timesteps": T, "betas": [T floats], "alphas_cumprod": [T floats]},
       "parameterisation": "epsilon" | "start_x" | "velocity" | "previous_x",
       "variance": "fixed_small" | "fixed_large" | "learned" | "learned_range",
       "learn_sigma": bool,                    output has 2C channels, variance values last
+    an interpolant's (flow matching, `speed.flow`):
+      "interpolant": {"path": "linear" | "gvp" | "vp", "prediction": "velocity" | "noise" |
+                      "score", "time_scale": s, "sample_eps": e},
+                                              x_t = alpha_t x_0 + sigma_t eps, t = 1 noise;
+                                              the graph takes s t; integrate t from 1 - e to e
       "image": {"channels": C, "side": h, "pixel_side": H, "autoencoder": name,
                 "latent_scale": s},           x is [N, C, h, h]; pixels = decode(x) for latents
       "classes": {"num_classes": K, "null_label": K or null, "names": [...] or null},
@@ -35,6 +43,39 @@ from speed.utils.atomic import atomic_write
 FORMAT = "speed-onnx-denoiser/1"
 
 
+def gaussian_fields(diffusion) -> dict:
+    """A Gaussian diffusion's part of the manifest: its schedule and parameterisation."""
+    return {
+        "time_input": "int64",
+        "schedule": {
+            "num_timesteps": int(diffusion.original_num_steps),
+            "betas": [float(b) for b in diffusion.base_betas],
+            "alphas_cumprod": [float(a) for a in diffusion.base_alphas_cumprod],
+        },
+        "parameterisation": diffusion.model_mean_type.name.lower(),
+        "variance": diffusion.model_var_type.name.lower(),
+        "learn_sigma": bool(diffusion.learns_variance),
+    }
+
+
+def interpolant_fields(objective) -> dict:
+    """An interpolant's part of the manifest: path, prediction and the time the graph takes."""
+    return {
+        "time_input": "float32",
+        "interpolant": {
+            "path": objective.path.name,
+            "prediction": objective.prediction,
+            "time_scale": objective.time_scale,
+            "sample_eps": objective.sample_eps,
+        },
+        "learn_sigma": False,
+    }
+
+
+# The manifest's objective part, by the objective's `family`.
+OBJECTIVE_FIELDS = {"gaussian": gaussian_fields, "interpolant": interpolant_fields}
+
+
 def describe(
     diffusion,
     model: nn.Module,
@@ -46,7 +87,8 @@ def describe(
     """The manifest's model part: schedule, parameterisation, inputs, shapes, classes, guidance.
 
     Args:
-        diffusion: the run's `GaussianDiffusion` (its base schedule is written).
+        diffusion: the run's objective (`GaussianDiffusion`: its base schedule is written; an
+            `Interpolant`: its path, prediction and time scale).
         model: the exported backbone (`num_classes`, `has_null_label`, `guided_channels`).
         image: {"channels", "side", "pixel_side", "autoencoder", "latent_scale"}.
     """
@@ -55,14 +97,8 @@ def describe(
         "format": FORMAT,
         "inputs": list(graph_inputs),
         "output": output_name,
-        "schedule": {
-            "num_timesteps": int(diffusion.original_num_steps),
-            "betas": [float(b) for b in diffusion.base_betas],
-            "alphas_cumprod": [float(a) for a in diffusion.base_alphas_cumprod],
-        },
-        "parameterisation": diffusion.model_mean_type.name.lower(),
-        "variance": diffusion.model_var_type.name.lower(),
-        "learn_sigma": bool(diffusion.learns_variance),
+        "objective": diffusion.family,
+        **OBJECTIVE_FIELDS[diffusion.family](diffusion),
         "image": dict(image),
         "classes": {
             "num_classes": int(model.num_classes),

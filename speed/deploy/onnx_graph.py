@@ -3,7 +3,8 @@ dynamic batch, and the check that ONNX Runtime computes what PyTorch computes.
 
 Graph inputs (N, the batch, is dynamic):
     x               float32 [N, C, H, W]  the noisy input (latents in latent space)
-    t               int64 [N]             original timesteps 0..T-1
+    t               int64 [N]             original timesteps 0..T-1 (Gaussian diffusion), or
+                    float32 [N]           time_scale * t of an interpolant (`float_time`)
     y               int64 [N]             class labels (class-conditional models only)
     guidance_scale  float32 []            (models trained with label dropout only)
 Graph output:
@@ -38,11 +39,13 @@ OUTPUT_NAME = "model_output"
 class DenoiserGraph(nn.Module):
     """`model` (a `speed.models.conditional.ConditionalBackbone`: DiT or the ADM UNet) with the
     graph's inputs: (x, t) unconditional, (x, t, y) conditional, (x, t, y, guidance_scale) when
-    the model has a null label. Returns the model output [N, C_out, H, W]."""
+    the model has a null label. Returns the model output [N, C_out, H, W]. `float_time`: t is
+    float32 (an interpolant's continuous time) instead of int64 timesteps."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, float_time: bool = False):
         super().__init__()
         self.model = model
+        self.float_time = float_time
         self.conditional = model.num_classes > 0
         self.guided = bool(model.has_null_label)
 
@@ -61,12 +64,14 @@ class DenoiserGraph(nn.Module):
 
     def example_inputs(self, batch: int, channels: int, side: int, seed: int = 0) -> tuple:
         """Random inputs of the graph's names: `batch` images, timesteps spread over 0..T-1 (T =
-        1000), labels over the classes, guidance scale 2."""
+        1000; uniform on [0, 1000) with `float_time`), labels over the classes, guidance scale 2."""
         g = torch.Generator().manual_seed(seed)
-        inputs = [
-            torch.randn(batch, channels, side, side, generator=g),
-            torch.randint(0, 1000, (batch,), generator=g),
-        ]
+        x = torch.randn(batch, channels, side, side, generator=g)
+        if self.float_time:
+            t = 1000 * torch.rand(batch, generator=g)
+        else:
+            t = torch.randint(0, 1000, (batch,), generator=g)
+        inputs = [x, t]
         if self.conditional:
             inputs.append(torch.randint(0, self.model.num_classes, (batch,), generator=g))
         if self.guided:
@@ -74,11 +79,13 @@ class DenoiserGraph(nn.Module):
         return tuple(inputs)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, channels: int, side: int) -> Path:
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, channels: int, side: int, float_time: bool = False
+) -> Path:
     """Write `model` (in eval mode, on the CPU) as one self-contained ONNX file at `path`
     (atomically), with the inputs of `DenoiserGraph` and a dynamic batch. Uses torch.onnx's
     exporter based on torch.export (`dynamo=True`). Returns `path`."""
-    graph = DenoiserGraph(model).eval()
+    graph = DenoiserGraph(model, float_time).eval()
     inputs = graph.example_inputs(2, channels, side)
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple(None if name == "guidance_scale" else {0: batch} for name in graph.input_names)
@@ -102,10 +109,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, channels: int, side: 
 
 
 @torch.no_grad()
-def max_difference(model: nn.Module, session_fn, channels: int, side: int, batch: int) -> float:
+def max_difference(
+    model: nn.Module, session_fn, channels: int, side: int, batch: int, float_time: bool = False
+) -> float:
     """Largest |ONNX Runtime - PyTorch| over the outputs for random inputs of `batch` images;
     `session_fn(*inputs as numpy)` runs the exported graph (e.g. an `OnnxDenoiser`)."""
-    graph = DenoiserGraph(model).eval()
+    graph = DenoiserGraph(model, float_time).eval()
     inputs = graph.example_inputs(batch, channels, side, seed=1)
     expected = graph(*inputs).numpy()
     got = session_fn(*(i.numpy() for i in inputs))

@@ -43,9 +43,11 @@ class OnnxDenoiser:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, x, t, y=None, guidance_scale: float = 1.0) -> np.ndarray:
-        """Model output [N, C_out, H, W] for x [N, C, H, W], timesteps t [N] (original scale),
+        """Model output [N, C_out, H, W] for x [N, C, H, W], timesteps t [N] (original scale, or
+        time_scale * t for an interpolant's graph),
         labels y [N] (class-conditional graphs); `guidance_scale` for graphs with guidance."""
-        feeds = {"x": np.asarray(x, dtype=np.float32), "t": np.asarray(t, dtype=np.int64)}
+        time_dtype = np.float32 if self.manifest.get("time_input") == "float32" else np.int64
+        feeds = {"x": np.asarray(x, dtype=np.float32), "t": np.asarray(t, dtype=time_dtype)}
         if "y" in self.input_names:
             if y is None:
                 raise ValueError("this denoiser is class-conditional: pass labels y")
@@ -91,6 +93,11 @@ def ddim_sample(
         callback: fn(step_index, t, x, pred_xstart) after every step.
     """
     manifest = denoiser.manifest
+    if manifest.get("objective", "gaussian") != "gaussian":
+        raise ValueError(
+            f"ddim_sample needs a Gaussian diffusion's denoiser; this one was trained with the "
+            f"{manifest['objective']} objective (integrate its ODE, see the manifest)"
+        )
     abar = np.asarray(manifest["schedule"]["alphas_cumprod"], dtype=np.float64)
     total = len(abar)
     if not 1 <= num_steps <= total or eta < 0:

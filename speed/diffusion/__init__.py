@@ -94,6 +94,7 @@ def create_diffusion(
 
 # The timestep-mode options that **timestep_options accepts, for config validation.
 create_diffusion.extra_config_keys = option_names
+create_diffusion.family = GaussianDiffusion.family  # which sampler family samples what it builds
 
 __all__ = [
     "GaussianDiffusion",

@@ -91,6 +91,8 @@ class GaussianDiffusion:
         model_mean_type, model_var_type, loss_type: see the enums above.
     """
 
+    family = "gaussian"  # the sampler family (`speed.generation.SAMPLER_FAMILIES`)
+
     def __init__(self, *, betas, model_mean_type, model_var_type, loss_type):
         self.model_mean_type = model_mean_type
         self.model_var_type = model_var_type
@@ -484,6 +486,10 @@ class GaussianDiffusion:
         target = self._mse_target(x_start, x_t, t, noise)
         terms["mse"] = reduce((target - model_output) ** 2)
         return dict(sorted(terms.items()))  # "mse" first
+
+    def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """Original timesteps (long, like t) of indices t, for the loss-by-region logs."""
+        return torch.as_tensor(self.timestep_map, device=t.device)[t]
 
     def _prior_bpd(self, x_start):
         """KL(q(x_{T-1} | x_0) || N(0, I)) in bits per dimension, [N]; independent of the model."""

@@ -15,8 +15,9 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from speed.config import instantiate
+from speed.config import ConfigError, instantiate
 from speed.config_schema import NODES
+from speed.generation import config_family
 from speed.models import extract_state_dict, load_checkpoint, load_state_strict
 from speed.run import TrainState, sampling_checkpoint
 
@@ -80,17 +81,39 @@ def sampling_data_spec(cfg: DictConfig, autoencoder, ckpt: dict) -> DataSpec:
     return data_spec(cfg, build_dataset(cfg), autoencoder)
 
 
+def objective_learns_sigma(cfg: DictConfig) -> bool:
+    """`diffusion.learn_sigma`, else its `_target_`'s default for it; False when the objective
+    takes no such argument (an interpolant has no variance to learn)."""
+    if "learn_sigma" in cfg.diffusion:
+        return bool(cfg.diffusion.learn_sigma)
+    param = inspect.signature(get_object(cfg.diffusion._target_)).parameters.get("learn_sigma")
+    return bool(param.default) if param is not None else False
+
+
 def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     known = {
         "input_size": spec.side,
         "image_size": spec.side,
         "in_channels": spec.channels,
         "num_classes": spec.num_classes,
-        "learn_sigma": cfg.diffusion.get("learn_sigma", True),
+        "learn_sigma": objective_learns_sigma(cfg),
     }
     params = inspect.signature(get_object(cfg.model._target_)).parameters
     extra = {k: v for k, v in known.items() if k in params and k not in cfg.model}
     return instantiate(cfg.model, **extra)
+
+
+def check_objective(cfg: DictConfig, ckpt: dict, path) -> None:
+    """Refuse, in one line, to sample a checkpoint with another objective's samplers than the
+    one that trained it (files that record none, e.g. official DiT weights, pass)."""
+    trained = TrainState.stored_objective(ckpt)
+    family = config_family(cfg)
+    if trained is not None and trained != family:
+        raise ConfigError(
+            f"{path} was trained with the {trained} objective, but this config samples with the "
+            f"{family} objective's sampler '{cfg.sampler}'; use the training run's diffusion node "
+            "(its config.yaml) and one of that objective's samplers"
+        )
 
 
 def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
@@ -100,6 +123,7 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     the compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
+    check_objective(cfg, ckpt, path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     model = build_model(cfg, spec)
     load_state_strict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)
@@ -107,6 +131,26 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     if cfg.compile:
         model.compile()
     return model, path, spec
+
+
+def build_alignment(cfg: DictConfig, model: nn.Module, spec: DataSpec, dataset) -> nn.Module:
+    """The `repa` node's alignment for `model` (`NoAlignment` when repa.lam is 0). The projector
+    is sized by one eval-mode forward pass on zeros (no randomness drawn)."""
+    if cfg.repa.lam and dataset.is_latent:
+        raise ConfigError(
+            "repa: REPA's encoder needs the clean images, and this dataset is a latent cache; "
+            "train from the image folder (data.path) with repa.lam > 0"
+        )
+    device = next(model.parameters()).device
+    x = torch.zeros(2, spec.channels, spec.side, spec.side, device=device)
+    t = torch.zeros(2, device=device)
+    y = torch.zeros(2, dtype=torch.long, device=device) if spec.num_classes else None
+    was_training = model.training
+    model.eval()
+    try:
+        return instantiate(cfg.repa, model=model, example=(x, t, y))
+    finally:
+        model.train(was_training)
 
 
 def build_diffusion(cfg: DictConfig):

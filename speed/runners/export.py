@@ -47,10 +47,7 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
     diffusion = build_diffusion(cfg)
     stem = ckpt_path.stem
 
-    # ---- the graph ----
-    path = export_onnx(model, run.onnx_file(stem), spec.channels, spec.side)
-
-    # ---- the manifest ----
+    # ---- the manifest, then the graph (its time input as the manifest says) ----
     image = {
         "channels": spec.channels,
         "side": spec.side,
@@ -66,6 +63,8 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
         image,
         dataset_class_names(cfg),
     )
+    float_time = manifest["time_input"] == "float32"
+    path = export_onnx(model, run.onnx_file(stem), spec.channels, spec.side, float_time)
     manifest.update(
         onnx=path.name,
         checkpoint={
@@ -84,7 +83,7 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
 
     # ---- check: ONNX Runtime against PyTorch ----
     session = OnnxDenoiser(path, manifest)
-    error = max_difference(model, session, spec.channels, spec.side, CHECK_BATCH)
+    error = max_difference(model, session, spec.channels, spec.side, CHECK_BATCH, float_time)
     manifest["export"] = {
         "opset": OPSET,
         "torch": torch.__version__,

@@ -43,6 +43,7 @@ from speed.run_nonfinite import NonFiniteGuard
 from speed.run_sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
+    build_alignment,
     build_autoencoder,
     build_dataset,
     build_diffusion,
@@ -74,6 +75,8 @@ def train(cfg: DictConfig) -> Path:
 def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
+    if cfg.strategy == "fsdp" and cfg.repa.lam:
+        raise ConfigError("REPA (repa.lam > 0) trains with strategy=ddp; set strategy=ddp")
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
@@ -146,13 +149,14 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     if cfg.strategy == "fsdp":
         fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
+    alignment = build_alignment(cfg, model, spec, dataset).to(device)
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]
     if cfg.strategy == "fsdp":
         fsdp.shard(model, param_dtype=autocast_dtype(cfg.precision))
         for ema in emas:
             fsdp.shard(ema)
-    optimizer = build_optimizer(cfg, model, device)
+    optimizer = build_optimizer(cfg, torch.nn.ModuleList([model, alignment]), device)
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
     )
@@ -183,6 +187,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         config=OmegaConf.to_container(cfg),
         experiment=experiment_record(cfg, micro_batch * dist.world_size * cfg.grad_accum),
         resume_changes=tuple(cfg.resume_changes),
+        objective=diffusion.family,
+        alignment=alignment,
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
@@ -215,7 +221,8 @@ def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
         f"{job.micro_batch * dist.world_size * cfg.grad_accum}, "
         f"{dist.world_size} process(es) on {dist.device.type}, {cfg.strategy}; "
         f"per rank MiB: params {per_rank[0]:.3f}, optimizer {per_rank[1]:.3f}, "
-        f"ema {per_rank[2]:.3f}; timesteps: {job.diffusion.timestep_sampler.describe()}",
+        f"ema {per_rank[2]:.3f}; timesteps: {job.diffusion.timestep_sampler.describe()}; "
+        f"repa: {state.alignment.describe()}",
         flush=True,
     )
 
@@ -254,7 +261,6 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     grids = (
         TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
     )
-    timestep_map = torch.as_tensor(diffusion.timestep_map)  # index -> original timestep
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
     # A backbone that trains on random inputs of its own (MaskDiT's and MDT's token masks) draws
     # them per step with the step's generator: `training_inputs(step, n, generator) -> kwargs`.
@@ -274,7 +280,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         for x, y in job.loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            with torch.no_grad():
+            with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
+                targets = state.alignment.targets(x)
                 x = x if job.dataset.is_latent else job.autoencoder.encode(x)
             micro_index = micro_step % cfg.grad_accum
             state.batches_in_epoch += 1
@@ -307,14 +314,16 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     terms = diffusion.training_losses(
                         train_model, x, t, model_kwargs=model_kwargs, noise=noise, weights=weights
                     )
-                    loss = terms["loss"].mean()
+                    loss = (terms["loss"] + state.alignment.loss(targets)).mean()
                 scaled = loss / cfg.grad_accum
                 (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
             # Unweighted per-sample losses: loss-by-region logs and the loss-aware samplers.
             unweighted = sum(terms[k] for k in ("mse", "vb") if k in terms).detach().float()
             diffusion.timestep_sampler.update_with_losses(t, unweighted)
             per_sample = terms.get("mse", unweighted).detach().float()
-            interval.add(loss.detach(), timestep_map[t.cpu()], per_sample.cpu(), x.shape[0])
+            interval.add(
+                loss.detach(), diffusion.original_timesteps(t).cpu(), per_sample.cpu(), x.shape[0]
+            )
             if not last_micro:
                 continue
 
@@ -331,6 +340,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     continue  # rolled back to the newest good checkpoint
             else:
                 guard.loss(state, nonfinite=False)
+                state.alignment.sync_gradients()
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
@@ -382,7 +392,9 @@ def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
     if scaler is not None:
         scaler.unscale_(optimizer)
     max_norm = grad_clip if grad_clip else float("inf")
-    grad_norm = fsdp.full_value(torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm))
+    grad_norm = fsdp.full_value(
+        torch.nn.utils.clip_grad_norm_(list(state.trainable_parameters()), max_norm)
+    )
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

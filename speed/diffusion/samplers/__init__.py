@@ -47,22 +47,27 @@ SAMPLERS: dict[str, Callable] = {
 }
 
 
-def get_sampler(name: str) -> Callable:
-    """The sampler function called `name`; ValueError (with the closest name) if there is none."""
-    if name in SAMPLERS:
-        return SAMPLERS[name]
-    close = difflib.get_close_matches(str(name), list(SAMPLERS), n=1, cutoff=0.4)
+def get_sampler(name: str, registry: dict[str, Callable] | None = None) -> Callable:
+    """The sampler function called `name` in `registry` (default `SAMPLERS`); ValueError (with
+    the closest name) if there is none."""
+    registry = SAMPLERS if registry is None else registry
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.4)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown sampler {name!r}{hint}; choose one of {sorted(SAMPLERS)}")
+    raise ValueError(f"unknown sampler {name!r}{hint}; choose one of {sorted(registry)}")
 
 
 CALLER_KEYWORDS = ("callback",)  # keyword-only arguments the caller passes, not options
 
 
-def sampler_options(name: str) -> dict[str, tuple[Any, Any]]:
-    """{option: (default, annotation)} of sampler `name`: its keyword-only parameters except
-    `CALLER_KEYWORDS`. Annotations are evaluated, `Annotated` metadata (e.g. `AtLeast`) kept."""
-    fn = get_sampler(name)
+def sampler_options(
+    name: str, registry: dict[str, Callable] | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """{option: (default, annotation)} of sampler `name` (of `registry`, default `SAMPLERS`): its
+    keyword-only parameters except `CALLER_KEYWORDS`. Annotations are evaluated, `Annotated`
+    metadata (e.g. `AtLeast`) kept."""
+    fn = get_sampler(name, registry)
     hints = typing.get_type_hints(fn, include_extras=True)
     return {
         p.name: (p.default, hints.get(p.name, Any))

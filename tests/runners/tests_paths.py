@@ -1,0 +1,7 @@
+"""Config paths of the runner tests."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FLOW_CONFIG = str(REPO / "configs/image/animals/flow/base.yaml")
+REPA_CONFIG = str(REPO / "configs/image/animals/flow/repa.yaml")
