@@ -3,7 +3,7 @@
 Phases: train, inference, sample, extract (encode a dataset into a latent cache), export (the
 denoiser as ONNX), config (print the resolved config and exit). With -m/--multirun, swept values
 (`diffusion.k=1,5,10`, `range(...)`, `choice(...)`, `config=glob(...)`) run one experiment per
-combination, each in `<experiment_dir>/sweep/<key=value,...>/` (see README "Sweeps and clusters").
+combination, each in `<experiment_dir>/sweep/<key=value,...>/` (see docs/sweeps.md).
 
 A mistake the user can fix (`speed.errors.user_message`: a config value, a missing or broken
 file, a full disk, a run folder held by another run) prints one `error: ...` line and exits with
