@@ -43,6 +43,7 @@ in the repository) skips it altogether, its checkpoints and cached scores resume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import statistics
@@ -68,6 +69,7 @@ from speedup_plan import (
 )
 from speedup_scoring import Scorer, region_losses
 
+from speed.errors import Interrupted
 from speed.run import DONE, RunDir, RunLock, list_checkpoints, phase_state
 from speed.runners.train import train
 from speed.sweep.expand import Sweep, load_run_configs
@@ -105,7 +107,8 @@ def do_run(run: StudyRun, sweep: Sweep, scorer: Scorer, noise_probe: bool) -> di
     start = time.perf_counter()
     if phase_state("train", cfg) != DONE:
         set_status(sweep.sweep_dir, run.name, "train", "running")
-        train(cfg)
+        with contextlib.suppress(Interrupted):  # SIGTERM/SIGINT: checkpointed, resumes later
+            train(cfg)
     if phase_state("train", cfg) != DONE:  # stopped early (SIGTERM/SIGINT saved a checkpoint)
         set_status(sweep.sweep_dir, run.name, "train", "pending")
         raise StudyInterrupted(f"{run.name}: training stopped before step {plan.steps}")

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
-from speed.errors import UserError
+from speed.errors import Interrupted, UserError
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
 from speed.run import (
@@ -92,12 +92,23 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     init_weights = None if resume_paths else cfg.ckpt_path
     job = _build(cfg, dist, init_weights, trust=cfg.trust_checkpoint)
     if resume_paths:
-        load_newest_good(
+        loaded = load_newest_good(
             job.state,
             resume_paths,
             dist.rank,
             world_size=dist.world_size,
             trust=cfg.trust_checkpoint,
+        )
+        if job.state.step >= cfg.max_training_steps:
+            _say(
+                dist,
+                f"train: nothing to do: {loaded} is at step {job.state.step}, "
+                f"max_training_steps={cfg.max_training_steps}; raise it to train further",
+            )
+            return loaded
+        _say(
+            dist,
+            f"train: resuming from {loaded} at step {job.state.step} of {cfg.max_training_steps}",
         )
     train_model = _wrap(job.state.model, cfg, dist)
 
@@ -110,7 +121,7 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
         project=cfg.project,
         name=run.root.name,
     )
-    stop_requested = {"flag": False}
+    stop_requested = {"flag": False, "signal": None}
     previous_handlers = _install_stop_handlers(stop_requested)
     try:
         if dist.is_main:
@@ -355,8 +366,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             if flags[1] > 0:
                 last_ckpt = _save(cfg, dist, run, state)
                 logger.scalars(step, {"preempted": 1})
-                done = True
-                break
+                raise Interrupted(last_ckpt, step, stop_requested["signal"] or signal.SIGTERM)
             if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
                 last_ckpt = _save(cfg, dist, run, state)
             if step >= cfg.max_training_steps:
@@ -531,11 +541,17 @@ def _check_ranks_in_sync(model: torch.nn.Module) -> None:
         raise RuntimeError(f"ranks hold different weights (parameter checksums {checksums})")
 
 
+def _say(dist, line: str) -> None:
+    if dist.is_main:
+        print(line, flush=True)
+
+
 def _install_stop_handlers(stop_requested: dict) -> dict:
-    """On SIGTERM/SIGINT (preemption, Ctrl-C) finish the step, checkpoint, and exit cleanly."""
+    """On SIGTERM/SIGINT (preemption, Ctrl-C) finish the step, checkpoint, raise Interrupted."""
 
     def handler(signum, frame):
         stop_requested["flag"] = True
+        stop_requested["signal"] = signum
 
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
