@@ -30,6 +30,7 @@ from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import DataError
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
+from speed.utils.logging import interactive
 from speed.utils.precision import autocast_denoiser
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
@@ -239,7 +240,7 @@ def render_grid(
         noise,
         labels,
         scale,
-        progress=True,
+        progress=interactive(),  # a bar in a terminal; nothing in a log file
         callback=callback,
     )
     tiles = to_uint8(images)

@@ -53,7 +53,7 @@ from speed.utils import fsdp
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
-from speed.utils.logging import RunLogger
+from speed.utils.logging import RunLogger, format_duration
 from speed.utils.lr_schedule import build_lr_scheduler
 from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
@@ -275,6 +275,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     interval = _IntervalStats(device)
     tic = time.perf_counter()
     done = state.step >= cfg.max_training_steps
+    logger.start_progress(cfg.max_training_steps, state.step)  # closed by logger.close()
     while not done and state.epoch < cfg.epoch:
         job.data_sampler.set_epoch(state.epoch)
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
@@ -345,6 +346,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
+            logger.advance()
             if summary_pending:
                 _print_summary(cfg, dist, job)
                 summary_pending = False
@@ -355,7 +357,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 elapsed = time.perf_counter() - tic
                 stats = interval.summarize(elapsed, num_timesteps=diffusion.original_num_steps)
                 stats["lr"] = state.optimizer.param_groups[0]["lr"]
-                logger.scalars(step, stats)
+                eta = (cfg.max_training_steps - step) * stats["sec_per_step"]
+                logger.scalars(step, stats, note=f"eta={format_duration(eta)}")
                 interval = _IntervalStats(device)
                 tic = time.perf_counter()
             if grids is not None and step % cfg.sample_every == 0:
