@@ -3,11 +3,13 @@
 Phases: train, inference, sample, extract (encode a dataset into a latent cache), export (the
 denoiser as ONNX), config (print the resolved config and exit). With -m/--multirun, swept values
 (`diffusion.k=1,5,10`, `range(...)`, `choice(...)`, `config=glob(...)`) run one experiment per
-combination, each in `<experiment_dir>/sweep/<key=value,...>/` (see README "Sweeps and clusters").
+combination, each in `<experiment_dir>/sweep/<key=value,...>/` (see docs/sweeps.md).
 
 A mistake the user can fix (`speed.errors.user_message`: a config value, a missing or broken
 file, a full disk, a run folder held by another run) prints one `error: ...` line and exits with
 2 (SPEED_DEBUG=1 shows its traceback); any other exception is a bug and keeps its traceback.
+Training stopped by SIGTERM/SIGINT checkpoints, prints one `interrupted: ...` line with the
+checkpoint and the command that resumes it, and exits with 128 + the signal (143, 130).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import argparse
 import functools
 import importlib
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 from speed.config import check_values, config_to_yaml, load_config
-from speed.errors import user_message
+from speed.errors import Interrupted, user_message
 from speed.utils.distributed import leave_process_group
 
 PHASES = {
@@ -65,6 +69,15 @@ def multirun(args: argparse.Namespace, phase: str, show: bool) -> None:
     run_sweep(args.config, phase, args.overrides, functools.partial(run_phase, phase), script)
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues an interrupted training (a sweep resumes its unfinished runs
+    by itself); under torchrun, with the same torchrun options."""
+    words = [w for w in args.overrides if not w.startswith(("resume=", "overwrite="))]
+    words = ["-m", *words] if args.multirun else [*words, "resume=true"]
+    launcher = "torchrun <same options>" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
+    return f"{launcher} {shlex.join(['main.py', '-c', args.config, '-p', 'train', *words])}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     phase = "train" if args.phase == "config" else args.phase
@@ -81,6 +94,17 @@ def main(argv=None) -> int:
             return 0
         run_phase(phase, cfg)
         leave_process_group()
+    except Interrupted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            name = signal.Signals(stop.signum).name
+            print(
+                f"interrupted ({name}) at step {stop.step}: saved {stop.checkpoint}; "
+                f"resume with: {resume_command(args)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        leave_process_group()
+        return stop.exit_code
     except Exception as error:
         message = user_message(error)
         if message is None or os.environ.get("SPEED_DEBUG"):

@@ -119,13 +119,15 @@ def instantiate(node, **kwargs):
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
+        if isinstance(cause, UserError) and env_hint(str(cause)) != str(cause):
+            raise type(cause)(env_hint(str(cause))) from cause
         if isinstance(cause, UserError) or cause is None:
             raise (cause or ConfigError(f"{name}: {_one_line(err)}")) from None
         if isinstance(cause, (ValueError, FileNotFoundError)):
             message = _one_line(cause)
             message = message if message.startswith(name) else f"{name}: {message}"
             kind = ConfigError if isinstance(cause, ValueError) else MissingFileError
-            raise kind(message) from cause
+            raise kind(env_hint(message)) from cause
         raise cause from None
 
 
@@ -271,6 +273,7 @@ def _finalize(merged: dict) -> DictConfig:
             f"config key '{missing[0]}' is required but not set; set it in the config or on the "
             f"command line ({missing[0]}=...){also}"
         )
+    env_refs = dict(_env_references(merged))
     try:
         cfg = OmegaConf.create(merged)
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -279,6 +282,9 @@ def _finalize(merged: dict) -> DictConfig:
         raise ConfigError(f"cannot resolve config key '{err.full_key}': {message}") from None
     _check_layer(resolved, {}, where=None)
     check_ranges(resolved)
+    _ENV_SOURCED.clear()
+    for key, variable in env_refs.items():
+        _ENV_SOURCED[key] = (variable, OmegaConf.select(cfg, key))
     OmegaConf.resolve(cfg)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
@@ -304,6 +310,38 @@ def _numbers(tree: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield from _numbers(value, path)
         else:
             yield path, value
+
+
+# Keys of the last loaded config whose value came from `${oc.env:VAR,...}`: key -> (VAR, value).
+_ENV_SOURCED: dict[str, tuple[str, Any]] = {}
+_ENV_REFERENCE = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _env_references(tree: Any, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """(dotted key, variable) of each value that reads an environment variable."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        if isinstance(value, str) and (match := _ENV_REFERENCE.search(value)):
+            yield f"{prefix}{key}", match.group(1)
+        elif isinstance(value, dict | list):
+            yield from _env_references(value, f"{prefix}{key}.")
+
+
+def env_hint(message: str) -> str:
+    """`message` plus, when it is about a key whose value came from an environment variable
+    (e.g. `data.path: no image folder at data/imagenet/train`), which variable sets it."""
+    for key, (variable, value) in _ENV_SOURCED.items():
+        if message.startswith(key) and str(value) in message:
+            state = (
+                f"is set to {os.environ[variable]}"
+                if variable in os.environ
+                else "is not set, so its default was used"
+            )
+            return (
+                f"{message} ({key} comes from the environment variable {variable}, which {state};"
+                f" export {variable}=/path/to/it, or give {key}=... on the command line)"
+            )
+    return message
 
 
 def _missing_paths(tree: Any, prefix: str = "") -> Iterable[str]:

@@ -53,6 +53,21 @@ PATH_ERRORS = {
 }
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM or SIGINT (preemption, Ctrl-C) after writing `checkpoint` at
+    `step`: not a failure, the run resumes from there. `main.py` prints one line with the
+    checkpoint and the resume command and exits with 128 + `signum` (143 for SIGTERM, 130 for
+    SIGINT), the code a shell and a scheduler read as "ended by that signal"."""
+
+    def __init__(self, checkpoint, step: int, signum: int):
+        super().__init__(f"interrupted at step {step}: checkpoint {checkpoint}")
+        self.checkpoint, self.step, self.signum = checkpoint, step, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
 def user_message(error: BaseException) -> str | None:
     """The one-line message of a mistake the user can fix, None for a bug (keep its traceback).
 

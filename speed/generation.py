@@ -33,6 +33,7 @@ from speed.errors import DataError
 from speed.flow import samplers as interpolant_samplers
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
+from speed.utils.logging import interactive
 from speed.utils.precision import autocast_denoiser
 
 ROOT_OPTION_KEYS = ("eta", "clip_denoised")  # root keys that set the sampler option of that name
@@ -284,7 +285,7 @@ def render_grid(
         noise,
         labels,
         scale,
-        progress=True,
+        progress=interactive(),  # a bar in a terminal; nothing in a log file
         callback=callback,
     )
     tiles = to_uint8(images)

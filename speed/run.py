@@ -342,7 +342,7 @@ class RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 holder = self.holder()
                 if holder.get("host") != self.me["host"] or _alive(holder.get("pid", -1)):

@@ -211,23 +211,38 @@ def _int_list(value, name: str) -> tuple:
     return tuple(value)
 
 
-def attention_downsample_rates(attention_resolutions, image_size: int) -> tuple[int, ...]:
+def attention_downsample_rates(
+    attention_resolutions, image_size: int, levels: int | None = None
+) -> tuple[int, ...]:
     """Downsample rates ds at which attention is used.
 
     A list/tuple is taken as guided-diffusion's UNetModel takes it: downsample rates (4 = at 1/4
-    resolution). A comma string is taken as guided-diffusion's scripts take it: resolutions in
-    pixels ("32,16,8" at image_size 64 -> (2, 4, 8)).
+    resolution), the same at any image size. A comma string is taken as guided-diffusion's scripts
+    take it: resolutions in pixels ("32,16,8" at image_size 64 -> (2, 4, 8)). With `levels` (the
+    UNet's number of resolutions, len(channel_mult)), a rate that is not one of its levels
+    1, 2, ..., 2^(levels - 1) is an error naming the levels, since no block would get attention.
     """
-    if not isinstance(attention_resolutions, str):
-        return tuple(int(ds) for ds in attention_resolutions)
-    resolutions = _int_list(attention_resolutions, "attention_resolutions")
-    bad = [r for r in resolutions if r <= 0 or image_size % r]
+    rates = (1, 2, 4, 8, 16, 32, 64, 128)[:levels] if levels else None
+    if isinstance(attention_resolutions, str):
+        resolutions = _int_list(attention_resolutions, "attention_resolutions")
+        bad = [r for r in resolutions if r <= 0 or image_size % r]
+        bad += [r for r in resolutions if r not in bad and rates and image_size // r not in rates]
+        if bad:
+            sides = ",".join(str(image_size // ds) for ds in rates) if rates else "its levels"
+            raise ValueError(
+                f"model.attention_resolutions: {bad} px are not levels of this UNet at image_size "
+                f"{image_size} ({sides} px); set model.attention_resolutions to some of "
+                f"'{sides}', or to downsample rates, which hold at any size ([4] = 1/4 of the side)"
+            )
+        return tuple(image_size // r for r in resolutions)
+    found = tuple(int(ds) for ds in attention_resolutions)
+    bad = [ds for ds in found if rates and ds not in rates]
     if bad:
         raise ValueError(
-            f"attention_resolutions: {bad} do not divide image_size {image_size}; give resolutions "
-            "in pixels as a comma string, or downsample rates as a list"
+            f"model.attention_resolutions: downsample rates {bad} are not levels of this UNet "
+            f"(rates {list(rates)}, one per entry of model.channel_mult); set some of those"
         )
-    return tuple(image_size // r for r in resolutions)
+    return found
 
 
 class UNetModel(ConditionalBackbone):
@@ -305,14 +320,17 @@ class UNetModel(ConditionalBackbone):
         if image_size % self.downsample_factor:
             raise ValueError(
                 f"image_size {image_size} must be divisible by 2^(len(channel_mult) - 1) = "
-                f"{self.downsample_factor}; change channel_mult or the image size"
+                f"{self.downsample_factor}; set data.image_size to a multiple of "
+                f"{self.downsample_factor}, or shorten model.channel_mult"
             )
         self.image_size = image_size
         self.in_channels = in_channels
         self.model_channels = model_channels
         self.learn_sigma = learn_sigma
         self.out_channels = out_channels or in_channels * (2 if learn_sigma else 1)
-        self.attention_resolutions = attention_downsample_rates(attention_resolutions, image_size)
+        self.attention_resolutions = attention_downsample_rates(
+            attention_resolutions, image_size, len(channel_mult)
+        )
 
         time_embed_dim = model_channels * 4
         self.time_embed = nn.Sequential(

@@ -15,8 +15,9 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from speed.config import ConfigError, instantiate
+from speed.config import instantiate
 from speed.config_schema import NODES
+from speed.errors import ConfigError
 from speed.generation import config_family
 from speed.models import extract_state_dict, load_checkpoint, load_state_strict
 from speed.run import TrainState, sampling_checkpoint
@@ -28,7 +29,7 @@ DATA_LOADER_KEYS = tuple(NODES["data"])
 def build_dataset(cfg: DictConfig, **kwargs):
     """The `data` node's dataset (its loader keys left out); kwargs override its arguments."""
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_LOADER_KEYS])
-    return instantiate(node, **kwargs)
+    return instantiate(OmegaConf.create({"data": node}).data, **kwargs)  # errors say "data"
 
 
 def dataset_class_names(cfg: DictConfig) -> list[str] | None:
@@ -59,13 +60,32 @@ class DataSpec:
 
 
 def data_spec(cfg: DictConfig, dataset, autoencoder) -> DataSpec:
-    """The model input implied by a dataset and autoencoder; root `num_classes` wins if set."""
+    """The model input implied by a dataset and autoencoder. Root `num_classes` and `image_size`,
+    when set, must agree with the dataset (a mismatch is a ConfigError naming the key to set);
+    `num_classes: 0` trains an unconditional model on any dataset."""
     if dataset.is_latent or autoencoder.latent_channels is None:
         channels, side = dataset.num_channels, dataset.resolution
     else:
         channels, side = autoencoder.latent_channels, dataset.resolution // autoencoder.downsample
+    pixels = dataset.resolution * (autoencoder.downsample if dataset.is_latent else 1)
+    if cfg.image_size and cfg.image_size != pixels:
+        raise ConfigError(
+            f"image_size={cfg.image_size} but the dataset's images are {pixels} px "
+            f"(data.image_size); set image_size={pixels}, or image_size=0 to take the dataset's"
+        )
     num_classes = dataset.num_classes if cfg.num_classes is None else cfg.num_classes
+    if num_classes and num_classes != dataset.num_classes:
+        has = f"{dataset.num_classes} classes" if dataset.num_classes else "no classes"
+        raise ConfigError(
+            f"num_classes={num_classes} but the dataset ({_data_source(cfg)}) has {has}; set "
+            f"num_classes={dataset.num_classes or 0}, or num_classes=null to take the dataset's"
+        )
     return DataSpec(channels=channels, side=side, num_classes=num_classes)
+
+
+def _data_source(cfg: DictConfig) -> str:
+    path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
+    return f"data.path={path}" if path else str(cfg.data._target_)
 
 
 def sampling_data_spec(cfg: DictConfig, autoencoder, ckpt: dict) -> DataSpec:

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.diffusion.timesteps import loss_by_region
+from speed.errors import Interrupted
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
 from speed.run import (
@@ -55,7 +56,7 @@ from speed.utils import fsdp
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
-from speed.utils.logging import RunLogger
+from speed.utils.logging import RunLogger, format_duration
 from speed.utils.lr_schedule import build_lr_scheduler
 from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
@@ -91,12 +92,23 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     init_weights = None if resume_paths else cfg.ckpt_path
     job = _build(cfg, dist, init_weights, trust=cfg.trust_checkpoint)
     if resume_paths:
-        load_newest_good(
+        loaded = load_newest_good(
             job.state,
             resume_paths,
             dist.rank,
             world_size=dist.world_size,
             trust=cfg.trust_checkpoint,
+        )
+        if job.state.step >= cfg.max_training_steps:
+            _say(
+                dist,
+                f"train: nothing to do: {loaded} is at step {job.state.step}, "
+                f"max_training_steps={cfg.max_training_steps}; raise it to train further",
+            )
+            return loaded
+        _say(
+            dist,
+            f"train: resuming from {loaded} at step {job.state.step} of {cfg.max_training_steps}",
         )
     train_model = _wrap(job.state.model, cfg, dist)
 
@@ -109,7 +121,7 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
         project=cfg.project,
         name=run.root.name,
     )
-    stop_requested = {"flag": False}
+    stop_requested = {"flag": False, "signal": None}
     previous_handlers = _install_stop_handlers(stop_requested)
     try:
         if dist.is_main:
@@ -274,6 +286,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     interval = _IntervalStats(device)
     tic = time.perf_counter()
     done = state.step >= cfg.max_training_steps
+    logger.start_progress(cfg.max_training_steps, state.step)  # closed by logger.close()
     while not done and state.epoch < cfg.epoch:
         job.data_sampler.set_epoch(state.epoch)
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
@@ -344,6 +357,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
+            logger.advance()
             if summary_pending:
                 _print_summary(cfg, dist, job)
                 summary_pending = False
@@ -354,7 +368,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 elapsed = time.perf_counter() - tic
                 stats = interval.summarize(elapsed, num_timesteps=diffusion.original_num_steps)
                 stats["lr"] = state.optimizer.param_groups[0]["lr"]
-                logger.scalars(step, stats)
+                eta = (cfg.max_training_steps - step) * stats["sec_per_step"]
+                logger.scalars(step, stats, note=f"eta={format_duration(eta)}")
                 interval = _IntervalStats(device)
                 tic = time.perf_counter()
             if grids is not None and step % cfg.sample_every == 0:
@@ -365,8 +380,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             if flags[1] > 0:
                 last_ckpt = _save(cfg, dist, run, state, guard, more=False)
                 logger.scalars(step, {"preempted": 1})
-                done = True
-                break
+                raise Interrupted(last_ckpt, step, stop_requested["signal"] or signal.SIGTERM)
             if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
                 saved = _save(cfg, dist, run, state, guard)
                 if saved is None:
@@ -546,11 +560,17 @@ def _check_ranks_in_sync(model: torch.nn.Module) -> None:
         raise RuntimeError(f"ranks hold different weights (parameter checksums {checksums})")
 
 
+def _say(dist, line: str) -> None:
+    if dist.is_main:
+        print(line, flush=True)
+
+
 def _install_stop_handlers(stop_requested: dict) -> dict:
-    """On SIGTERM/SIGINT (preemption, Ctrl-C) finish the step, checkpoint, and exit cleanly."""
+    """On SIGTERM/SIGINT (preemption, Ctrl-C) finish the step, checkpoint, raise Interrupted."""
 
     def handler(signum, frame):
         stop_requested["flag"] = True
+        stop_requested["signal"] = signum
 
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):

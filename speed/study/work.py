@@ -8,12 +8,14 @@ claim is respected, a dead one's (a killed study) is taken over.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import statistics
 import time
 from pathlib import Path
 
+from speed.errors import Interrupted
 from speed.run import DONE, RunDir, RunLock, list_checkpoints, phase_state
 from speed.runners.train import train
 from speed.study.plan import (
@@ -58,7 +60,8 @@ def do_run(study: Study, run: StudyRun, sweep: Sweep, scorer: Scorer, probe: boo
     (cfg,) = load_run_configs(dataclasses.replace(sweep, runs=(run.sweep_run,)), ("resume=true",))
     if phase_state("train", cfg) != DONE:
         set_status(sweep.sweep_dir, run.name, "train", "running")
-        train(cfg)
+        with contextlib.suppress(Interrupted):  # SIGTERM/SIGINT: checkpointed, resumes later
+            train(cfg)
     if phase_state("train", cfg) != DONE:  # stopped early (SIGTERM/SIGINT saved a checkpoint)
         set_status(sweep.sweep_dir, run.name, "train", "pending")
         raise StudyInterrupted(f"{run.name}: training stopped before step {study.steps}")

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from speed.config import instantiate
-from speed.errors import MissingFileError
+from speed.errors import Interrupted, MissingFileError
 from speed.run import DONE, RESUME, phase_state
 from speed.sweep.expand import Sweep, expand_sweep, load_run_configs
 from speed.sweep.slurm import (
@@ -90,6 +90,9 @@ def _run_here(sweep: Sweep, configs, states, run_phase, is_main: bool) -> None:
         _mark(is_main, sweep, run.name, "running")
         try:
             run_phase(cfg)
+        except Interrupted:  # checkpointed: the same command resumes it
+            _mark(is_main, sweep, run.name, "interrupted")
+            raise
         except BaseException:
             _mark(is_main, sweep, run.name, "failed")
             raise

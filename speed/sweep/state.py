@@ -5,7 +5,8 @@ Whether a run's phase is done, resumable or new is read from its files by
 
 `<experiment_dir>/sweep/sweep.yaml` lists every run a sweep command has named (later commands
 add theirs), with its folder, config file, overrides, swept values and, per phase, its status:
-pending, running, done, failed or submitted (with the SLURM job id).
+pending, running, done, interrupted (SIGTERM/SIGINT: checkpointed), failed or submitted (with
+the SLURM job id).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The data goes to a temporary file in the target's folder, named `.<name>.<random
 flushed and fsynced, then renamed over the target (a rename within one file system is atomic);
 the folder is fsynced too, so the rename survives a power loss. On an error the temporary file is
 deleted and the old target, if any, stays as it was. Readers see the old file or the new one.
+The file gets the mode a plain `open()` would give it: the target's own mode when it exists, else
+0666 minus the user's umask (0644 under the usual 022), not mkstemp's private 0600, so colleagues
+can read checkpoints and samples on a shared machine as they can read everything else.
 A full disk or quota (ENOSPC, EDQUOT) is a `DiskFullError` naming the file, a one-line user error.
 """
 
@@ -27,13 +30,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     An OSError on the way names `path`, not the temporary file: a full disk is a DiskFullError,
     the errors of `speed.errors.PATH_ERRORS` (permissions, a read-only file system, ...) keep
-    their kind with `path` as their file name, so both print as one line."""
+    their kind with `path` as their file name, so both print as one line. The file gets the
+    mode `open(path, "w")` would give it (the existing file's, else 0o666 less the umask)."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         tmp = Path(name)
+        try:
+            os.fchmod(fd, _mode_for(path))  # mkstemp makes it 0600
+        finally:
+            os.close(fd)
         yield tmp
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
@@ -85,6 +92,28 @@ def torch_save(obj, f) -> None:
         if isinstance(error.__context__, OSError):
             raise error.__context__ from None
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits `open(path, "w")` leaves: the existing file's, else 0o666 & ~umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path, flags: int) -> None:

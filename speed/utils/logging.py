@@ -3,15 +3,21 @@
 resumes; `read_metrics` reads it back for tables).
 
 Only rank 0 creates writers; on other ranks every method is a no-op, so callers need no rank checks.
+
+Progress: `start_progress` draws a tqdm bar of the steps (rate and ETA) on rank 0 when stderr is a
+terminal; a log file (stderr not a terminal) gets only the periodic log lines, which end with the
+ETA, never a bar's stream of redraws.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from speed.errors import ConfigError
 from speed.utils.distributed import get_rank
@@ -42,6 +48,7 @@ class RunLogger:
         name: str | None = None,
     ):
         self.enabled = get_rank() == 0
+        self._bar = None
         self._tb = None
         self._wandb = None
         self._jsonl = None
@@ -67,13 +74,29 @@ class RunLogger:
             )
         self._jsonl = open(log_dir / METRICS_FILE, "a")  # closed in close()
 
-    def scalars(self, step: int, values: dict[str, float], echo: bool = True) -> None:
-        """Log a dict of scalars at `step` (printed on one line when `echo`)."""
+    def start_progress(self, total: int, initial: int, desc: str = "train") -> None:
+        """A bar of `total` steps from `initial` (steps/s, ETA) when `interactive()`, else none."""
+        if self.enabled and interactive():
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def scalars(
+        self, step: int, values: dict[str, float], echo: bool = True, note: str = ""
+    ) -> None:
+        """Log a dict of scalars at `step` (printed on one line when `echo`, followed by `note`,
+        which is printed only, e.g. the ETA)."""
         if not self.enabled:
             return
         if echo:
             text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items() if "/" not in k)
-            print(f"[step {step:07d}] {text}", flush=True)
+            line = f"[step {step:07d}] {text}{' ' + note if note else ''}"
+            if self._bar is not None:
+                self._bar.write(line)  # above the bar, which is redrawn below it
+            else:
+                print(line, flush=True)
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
@@ -94,6 +117,9 @@ class RunLogger:
             self._wandb.log({tag: wandb.Image(image)}, step=step)
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         if self._jsonl is not None:
             self._jsonl.close()
         if self._tb is not None:
@@ -114,6 +140,21 @@ def read_metrics(log_dir: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return metrics
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal (a person watching), not a log file or a pipe."""
+    return sys.stderr.isatty()
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m05s, 2h07m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _fmt(value: float) -> str:

@@ -47,7 +47,7 @@ def tiny_unet() -> UNetModel:
         model_channels=32,
         out_channels=1,
         num_res_blocks=1,
-        attention_resolutions=(4,),
+        attention_resolutions=(2,),  # downsample rate 2: 4x4 at SIDE 8
         channel_mult=(1, 2),
         num_classes=NUM_CLASSES,
         class_dropout_prob=0.1,

@@ -271,7 +271,7 @@ def test_attention_resolutions_forms():
     assert attention_downsample_rates("32,16,8", 64) == (2, 4, 8)
     assert attention_downsample_rates((2, 4), 64) == (2, 4)
     assert attention_downsample_rates([4], 28) == (4,)
-    with pytest.raises(ValueError, match="do not divide image_size 28"):
+    with pytest.raises(ValueError, match="not levels of this UNet at image_size 28"):
         attention_downsample_rates("16,8", 28)
     assert tiny_unet(channel_mult="1,2").out_channels == 6
 

@@ -146,3 +146,27 @@ def test_inference_sweep_then_fid_of_every_run(trained, sweep_words, cli, capsys
     _, rows, _ = summarize(trained)
     assert [row["fid"] for row in rows] == fids
     assert np.all([row["features"] == extractor.name for row in rows])
+
+
+def test_an_interrupted_run_stops_the_sweep_and_is_marked_interrupted(
+    tmp_path, demo_config, tiny_overrides, cli, capsys, monkeypatch
+):
+    import shlex
+    import signal
+
+    from speed.errors import Interrupted
+    from speed.runners import train as train_module
+
+    def stopped(cfg):
+        raise Interrupted("ckpt.pt", 3, signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "train", stopped)
+    words = ["-c", demo_config, "-p", "train", "-m", "seed=0,1", *tiny_overrides(tmp_path)]
+    assert cli(words) == 143
+    record = yaml.safe_load((tmp_path / "sweep/sweep.yaml").read_text())
+    statuses = [run["status"]["train"] for run in record["runs"]]
+    assert statuses == ["interrupted", "pending"]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    again = shlex.join(["-m", "seed=0,1", *tiny_overrides(tmp_path)])
+    assert line.startswith("interrupted (SIGTERM) at step 3: saved ckpt.pt; resume with: python ")
+    assert line.endswith(again) and "resume=true" not in line
