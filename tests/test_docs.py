@@ -140,7 +140,8 @@ class _Parsed(Exception):
 def _words(snippet: Snippet) -> list[str]:
     text = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", "0", snippet.text)  # $NODE_RANK ...
     text = re.sub(r"\[[^\]]*\.\.\.\]", "", text)  # an elided optional group: [key=value ...]
-    return shlex.split(text, comments=True)
+    words = shlex.split(text, comments=True)
+    return words[:-1] if words and words[-1] == "&" else words  # run in the background
 
 
 def _main_module():
