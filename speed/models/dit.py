@@ -269,26 +269,46 @@ class DiT(ConditionalBackbone):
         return self.unpatchify(x)  # [N, out_channels, H, W]
 
 
-def _sized(size: str, patch_size: int):
-    depth, hidden_size, num_heads = DIT_SIZES[size]
+def size_registry(cls, family: str, describe: str) -> dict:
+    """`{family}-{size}/{patch}` -> a constructor of `cls` at that DiT paper size, for every size
+    of `DIT_SIZES` and patch of `PATCH_SIZES`; `describe` formats each one's docstring from
+    `family`, `size`, `patch`, `depth`, `hidden` and `heads`."""
 
-    def build(**kwargs) -> DiT:
-        return DiT(
-            depth=depth,
-            hidden_size=hidden_size,
-            patch_size=patch_size,
-            num_heads=num_heads,
-            **kwargs,
+    def sized(size: str, patch: int):
+        depth, hidden, heads = DIT_SIZES[size]
+
+        def build(**kwargs):
+            return cls(depth=depth, hidden_size=hidden, patch_size=patch, num_heads=heads, **kwargs)
+
+        build.__name__ = build.__qualname__ = f"{family}_{size}_{patch}"
+        build.__doc__ = describe.format(
+            family=family, size=size, patch=patch, depth=depth, hidden=hidden, heads=heads
         )
+        return build
 
-    build.__name__ = build.__qualname__ = f"DiT_{size}_{patch_size}"
-    build.__doc__ = (
-        f"DiT-{size}/{patch_size}: depth {depth}, hidden {hidden_size}, heads {num_heads}."
-    )
-    return build
+    return {f"{family}-{s}/{p}": sized(s, p) for s in DIT_SIZES for p in PATCH_SIZES}
 
 
-DiT_models = {f"DiT-{s}/{p}": _sized(s, p) for s in DIT_SIZES for p in PATCH_SIZES}
+def paper_size(
+    name: str, registry: dict, family: str, *, patch_size, depth, hidden_size, num_heads
+) -> dict:
+    """The size arguments of the registered `name` (e.g. "DiT-XL/2"), each one given (not None)
+    overriding the paper's."""
+    if name not in registry:
+        raise ValueError(f"unknown {family} model name {name!r}; choose one of {sorted(registry)}")
+    size, patch = name[len(family) + 1 :].split("/")
+    default_depth, default_hidden, default_heads = DIT_SIZES[size]
+    return {
+        "patch_size": int(patch) if patch_size is None else patch_size,
+        "hidden_size": default_hidden if hidden_size is None else hidden_size,
+        "depth": default_depth if depth is None else depth,
+        "num_heads": default_heads if num_heads is None else num_heads,
+    }
+
+
+DiT_models = size_registry(
+    DiT, "DiT", "{family}-{size}/{patch}: depth {depth}, hidden {hidden}, heads {heads}."
+)
 DiT_XL_2, DiT_XL_4, DiT_XL_8 = (DiT_models[f"DiT-XL/{p}"] for p in PATCH_SIZES)
 DiT_L_2, DiT_L_4, DiT_L_8 = (DiT_models[f"DiT-L/{p}"] for p in PATCH_SIZES)
 DiT_B_2, DiT_B_4, DiT_B_8 = (DiT_models[f"DiT-B/{p}"] for p in PATCH_SIZES)
@@ -314,17 +334,14 @@ def build_dit(
 
     Config-friendly: `model: {_target_: speed.models.dit.build_dit, name: DiT-S/4, depth: 6}`.
     """
-    if name not in DiT_models:
-        raise ValueError(f"unknown DiT model name {name!r}; choose one of {sorted(DiT_models)}")
-    size, patch = name[len("DiT-") :].split("/")
-    default_depth, default_hidden, default_heads = DIT_SIZES[size]
+    sizes = paper_size(
+        name, DiT_models, "DiT",
+        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+    )  # fmt: skip
     return DiT(
         input_size=input_size,
-        patch_size=int(patch) if patch_size is None else patch_size,
         in_channels=in_channels,
-        hidden_size=default_hidden if hidden_size is None else hidden_size,
-        depth=default_depth if depth is None else depth,
-        num_heads=default_heads if num_heads is None else num_heads,
+        **sizes,
         mlp_ratio=mlp_ratio,
         class_dropout_prob=class_dropout_prob,
         num_classes=num_classes,

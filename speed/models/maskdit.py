@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from speed.models import masking
-from speed.models.dit import DIT_SIZES, PATCH_SIZES, DiT, DiTBlock, FinalLayer, modulate
+from speed.models.dit import DiT, DiTBlock, FinalLayer, modulate, paper_size, size_registry
 from speed.models.layers import sincos_pos_embed_2d
 
 
@@ -202,24 +202,9 @@ class MaskDiT(DiT):
         return {"output": out, "visible": visible, "losses": {"mae": self.mae_loss_coef * mae}}
 
 
-def _sized(size: str, patch_size: int):
-    depth, hidden_size, num_heads = DIT_SIZES[size]
-
-    def build(**kwargs) -> MaskDiT:
-        return MaskDiT(
-            depth=depth,
-            hidden_size=hidden_size,
-            patch_size=patch_size,
-            num_heads=num_heads,
-            **kwargs,
-        )
-
-    build.__name__ = build.__qualname__ = f"MaskDiT_{size}_{patch_size}"
-    build.__doc__ = f"MaskDiT-{size}/{patch_size}: DiT-{size}/{patch_size}'s encoder + decoder."
-    return build
-
-
-MaskDiT_models = {f"MaskDiT-{s}/{p}": _sized(s, p) for s in DIT_SIZES for p in PATCH_SIZES}
+MaskDiT_models = size_registry(
+    MaskDiT, "MaskDiT", "{family}-{size}/{patch}: DiT-{size}/{patch}'s encoder + decoder."
+)
 
 
 def build_maskdit(
@@ -248,17 +233,14 @@ def build_maskdit(
 
     Config-friendly: `model: {_target_: speed.models.maskdit.build_maskdit, name: MaskDiT-S/4}`.
     """
-    if name not in MaskDiT_models:
-        raise ValueError(f"unknown MaskDiT name {name!r}; choose one of {sorted(MaskDiT_models)}")
-    size, patch = name[len("MaskDiT-") :].split("/")
-    default_depth, default_hidden, default_heads = DIT_SIZES[size]
+    sizes = paper_size(
+        name, MaskDiT_models, "MaskDiT",
+        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+    )  # fmt: skip
     return MaskDiT(
         input_size=input_size,
-        patch_size=int(patch) if patch_size is None else patch_size,
         in_channels=in_channels,
-        hidden_size=default_hidden if hidden_size is None else hidden_size,
-        depth=default_depth if depth is None else depth,
-        num_heads=default_heads if num_heads is None else num_heads,
+        **sizes,
         mlp_ratio=mlp_ratio,
         class_dropout_prob=class_dropout_prob,
         num_classes=num_classes,

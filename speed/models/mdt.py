@@ -31,13 +31,13 @@ from torch import nn
 from speed.models import masking
 from speed.models.conditional import ConditionalBackbone
 from speed.models.dit import (
-    DIT_SIZES,
-    PATCH_SIZES,
     DiTBlock,
     FinalLayer,
     LabelEmbedder,
     TimestepEmbedder,
     modulate,
+    paper_size,
+    size_registry,
 )
 from speed.models.layers import attention, sincos_pos_embed_2d
 
@@ -310,24 +310,9 @@ def _sum(parameters) -> torch.Tensor:
     return sum(p.sum() for p in parameters)
 
 
-def _sized(size: str, patch_size: int):
-    depth, hidden_size, num_heads = DIT_SIZES[size]
-
-    def build(**kwargs) -> MDT:
-        return MDT(
-            depth=depth,
-            hidden_size=hidden_size,
-            patch_size=patch_size,
-            num_heads=num_heads,
-            **kwargs,
-        )
-
-    build.__name__ = build.__qualname__ = f"MDT_{size}_{patch_size}"
-    build.__doc__ = f"MDT-{size}/{patch_size}: DiT-{size}/{patch_size}'s depth, width and heads."
-    return build
-
-
-MDT_models = {f"MDT-{s}/{p}": _sized(s, p) for s in DIT_SIZES for p in PATCH_SIZES}
+MDT_models = size_registry(
+    MDT, "MDT", "{family}-{size}/{patch}: DiT-{size}/{patch}'s depth, width and heads."
+)
 
 
 def build_mdt(
@@ -353,17 +338,14 @@ def build_mdt(
 
     Config-friendly: `model: {_target_: speed.models.mdt.build_mdt, name: MDT-S/2}`.
     """
-    if name not in MDT_models:
-        raise ValueError(f"unknown MDT name {name!r}; choose one of {sorted(MDT_models)}")
-    size, patch = name[len("MDT-") :].split("/")
-    default_depth, default_hidden, default_heads = DIT_SIZES[size]
+    sizes = paper_size(
+        name, MDT_models, "MDT",
+        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+    )  # fmt: skip
     return MDT(
         input_size=input_size,
-        patch_size=int(patch) if patch_size is None else patch_size,
         in_channels=in_channels,
-        hidden_size=default_hidden if hidden_size is None else hidden_size,
-        depth=default_depth if depth is None else depth,
-        num_heads=default_heads if num_heads is None else num_heads,
+        **sizes,
         mlp_ratio=mlp_ratio,
         class_dropout_prob=class_dropout_prob,
         num_classes=num_classes,
