@@ -544,12 +544,7 @@ class TrainState:
     def load_progress(self, ckpt: Mapping, rank: int = 0, world_size: int = 1) -> None:
         """Restore what `progress_state_dict` wrote (after the optimizer: its lr is set here);
         a checkpoint of another objective is refused."""
-        trained = ckpt.get("objective", self.objective)
-        if trained != self.objective:
-            raise ConfigError(
-                f"this checkpoint was trained with the {trained} objective; resuming it with the "
-                f"{self.objective} objective would change the task: keep its diffusion node"
-            )
+        self.check_objective(ckpt)
         self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -581,8 +576,18 @@ class TrainState:
     def check_experiment(self, ckpt: Mapping, source, rank: int = 0) -> None:
         """ConfigError when the experiment `ckpt` records is not this state's, but for the
         keys in `resume_changes` (see `speed.run_identity`)."""
+        self.check_objective(ckpt)  # the most specific difference first
         saved = ckpt.get("experiment")
         compare_experiment(saved, self.experiment, self.resume_changes, source, rank)
+
+    def check_objective(self, ckpt: Mapping) -> None:
+        """ConfigError when `ckpt` was trained with another objective than this state's."""
+        trained = ckpt.get("objective", self.objective)
+        if trained != self.objective:
+            raise ConfigError(
+                f"this checkpoint was trained with the {trained} objective; resuming it with the "
+                f"{self.objective} objective would change the task: keep its diffusion node"
+            )
 
     @staticmethod
     def stored_objective(ckpt: Mapping) -> str | None:

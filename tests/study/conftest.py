@@ -29,6 +29,7 @@ def tiny_study_dict(folder: Path) -> dict:
             "warmup_steps": 0,
             "data.batch_size": 4,
             "model.channel_mult": [1, 2],
+            "model.attention_resolutions": [2],  # downsample rates: the 14x14 level
             "per_proc_batch_size": 8,
             "tensorboard": False,
         },

@@ -70,7 +70,8 @@ def test_any_config_change_is_a_method(tmp_path, tiny_study):
         "faster_k3": {"overlay": str(overlay), "overrides": {"diffusion.k": 3}},
     }
     overrides = yaml.safe_load(tiny_study(tmp_path).read_text())["overrides"]
-    del overrides["model.channel_mult"]  # a UNet key: the DiT method replaces the model node
+    del overrides["model.channel_mult"]  # UNet keys: the DiT method replaces the model node
+    del overrides["model.attention_resolutions"]
     study = load_study(tiny_study(tmp_path, methods=methods, reference="unet", overrides=overrides))
     sweep = study_sweep(study)
     configs = dict(zip((r.params["method"] for r in sweep.runs), load_run_configs(sweep)))
