@@ -22,7 +22,7 @@ from speed.diffusion import create_diffusion
 from speed.errors import DataError, MissingFileError
 from speed.models import extract_state_dict, load_checkpoint, load_pretrained
 from speed.run import DONE, NEW, RESUME, RunDir, TrainState, phase_state
-from speed.run_outputs import image_settings, npz_provenance, provenance_entry
+from speed.run.outputs import image_settings, npz_provenance, provenance_entry
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.seeding import get_rng_state
 

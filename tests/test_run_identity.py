@@ -1,4 +1,4 @@
-"""speed.run_identity: the keys that define an experiment are recorded in each training checkpoint,
+"""speed.run.identity: the keys that define an experiment are recorded in each training checkpoint,
 and a resume under a config that changes any of them stops in one line naming them (old -> new),
 unless `resume_changes` names them; lr, lengths and intervals change freely; a refused resume
 leaves train/config.yaml as it was; checkpoints without the record still resume, with a line."""
@@ -10,7 +10,7 @@ import pytest
 from speed.config import ConfigError, load_config
 from speed.models import load_checkpoint
 from speed.models.loading import save_checkpoint
-from speed.run_identity import compare_experiment, experiment_record
+from speed.run.identity import compare_experiment, experiment_record
 from speed.runners.train import train
 
 

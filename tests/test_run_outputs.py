@@ -1,8 +1,8 @@
-"""speed.run_outputs: what made an output, compared key by key."""
+"""speed.run.outputs: what made an output, compared key by key."""
 
 import numpy as np
 
-from speed.run_outputs import (
+from speed.run.outputs import (
     differences,
     output_name,
     outputs_of,

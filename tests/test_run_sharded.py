@@ -1,4 +1,4 @@
-"""speed.run_sharded: a sharded checkpoint carries a manifest of its files' sha256, is verified
+"""speed.run.sharded: a sharded checkpoint carries a manifest of its files' sha256, is verified
 before a byte of it is unpickled, never runs code from its metadata unless trusted, and a broken
 one falls back to the previous checkpoint in one line. In one process (torch.distributed.checkpoint
 without a process group); tests/runners/test_fsdp.py runs two ranks."""
@@ -16,7 +16,7 @@ from speed.diffusion import create_diffusion
 from speed.models import load_checkpoint
 from speed.models.loading import save_checkpoint
 from speed.run import load_newest_good
-from speed.run_sharded import MANIFEST, ShardedTrainState, shards_folder, write_manifest
+from speed.run.sharded import MANIFEST, ShardedTrainState, shards_folder, write_manifest
 from speed.utils.seeding import get_rng_state
 
 

@@ -36,7 +36,7 @@ from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
 from speed.config import load_config
 from speed.run import RunDir, checkpoint_step, list_checkpoints
-from speed.run_outputs import sampling_settings
+from speed.run.outputs import sampling_settings
 from speed.runners.inference import inference
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import all_gather_objects, init_distributed, leave_process_group

@@ -6,7 +6,7 @@ Batches whose PNGs are all on disk are skipped, so a killed run resumes where it
 are written atomically: one on disk is whole); the partial last batch is always drawn again, as
 its sampler noise depends on its size. Temporary files a killed run left are deleted. The
 inference folder is locked for the run; `settings.json` beside the PNGs records what made them
-(`speed.run_outputs`) and is removed again when a run fails before writing any. The `.npz`
+(`speed.run.outputs`) and is removed again when a run fails before writing any. The `.npz`
 records its provenance, and a run whose `.npz` already holds what it would make does nothing.
 """
 
@@ -26,7 +26,7 @@ from speed.config import ConfigError, save_config
 from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import generate, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
-from speed.run_outputs import (
+from speed.run.outputs import (
     PROVENANCE_KEY,
     SETTINGS_FILE,
     differences,
@@ -240,7 +240,7 @@ def _clear_partial_batch(png_dir: Path, num_samples: int, batch: int) -> None:
 
 def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
     """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels,
-    and `provenance` (`speed.run_outputs`), which evaluators do not read."""
+    and `provenance` (`speed.run.outputs`), which evaluators do not read."""
     images = np.stack(
         [
             np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))

@@ -1,5 +1,5 @@
 """The `sample` phase: image grids to look at (one row per class, one column per seed), each
-named by its settings beside a JSON record of them (`speed.run_outputs.output_name`).
+named by its settings beside a JSON record of them (`speed.run.outputs.output_name`).
 
 Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
 along the sampling trajectory. The grids themselves (shared with the train phase's periodic
@@ -24,7 +24,7 @@ from speed.generation import (
     scales_of,
 )
 from speed.run import RunDir, locked
-from speed.run_outputs import grid_settings, outputs_of
+from speed.run.outputs import grid_settings, outputs_of
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import init_distributed

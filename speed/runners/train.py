@@ -39,9 +39,9 @@ from speed.run import (
     prune_checkpoints,
     resume_candidates,
 )
-from speed.run_identity import experiment_record
-from speed.run_nonfinite import NonFiniteGuard
-from speed.run_sharded import ShardedTrainState, prune_shards
+from speed.run.identity import experiment_record
+from speed.run.nonfinite import NonFiniteGuard
+from speed.run.sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
     build_alignment,

@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from speed.config import ConfigError, instantiate, load_config
 from speed.errors import MissingFileError
-from speed.run_outputs import folder_name
+from speed.run.outputs import folder_name
 
 CONFIG_KEY = "config"  # sweeps over experiment files instead of a config key
 SWEEP_FOLDER = "sweep"

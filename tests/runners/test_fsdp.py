@@ -19,8 +19,8 @@ from speed.errors import MissingFileError
 from speed.models import load_checkpoint
 from speed.models.loading import save_checkpoint
 from speed.run import latest_checkpoint
-from speed.run_nonfinite import NonFiniteLossError
-from speed.run_sharded import shards_folder, write_manifest
+from speed.run.nonfinite import NonFiniteLossError
+from speed.run.sharded import shards_folder, write_manifest
 from speed.runners.inference import inference
 from speed.runners.train import train
 

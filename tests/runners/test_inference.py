@@ -12,7 +12,7 @@ import pytest
 from evaluations.image_io import load_npz
 from speed.config import ConfigError, load_config
 from speed.run import DONE, RESUME, phase_state
-from speed.run_outputs import read_provenance
+from speed.run.outputs import read_provenance
 from speed.runners.inference import _claim_png_dir, inference
 from speed.runners.train import train
 

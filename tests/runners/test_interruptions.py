@@ -14,7 +14,7 @@ import torch
 from speed.config import load_config
 from speed.models import load_checkpoint
 from speed.run import latest_checkpoint
-from speed.run_nonfinite import NonFiniteLossError
+from speed.run.nonfinite import NonFiniteLossError
 from speed.runners.train import train
 from speed.utils.logging import RunLogger
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from speed.config import ConfigError
-from speed.run_outputs import MAX_NAME_LENGTH, folder_name
+from speed.run.outputs import MAX_NAME_LENGTH, folder_name
 from speed.sweep.expand import expand_sweep, load_run_configs
 
 ANIMALS = Path(__file__).resolve().parents[2] / "configs/image/animals"

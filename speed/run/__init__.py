@@ -7,7 +7,7 @@ names or checkpoint keys.
       inference/config.yaml, inference/<ckpt-stem>/000000.png ..., inference/<ckpt-stem>.npz
       sample/config.yaml, sample/<ckpt-stem>.png and .json
       (outputs of one checkpoint under other settings: <ckpt-stem>-<key=value,...>, see
-      `speed.run_outputs.output_name`)
+      `speed.run.outputs.output_name`)
       latents/ (the `extract` phase's cache), curve/<tag>.json and curve/<tag>/ (FID curves)
       export/config.yaml, export/<ckpt-stem>.onnx, export/<ckpt-stem>.json (ONNX denoiser)
 
@@ -44,8 +44,8 @@ from speed.models.loading import (
     nonfinite_keys,
     save_checkpoint,
 )
-from speed.run_identity import compare_experiment
-from speed.run_outputs import (
+from speed.run.identity import compare_experiment
+from speed.run.outputs import (
     image_settings,
     npz_provenance,
     output_name,
@@ -157,7 +157,7 @@ class RunDir:
     def inference_name(self, ckpt_stem: str, settings: dict, overwrite: bool = False) -> str:
         """The name of the inference output of checkpoint `ckpt_stem` under `settings`
         (`image_settings`): the stem for the settings first sampled from it, else named by the
-        differences (`speed.run_outputs.output_name`)."""
+        differences (`speed.run.outputs.output_name`)."""
         return output_name(ckpt_stem, settings, self._inference_settings, overwrite)
 
     def _inference_settings(self, name: str) -> dict | None:
@@ -432,7 +432,7 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
 
     Train is done when its checkpoint at `max_training_steps` exists, resumable with any
     checkpoint. Inference is done when the `.npz` of the checkpoint it would sample records this
-    config's provenance (`speed.run_outputs.npz_provenance`: checkpoint hash, num_samples,
+    config's provenance (`speed.run.outputs.npz_provenance`: checkpoint hash, num_samples,
     settings), resumable when its image folder records the same settings and holds PNGs (other
     settings sample again). Other phases always run. Inference raises MissingFileError when the
     run has no checkpoint to sample.
@@ -480,7 +480,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # data epochs finished
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
-    experiment: dict = field(default_factory=dict)  # speed.run_identity.experiment_record
+    experiment: dict = field(default_factory=dict)  # speed.run.identity.experiment_record
     resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
     objective: str = "gaussian"  # the training objective's family (which samplers fit it)
     alignment: nn.Module | None = None  # REPA's projector (trained, saved; None or no params: off)
@@ -575,7 +575,7 @@ class TrainState:
 
     def check_experiment(self, ckpt: Mapping, source, rank: int = 0) -> None:
         """ConfigError when the experiment `ckpt` records is not this state's, but for the
-        keys in `resume_changes` (see `speed.run_identity`)."""
+        keys in `resume_changes` (see `speed.run.identity`)."""
         self.check_objective(ckpt)  # the most specific difference first
         saved = ckpt.get("experiment")
         compare_experiment(saved, self.experiment, self.resume_changes, source, rank)
