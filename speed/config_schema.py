@@ -56,6 +56,7 @@ class RootConfig:
     resume_changes: list[str] = dataclasses.field(default_factory=list)  # keys a resume may change
     # training length, checkpoints and logs (in optimizer steps)
     max_training_steps: int = 400000  # stop after this many optimizer steps
+    max_training_seconds: float = 0  # ... or this much training time, summed over resumes (0: none)
     epoch: int = 1400  # ... or after this many passes over the data
     global_batch_size: int | None = None  # images per step over all ranks; null = data.batch_size
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
@@ -119,6 +120,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
             "image_size",
             "num_classes",
             "ckpt_keep",
+            "max_training_seconds",
             "ckpt_keep_every",
             "sample_every",
             "warmup_steps",

@@ -142,6 +142,23 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)
 
+    @property
+    def time_budget_record(self) -> Path:
+        """Where training that stopped on `max_training_seconds` says at which step and budget."""
+        return self.train / "time_budget.json"
+
+    def time_budget_step(self, max_training_seconds: float) -> int | None:
+        """The step at which training stopped on this `max_training_seconds` (its checkpoint
+        present), else None."""
+        try:
+            record = json.loads(self.time_budget_record.read_text())
+        except (OSError, ValueError):
+            return None
+        step = record.get("step")
+        if record.get("max_training_seconds") != max_training_seconds or not isinstance(step, int):
+            return None
+        return step if self.checkpoint(step).is_file() else None
+
     def training_grid(self, step: int) -> Path:
         """The sample grid drawn during training at `step`."""
         return self.train / "samples" / f"{checkpoint_stem(step)}.png"
@@ -297,6 +314,7 @@ def claim_train_dir(run: RunDir, overwrite: bool) -> None:
         for path in run.checkpoints.glob("*.pt"):
             path.unlink()
             checksum_path(path).unlink(missing_ok=True)
+        run.time_budget_record.unlink(missing_ok=True)
     run.train.mkdir(parents=True, exist_ok=True)
 
 
@@ -430,7 +448,8 @@ def _alive(pid: int) -> bool:
 def phase_state(phase: str, cfg: DictConfig) -> str:
     """DONE, RESUME (some output exists) or NEW for the run `cfg` describes in `phase`.
 
-    Train is done when its checkpoint at `max_training_steps` exists, resumable with any
+    Train is done when its checkpoint at `max_training_steps` exists (or the one at which it
+    stopped on this `max_training_seconds`), resumable with any
     checkpoint. Inference is done when the `.npz` of the checkpoint it would sample records this
     config's provenance (`speed.run.outputs.npz_provenance`: checkpoint hash, num_samples,
     settings), resumable when its image folder records the same settings and holds PNGs (other
@@ -440,6 +459,8 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
     run = RunDir.of(cfg)
     if phase == "train":
         if run.checkpoint(cfg.max_training_steps).is_file():
+            return DONE
+        if cfg.max_training_seconds and run.time_budget_step(cfg.max_training_seconds):
             return DONE
         return RESUME if latest_checkpoint(run.checkpoints) is not None else NEW
     if phase == "inference":
@@ -463,7 +484,8 @@ class TrainState:
     `save` write a training checkpoint and `load_state_dict` / `load` read the same keys back:
 
     model, ema (the first EMA: what sampling and DiT's tools read), emas (rate -> weights), opt,
-    scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch, rng
+    scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch,
+    train_seconds (the training time so far, which `max_training_seconds` bounds), rng
     (every rank's RNG states, by rank), data_spec (what the model sees), objective (the family
     of the objective that trained it: "gaussian", "interpolant"), config (resolved).
     """
@@ -480,6 +502,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # data epochs finished
     batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on
+    train_seconds: float = 0.0  # wall-clock seconds of training steps, summed over resumes
     experiment: dict = field(default_factory=dict)  # speed.run.identity.experiment_record
     resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
     objective: str = "gaussian"  # the training objective's family (which samplers fit it)
@@ -520,6 +543,7 @@ class TrainState:
             "step": self.step,
             "epoch": self.epoch,
             "batches_in_epoch": self.batches_in_epoch,
+            "train_seconds": self.train_seconds,
             "rng": rng,
             "data_spec": dict(self.data_spec),
             "objective": self.objective,
@@ -551,6 +575,7 @@ class TrainState:
         self.timestep_sampler.load_state_dict(ckpt.get("timestep_sampler", {}))
         self.step, self.epoch = ckpt["step"], ckpt["epoch"]
         self.batches_in_epoch = ckpt["batches_in_epoch"]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: unknown
         if len(ckpt["rng"]) == world_size:
             set_rng_state(ckpt["rng"][rank])
 

@@ -10,6 +10,7 @@ RNG state) goes into each checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import signal
 import time
@@ -53,6 +54,7 @@ from speed.runners.build import (
     data_spec,
 )
 from speed.utils import fsdp
+from speed.utils.atomic import atomic_write
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from speed.utils.ema import make_ema, update_ema
 from speed.utils.images import save_png
@@ -104,6 +106,13 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
                 dist,
                 f"train: nothing to do: {loaded} is at step {job.state.step}, "
                 f"max_training_steps={cfg.max_training_steps}; raise it to train further",
+            )
+            return loaded
+        if _out_of_time(cfg, job.state):
+            _say(
+                dist,
+                f"train: nothing to do: {loaded} has trained {job.state.train_seconds:.0f} s, "
+                f"max_training_seconds={cfg.max_training_seconds:g}; raise it to train further",
             )
             return loaded
         _say(
@@ -264,9 +273,33 @@ def _save(
     return path
 
 
+def _out_of_time(cfg, state: TrainState) -> bool:
+    return bool(cfg.max_training_seconds) and state.train_seconds >= cfg.max_training_seconds
+
+
+def step_is_last(cfg, state: TrainState, device) -> bool:
+    """Whether training ends at this step: `max_training_steps` reached, or the training time
+    `max_training_seconds` spent (on any rank's clock, so that all ranks stop together)."""
+    if state.step >= cfg.max_training_steps:
+        return True
+    if not cfg.max_training_seconds:
+        return False
+    return bool(all_reduce_sum(torch.tensor([float(_out_of_time(cfg, state))], device=device))[0])
+
+
+def _record_time_budget(cfg, run: RunDir, state: TrainState) -> None:
+    """Say that training ended on its time budget, at which step (what `phase_state` reads)."""
+    record = {
+        "step": state.step,
+        "max_training_seconds": cfg.max_training_seconds,
+        "train_seconds": round(state.train_seconds, 3),
+    }
+    atomic_write(run.time_budget_record, json.dumps(record) + "\n")
+
+
 def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested) -> Path:
-    """Train from `job.state` to `max_training_steps` (or a stop request); returns the last
-    checkpoint, written at the final step."""
+    """Train from `job.state` to `max_training_steps` or `max_training_seconds` (or a stop
+    request); returns the last checkpoint, written at the final step."""
     device, state, diffusion = dist.device, job.state, job.diffusion
     model, micro_batch = state.model, job.micro_batch
     amp_dtype = autocast_dtype(cfg.precision)
@@ -284,8 +317,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     guard = NonFiniteGuard(cfg, dist, run)
     micro_step = 0
     interval = _IntervalStats(device)
-    tic = time.perf_counter()
-    done = state.step >= cfg.max_training_steps
+    tic = mark = time.perf_counter()
+    done = state.step >= cfg.max_training_steps or _out_of_time(cfg, state)
     logger.start_progress(cfg.max_training_steps, state.step)  # closed by logger.close()
     while not done and state.epoch < cfg.epoch:
         job.data_sampler.set_epoch(state.epoch)
@@ -357,6 +390,10 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 interval.grad_norm = _optimizer_step(state, cfg.grad_clip)
             state.step += 1
             interval.steps += 1
+            now = time.perf_counter()
+            state.train_seconds += now - mark  # the step, and the logs and saves after the last
+            mark = now
+            last_step = step_is_last(cfg, state, device)
             logger.advance()
             if summary_pending:
                 _print_summary(cfg, dist, job)
@@ -364,11 +401,13 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
 
             # Logs, sample grids, checkpoints.
             step = state.step
-            if step % cfg.log_every == 0 or step == cfg.max_training_steps:
+            if step % cfg.log_every == 0 or last_step:
                 elapsed = time.perf_counter() - tic
                 stats = interval.summarize(elapsed, num_timesteps=diffusion.original_num_steps)
                 stats["lr"] = state.optimizer.param_groups[0]["lr"]
                 eta = (cfg.max_training_steps - step) * stats["sec_per_step"]
+                if cfg.max_training_seconds:
+                    eta = max(0.0, min(eta, cfg.max_training_seconds - state.train_seconds))
                 logger.scalars(step, stats, note=f"eta={format_duration(eta)}")
                 interval = _IntervalStats(device)
                 tic = time.perf_counter()
@@ -381,12 +420,14 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 last_ckpt = _save(cfg, dist, run, state, guard, more=False)
                 logger.scalars(step, {"preempted": 1})
                 raise Interrupted(last_ckpt, step, stop_requested["signal"] or signal.SIGTERM)
-            if step % cfg.ckpt_every == 0 or step == cfg.max_training_steps:
+            if step % cfg.ckpt_every == 0 or last_step:
                 saved = _save(cfg, dist, run, state, guard)
                 if saved is None:
                     continue  # rolled back to the newest good checkpoint
                 last_ckpt = saved
-            if step >= cfg.max_training_steps:
+            if last_step:
+                if step < cfg.max_training_steps and dist.is_main:
+                    _record_time_budget(cfg, run, state)
                 done = True
                 break
         else:

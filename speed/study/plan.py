@@ -26,6 +26,7 @@ import torch
 
 from speed.config import load_config
 from speed.errors import ConfigError
+from speed.run import RunDir
 from speed.study.spec import HIGHER_IS_BETTER, Method, Study, load_study, override_text
 from speed.sweep.expand import SWEEP_FOLDER, Sweep, SweepRun, folder_name
 from speed.utils.atomic import atomic_write
@@ -53,12 +54,20 @@ def fixed_words(study: Study) -> list[str]:
     """The words every run of the study trains with (before its method's)."""
     return [
         f"max_training_steps={study.steps}",
+        *([f"max_training_seconds={study.seconds:g}"] if study.seconds else []),
         f"ckpt_every={study.checkpoint_every}",
         "ckpt_keep=0",
         "sample_every=0",
         "wandb=disabled",
         *study.overrides,
     ]
+
+
+def final_step(study: Study, run_dir: Path) -> int:
+    """The step at which a run's training ended: budget.steps, or where budget.seconds ran out
+    first."""
+    stopped = RunDir(run_dir).time_budget_step(study.seconds) if study.seconds else None
+    return study.steps if stopped is None else stopped
 
 
 def study_sweep(study: Study) -> Sweep:

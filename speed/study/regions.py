@@ -42,7 +42,7 @@ from speed.runners.build import (
     build_diffusion,
     build_sampling_model,
 )
-from speed.study.plan import machine, open_study, probed_or_refuse, setting_text
+from speed.study.plan import final_step, machine, open_study, probed_or_refuse, setting_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -120,7 +120,7 @@ def trajectories(study, sweep, probed: dict, images: int) -> dict[str, dict[int,
     for method, (study_run, _, _) in probed.items():
         run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
         out[method] = {}
-        for step in study.checkpoint_steps:
+        for step in study.run_steps(final_step(study, run_dir.root)):
             words = study_run.sweep_run.words(
                 sweep.sweep_dir, [f"ckpt_path={run_dir.checkpoint(step)}"]
             )
@@ -237,7 +237,7 @@ def regions(args: argparse.Namespace) -> int:
                         {step: losses[method][step][tenth] for step in losses[method]},
                         args.tolerance,
                     )
-                    for tenth in losses[method][study.steps]
+                    for tenth in losses[method][max(losses[method])]
                 },
             }
             for method, (_, setting, is_chosen) in probed.items()

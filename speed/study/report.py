@@ -86,7 +86,8 @@ def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
         "",
         f"`{command}`, {datetime.date.today().isoformat()}, on {machine()}.",
         "",
-        f"Base `{study.base}`, {study.steps} steps per run, reference method `{study.reference}`; "
+        f"Base `{study.base}`, {_budget_text(study)} per run, reference method "
+        f"`{study.reference}`; "
         f"{len(records)} run(s) finished" + (f", {dates[0]} to {dates[-1]}" if dates else "")
         + (f", trained on {'; '.join(machines)}" if machines else "") + ".",
         "",
@@ -161,13 +162,24 @@ def _curve_tables(study: Study, summary: dict) -> list[str]:
 def _runs_table(study: Study, records: dict) -> list[str]:
     finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
     lines = ["", "Every finished run (final scores):", ""]
-    lines.append("| run | " + " | ".join(f"{kind} {m}" for kind, m in finals) + " | s/step |")
-    lines.append("|---" * (len(finals) + 2) + "|")
+    lines.append(
+        "| run | " + " | ".join(f"{kind} {m}" for kind, m in finals) + " | steps | s/step |"
+    )
+    lines.append("|---" * (len(finals) + 3) + "|")
     for name, record in sorted(records.items()):
         cells = [_fmt(record["final"].get(kind, {}).get(m), _spec_of(m)) for kind, m in finals]
-        seconds = _fmt(record.get("sec_per_step"), ".3f")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds} |")
+        cells += [str(record.get("steps", "-")), _fmt(record.get("sec_per_step"), ".3f")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _budget_text(study: Study) -> str:
+    if not study.seconds:
+        return f"{study.steps} steps"
+    return (
+        f"{study.seconds:g} s of training (at most {study.steps} steps; each run's last step is in "
+        "the table of runs)"
+    )
 
 
 def write_report(study: Study, runs: dict, records: dict[str, dict], command: str) -> Path:

@@ -23,7 +23,7 @@ from speed.experiments.curve import evaluate_run
 from speed.experiments.export_reference import export_reference
 from speed.run import RunDir, checkpoint_stem
 from speed.runners.build import build_dataset
-from speed.study.plan import StudyRun
+from speed.study.plan import StudyRun, final_step
 from speed.study.spec import Curve, Study
 from speed.sweep.expand import Sweep
 from speed.utils.atomic import atomic_write
@@ -95,15 +95,15 @@ class Scorer:
         )  # fmt: skip
         return {s: _values(m) for s, m in scored.items()}
 
-    def final(self, run: StudyRun) -> dict:
-        """features -> {metric: value} of `final_samples` images from the last checkpoint: the
-        first features score the samples as they are drawn, the others the same images."""
-        study, score = self.study, self.study.score
+    def final(self, run: StudyRun, step: int) -> dict:
+        """features -> {metric: value} of `final_samples` images from the last checkpoint (at
+        `step`): the first features score the samples as they are drawn, the others the same
+        images."""
+        score = self.study.score
         kinds = list(score.final)
-        first = Curve("final", kinds[0], score.final[kinds[0]], study.steps, score.final_samples,
-                      None)  # fmt: skip
-        result = {kinds[0]: self.curve(run, first, steps=[study.steps])[study.steps]}
-        npz = final_samples(study, RunDir(run.sweep_run.run_dir(self.sweep.sweep_dir)))
+        first = Curve("final", kinds[0], score.final[kinds[0]], step, score.final_samples, None)
+        result = {kinds[0]: self.curve(run, first, steps=[step])[step]}
+        npz = final_samples(self.study, RunDir(run.sweep_run.run_dir(self.sweep.sweep_dir)), step)
         for kind in kinds[1:]:
             result[kind] = self._score_file(run, kind, npz)
         return result
@@ -123,12 +123,12 @@ class Scorer:
         atomic_write(cache, json.dumps(values) + "\n")
         return values
 
-    def noise_probe(self, run: StudyRun) -> dict:
-        """sampling seed -> the first curve's scores at the last step with that seed's noise:
-        how much a score moves when only the sampling noise changes."""
+    def noise_probe(self, run: StudyRun, step: int) -> dict:
+        """sampling seed -> the first curve's scores at the last step (`step`) with that seed's
+        noise: how much a score moves when only the sampling noise changes."""
         curve = self.study.score.curves[0]
         return {
-            str(seed): self.curve(run, curve, steps=[self.study.steps], seed=seed)[self.study.steps]
+            str(seed): self.curve(run, curve, steps=[step], seed=seed)[step]
             for seed in self.study.score.noise_seeds
         }
 
@@ -143,12 +143,14 @@ def curve_tag(features: str, num: int, guidance: float, metrics, seed: int | Non
     return tag if seed is None else f"{tag}_seed{seed}"
 
 
-def final_samples(study: Study, run_dir: RunDir) -> Path:
-    """The .npz of the images a run's last checkpoint drew for its final scores."""
+def final_samples(study: Study, run_dir: RunDir, step: int | None = None) -> Path:
+    """The .npz of the images a run's last checkpoint (at `step`, default where its training
+    ended) drew for its final scores."""
     score = study.score
     kind, metrics = next(iter(score.final.items()))
     tag = curve_tag(kind, score.final_samples, score.guidance, metrics)
-    return run_dir.curve_run(tag).inference_npz(checkpoint_stem(study.steps))
+    step = final_step(study, run_dir.root) if step is None else step
+    return run_dir.curve_run(tag).inference_npz(checkpoint_stem(step))
 
 
 def _values(entries: dict) -> dict:

@@ -29,7 +29,7 @@ STUDY_KEYS = (
 )  # fmt: skip
 METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned")
 FAIRNESS_KEYS = ("grid", "shared_seeds")
-BUDGET_KEYS = ("steps",)
+BUDGET_KEYS = ("steps", "seconds")
 SCORE_KEYS = (
     "sampler", "seed", "reference_images", "curves", "final", "speedup_metric", "choose_by",
     "extractors", "metric_settings", "noise_seeds", "region_images",
@@ -101,13 +101,14 @@ class Study:
     seeds: tuple[int, ...]
     grid: dict[str, tuple[Any, ...]]  # fairness grid: key -> values (empty: shared settings)
     shared_seeds: bool  # also run every tuned method's other seeds at the common setting
-    steps: int
+    steps: int  # budget.steps: every run's last step (or its cap, with a time budget)
     score: Score
     overrides: tuple[str, ...]  # words for every run
     runs_dir: Path
     records_dir: Path
     report: Path  # stem of the report's .md, .json and .png
     run_names: str
+    seconds: float = 0.0  # budget.seconds: each run's training time (0: steps only)
 
     @property
     def settings(self) -> list[tuple[tuple[str, Any], ...]]:
@@ -123,8 +124,16 @@ class Study:
     def checkpoint_steps(self) -> list[int]:
         return list(range(self.checkpoint_every, self.steps + 1, self.checkpoint_every))
 
-    def curve_steps(self, curve: Curve) -> list[int]:
-        return [s for s in self.checkpoint_steps if s % curve.every == 0 or s == self.steps]
+    def run_steps(self, final: int) -> list[int]:
+        """A run's checkpoints when its training ended at `final` (a time budget stops a run
+        between the regular checkpoints: its last one is at that step)."""
+        return [s for s in self.checkpoint_steps if s < final] + [final]
+
+    def curve_steps(self, curve: Curve, final: int | None = None) -> list[int]:
+        """The steps a curve scores: every `curve.every` steps and the last (`final`, default
+        budget.steps)."""
+        final = self.steps if final is None else final
+        return [s for s in self.run_steps(final) if s % curve.every == 0 or s == final]
 
 
 def load_study(path: str | Path) -> Study:
@@ -162,8 +171,14 @@ def parse_study(raw: Any, path: Path) -> Study:
                 f"methods.{method.name}.seeds: a tuned method runs the first seed ({seeds[0]}), "
                 "on which its setting is chosen"
             )
-    budget = _mapping(top["budget"], "budget", BUDGET_KEYS, required=("steps",))
+    budget = _mapping(top["budget"], "budget", BUDGET_KEYS)
+    if "steps" not in budget:
+        raise ConfigError(
+            "budget.steps is required, with budget.seconds too: the most steps a run takes "
+            "(its checkpoints and score curves are laid on them)"
+        )
     steps = _positive_int(budget["steps"], "budget.steps")
+    seconds = _positive_number(budget.get("seconds"), "budget.seconds")
     score = _score(top.get("score", {}))
     for curve in score.curves:
         if curve.every % min(c.every for c in score.curves) or steps % curve.every:
@@ -191,6 +206,7 @@ def parse_study(raw: Any, path: Path) -> Study:
         records_dir=Path(top.get("records", runs_dir / "records")),
         report=Path(top.get("report", runs_dir / "report")),
         run_names=run_names,
+        seconds=seconds,
     )
 
 
@@ -383,3 +399,12 @@ def _positive_int(raw: Any, where: str) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
         raise ConfigError(f"{where}: a positive integer, got {raw!r}")
     return raw
+
+
+def _positive_number(raw: Any, where: str) -> float:
+    """A positive, finite number of seconds; 0.0 when absent."""
+    if raw is None:
+        return 0.0
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < float("inf"):
+        raise ConfigError(f"{where}: a positive number of seconds, got {raw!r}")
+    return float(raw)

@@ -20,6 +20,7 @@ from speed.run import DONE, RunDir, RunLock, list_checkpoints, phase_state
 from speed.runners.train import train
 from speed.study.plan import (
     StudyRun,
+    final_step,
     load_records,
     machine,
     pending,
@@ -64,29 +65,33 @@ def do_run(study: Study, run: StudyRun, sweep: Sweep, scorer: Scorer, probe: boo
             train(cfg)
     if phase_state("train", cfg) != DONE:  # stopped early (SIGTERM/SIGINT saved a checkpoint)
         set_status(sweep.sweep_dir, run.name, "train", "pending")
-        raise StudyInterrupted(f"{run.name}: training stopped before step {study.steps}")
+        raise StudyInterrupted(f"{run.name}: training stopped before its budget was spent")
     set_status(sweep.sweep_dir, run.name, "train", DONE)
     rows = read_metrics(RunDir.of(cfg).logs)
+    final = final_step(study, RunDir.of(cfg).root)
     record = {
         "name": run.name,
         "method": run.method,
         "setting": dict(run.setting),
         "seed": run.seed,
-        "steps": study.steps,
+        "steps": final,
         "sec_per_step": mean_sec_per_step(rows),
-        "seconds": {str(s): v for s, v in training_seconds(rows, study.checkpoint_steps).items()},
+        "seconds": {
+            str(s): v for s, v in training_seconds(rows, study.run_steps(final)).items()
+        },  # fmt: skip
         "final_loss": next((r["loss"] for r in reversed(rows) if "loss" in r), None),
     }
     for curve in study.score.curves:
-        record[curve.name] = {str(s): m for s, m in scorer.curve(run, curve).items()}
-    record["final"] = scorer.final(run)
+        steps = study.curve_steps(curve, final)
+        record[curve.name] = {str(s): m for s, m in scorer.curve(run, curve, steps).items()}
+    record["final"] = scorer.final(run, final)
     if study.score.region_images:
         words = run.sweep_run.words(sweep.sweep_dir)
         record["region_losses"] = region_losses(
             run.sweep_run.config, words, study.score.region_images
         )
     if probe and study.score.noise_seeds:
-        record["noise_probe"] = scorer.noise_probe(run)
+        record["noise_probe"] = scorer.noise_probe(run, final)
     record.update(machine=machine(), date=datetime.date.today().isoformat())
     return record
 

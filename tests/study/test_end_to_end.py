@@ -57,3 +57,31 @@ def test_a_tiny_study_stops_resumes_and_reports(tmp_path, tiny_study, monkeypatc
 
     trained.clear()  # a finished study: nothing to train, the report rebuilt
     assert cli.main([str(path), "--report"]) == 0 and trained == []
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_each_run_where_its_time_runs_out(tmp_path, tiny_study, monkeypatch):
+    import time
+    import types
+
+    import yaml
+
+    from speed.runners import train as train_module
+
+    clock = iter(range(1_000_000))  # the training loop's clock: one second per step
+    fake = {**vars(time), "perf_counter": lambda: float(next(clock))}
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(**fake))
+    path = tiny_study(tmp_path, seeds=[0], budget={"steps": 4, "seconds": 3})
+    raw = yaml.safe_load(path.read_text())
+    raw["overrides"]["log_every"] = 100  # no clock readings but the steps' own
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert cli.main([str(path), "--poll", "0"]) == 0
+    records = load_records(tmp_path / "records")
+    assert sorted(records) == ["method=lr1e-3,seed=0", "method=lr2e-3,seed=0"]
+    for record in records.values():
+        assert record["steps"] == 3  # the fourth step was never taken
+        assert set(record["curve"]) == {"2", "3"} and set(record["seconds"]) == {"2", "3"}
+    checkpoints = tmp_path / "runs/sweep/method=lr1e-3,seed=0/train/checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["0000002.pt", "0000003.pt"]
+    text = (tmp_path / "report" / "tiny.md").read_text()
+    assert "3 s of training (at most 4 steps" in text

@@ -28,6 +28,11 @@ DIT = {
         ({"seeds": [0, 0]}, "seeds: [0, 0] repeats a value"),
         ({"budget": {"steps": 5}}, "budget.steps (5) and every curve's interval must be multiples"),
         ({"budget": {"step": 4}}, "budget: unknown key 'step'; did you mean 'steps'?"),
+        ({"budget": {"seconds": 60}}, "budget.steps is required, with budget.seconds too"),
+        (
+            {"budget": {"steps": 4, "seconds": -1}},
+            "budget.seconds: a positive number of seconds, got -1",
+        ),
         ({"run_names": "name"}, "run_names: 'name'; choose one of ['method', 'overrides']"),
         ({"fairness": {"grid": {"optimizer.lr": 0.1}}}, "fairness.grid.optimizer.lr: a list"),
         (
