@@ -250,6 +250,7 @@ def _trained(seed: int) -> TrainState:
         state.lr_scheduler.step()
     state.timestep_sampler.set_step(7)
     state.step, state.epoch, state.batches_in_epoch = 12, 3, 5
+    state.train_seconds = 41.5
     return state
 
 
@@ -282,12 +283,14 @@ def test_train_state_round_trip(tmp_path):
     assert torch.equal(torch.rand(3), expected_next[0])  # rank 1's RNG states restored
     assert np.array_equal(np.random.rand(2), expected_next[1])
     assert (restored.step, restored.epoch, restored.batches_in_epoch) == (12, 3, 5)
+    assert restored.train_seconds == 41.5
     assert restored.timestep_sampler.state_dict() == {"step": 7}
     _assert_equal(restored.state_dict(rng), {**saved.state_dict(rng), "config": {"seed": 2}})
     ckpt = load_checkpoint(path)
     assert set(ckpt) == {
         "model", "ema", "emas", "opt", "scaler", "lr_scheduler", "timestep_sampler", "step",
-        "epoch", "batches_in_epoch", "rng", "data_spec", "objective", "config", "experiment",
+        "epoch", "batches_in_epoch", "train_seconds", "rng", "data_spec", "objective", "config",
+        "experiment",
     }  # fmt: skip
     assert TrainState.stored_data_spec(ckpt) == {"channels": 3, "side": 8, "num_classes": 4}
     assert TrainState.stored_objective(ckpt) == "gaussian"

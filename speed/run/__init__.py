@@ -460,7 +460,8 @@ def phase_state(phase: str, cfg: DictConfig) -> str:
     if phase == "train":
         if run.checkpoint(cfg.max_training_steps).is_file():
             return DONE
-        if cfg.max_training_seconds and run.time_budget_step(cfg.max_training_seconds):
+        budget = cfg.get("max_training_seconds", 0)
+        if budget and run.time_budget_step(budget):
             return DONE
         return RESUME if latest_checkpoint(run.checkpoints) is not None else NEW
     if phase == "inference":

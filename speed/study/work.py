@@ -65,7 +65,8 @@ def do_run(study: Study, run: StudyRun, sweep: Sweep, scorer: Scorer, probe: boo
             train(cfg)
     if phase_state("train", cfg) != DONE:  # stopped early (SIGTERM/SIGINT saved a checkpoint)
         set_status(sweep.sweep_dir, run.name, "train", "pending")
-        raise StudyInterrupted(f"{run.name}: training stopped before its budget was spent")
+        limit = f" or {study.seconds:g} s of training" if study.seconds else ""
+        raise StudyInterrupted(f"{run.name}: training stopped before step {study.steps}{limit}")
     set_status(sweep.sweep_dir, run.name, "train", DONE)
     rows = read_metrics(RunDir.of(cfg).logs)
     final = final_step(study, RunDir.of(cfg).root)

@@ -106,6 +106,7 @@ def _record(run, final_fid, curve=(30.0, 20.0, 10.0), accuracy=0.5, sec_per_step
         },
         "region_losses": {"loss_t/000-099": 0.1, "loss_t/900-999": 0.01},
         "sec_per_step": sec_per_step,
+        "steps": 300,
         "machine": "test",
         "date": "2026-12-01",
     }

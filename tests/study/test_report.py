@@ -72,7 +72,7 @@ def test_report_speedups_means_and_tables(unet, make_record):
     assert result["speedup"]["p2_weighting_only"]["per_seed"] == {0: pytest.approx(1.0)}
     assert "| speed_weighting_only | optimizer.lr 0.002 | 1 | 9.0 | 0.500 | 18.0 |" in table
     # every run's final domain and Inception FID (the records' Inception is twice the domain's)
-    assert f"| {weights_only['name']} | 9.0 | 0.500 | 18.0 | 0.500 |" in table
+    assert f"| {weights_only['name']} | 9.0 | 0.500 | 18.0 | 300 | 0.500 |" in table
     assert "| baseline | 10.0 | 10.0 |" in table  # the fairness grid, first seed
     assert "python -m speed.study test.yaml --report" in table
 
