@@ -7,6 +7,8 @@ Layout of a cache folder, one part per extracting rank r of W (rank r encodes it
 
     part-0000r.latents.npy   float16|float32 [n_r, 2, C, h, w]  (scaled latents; [:, 1] = mirror)
     part-0000r.items.npz     labels int64 [n_r], indices int64 [n_r] (positions in the dataset)
+    part-0000r.features.npy  optional: float16|float32 [n_r, 2, L, D], a frozen encoder's patch
+                             features of the clean image and its mirror (REPA's targets)
     part-0000r.json          metadata; written last, so its presence marks a complete part
 
 Every file is written to a temporary name and renamed. Posterior samples are reproducible: the
@@ -16,6 +18,7 @@ cache does not depend on the batch size or the number of ranks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -45,6 +48,7 @@ def part_paths(folder: str | os.PathLike, rank: int) -> dict[str, Path]:
     return {
         "latents": folder / f"{stem}.latents.npy",
         "items": folder / f"{stem}.items.npz",
+        "features": folder / f"{stem}.features.npy",
         "meta": folder / f"{stem}.json",
     }
 
@@ -61,6 +65,7 @@ def extract_latents(
     num_workers: int = 0,
     dtype: str = "float16",
     seed: int = 0,
+    features: torch.nn.Module | None = None,
 ) -> Path:
     """Encode this rank's share of `dataset` into `out_path`; returns the part's metadata file.
 
@@ -75,6 +80,9 @@ def extract_latents(
         dtype: stored precision, float16 (half the disk; rounding ~5e-4 relative, far below the
             posterior's spread) or float32.
         seed: base seed of the per-item posterior noise.
+        features: a frozen encoder (`speed.alignment.encoders`: clean images in [-1, 1] ->
+            [N, L, D] with a `name`) whose features of each image and its mirror are stored
+            beside the latents, so that REPA trains on the cache without running it.
     """
     if getattr(dataset, "is_latent", False):
         raise ValueError("extract_latents: the dataset already holds latents")
@@ -95,8 +103,13 @@ def extract_latents(
     items = list(range(rank, len(dataset), world_size))
     loader = DataLoader(Subset(dataset, items), batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(loader, desc="extract", disable=not progress or rank != 0)
-    with atomic_path(paths["latents"]) as tmp:
-        labels, latent_shape = _encode(bar, autoencoder.to(device), items, tmp, dtype, seed, device)
+    paths["features"].unlink(missing_ok=True)
+    encoders = {"latents": _latent_encoder(autoencoder.to(device), items, seed)}
+    if features is not None:
+        encoders["features"] = lambda pairs, done, n: features.to(device)(pairs)
+    with contextlib.ExitStack() as stack:
+        files = {key: stack.enter_context(atomic_path(paths[key])) for key in encoders}
+        labels, shapes = _encode(bar, encoders, files, len(items), dtype, device)
     with atomic_path(paths["items"]) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=labels, indices=np.asarray(items, np.int64))
     metadata = {
@@ -107,7 +120,12 @@ def extract_latents(
         "sample_posterior": bool(getattr(autoencoder, "sample_posterior", False)),
         "seed": seed,
         "dtype": dtype,
-        "latent_shape": latent_shape,
+        "latent_shape": shapes["latents"],
+        **(
+            {"features": {"encoder": features.name, "shape": shapes["features"]}}
+            if features is not None
+            else {}
+        ),
         "source_resolution": int(dataset.resolution),
         "num_items": len(dataset),
         "num_classes": int(dataset.num_classes),
@@ -120,25 +138,38 @@ def extract_latents(
     return paths["meta"]
 
 
-def _encode(batches, autoencoder, items, out_file, dtype, seed, device) -> tuple[np.ndarray, list]:
-    """Write the latents of `items` (image, mirror) to a new .npy at `out_file`, batch by batch
-    through a memory map; returns (labels int64 [n], latent shape [C, h, w])."""
-    latents, labels, done = None, np.empty(len(items), np.int64), 0
-    for x, y in batches:
-        n = len(x)
-        pairs = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1).to(device)  # [2n, C, H, W]
+def _latent_encoder(autoencoder, items: list[int], seed: int):
+    """(pairs [2n, C, H, W], done, n) -> scaled latents, each item's posterior noise its own."""
+
+    def encode(pairs, done, n):
         generators = [
             latent_noise_generator(seed, i, f) for i in items[done : done + n] for f in (0, 1)
         ]
-        z = autoencoder.encode(pairs, generator=generators).unflatten(0, (n, 2))  # [n, 2, C', h, w]
-        if latents is None:
-            shape = (len(items), *z.shape[1:])
-            latents = np.lib.format.open_memmap(out_file, "w+", DTYPES[dtype], shape)
-        latents[done : done + n] = z.float().cpu().numpy()
+        return autoencoder.encode(pairs, generator=generators)
+
+    return encode
+
+
+@torch.no_grad()
+def _encode(batches, encoders: dict, files: dict, count: int, dtype, device) -> tuple:
+    """Write each encoder's outputs for every item (image, mirror) to a new .npy (`files[key]`),
+    batch by batch through memory maps; returns (labels int64 [count], key -> one item's shape
+    without the mirror axis)."""
+    arrays, labels, done = {}, np.empty(count, np.int64), 0
+    for x, y in batches:
+        n = len(x)
+        pairs = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1).to(device)  # [2n, C, H, W]
+        for key, encode in encoders.items():
+            out = encode(pairs, done, n).unflatten(0, (n, 2))  # [n, 2, ...]
+            if key not in arrays:
+                shape = (count, *out.shape[1:])
+                arrays[key] = np.lib.format.open_memmap(files[key], "w+", DTYPES[dtype], shape)
+            arrays[key][done : done + n] = out.float().cpu().numpy()
         labels[done : done + n] = y.numpy()
         done += n
-    latents.flush()
-    return labels, list(latents.shape[2:])
+    for array in arrays.values():
+        array.flush()
+    return labels, {key: list(array.shape[2:]) for key, array in arrays.items()}
 
 
 class LatentCacheDataset(Dataset):
@@ -148,6 +179,9 @@ class LatentCacheDataset(Dataset):
         path: the cache folder written by `extract_latents` (config key `data.path`).
         random_flip: pick the image or its mirror at random per access (torch's global RNG,
             as fast-DiT does); False = always the image as stored.
+        with_features: also return the stored encoder features of the same image or mirror,
+            float32 [L, D], as a third item (REPA's targets; training turns this on with
+            `include_features()`).
 
     Besides `resolution` (the latent side), `num_channels`, `num_classes`, `class_names`, it
     exposes the cache's `metadata` (autoencoder, scale, source_resolution, ...).
@@ -155,7 +189,7 @@ class LatentCacheDataset(Dataset):
 
     is_latent = True
 
-    def __init__(self, path: str, random_flip: bool = True):
+    def __init__(self, path: str, random_flip: bool = True, with_features: bool = False):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -183,6 +217,13 @@ class LatentCacheDataset(Dataset):
         self.labels = torch.from_numpy(labels[order].astype(np.int64))
         self.latent_files = [p["latents"] for p in paths]
         self._latents = None  # memory maps, opened on first access in each worker
+        stored = self.metadata.get("features")
+        self.feature_encoder = stored["encoder"] if stored else None  # who made the features
+        self._feature_files = [p["features"] for p in paths]
+        self._features = None
+        self.returns_features = False
+        if with_features:
+            self.include_features()
         self.random_flip = random_flip
         self.num_channels, _, self.resolution = self.metadata["latent_shape"]
         self.num_classes = self.metadata["num_classes"]
@@ -190,15 +231,30 @@ class LatentCacheDataset(Dataset):
         self.scale = self.metadata["scale"]
         self.source_resolution = self.metadata["source_resolution"]
 
+    def include_features(self) -> None:
+        """Return the stored encoder features as a third item from now on."""
+        if self.feature_encoder is None:
+            raise ValueError(
+                "data: this latent cache holds no encoder features; write it again with "
+                "-p extract and the repa node set (repa.lam > 0)"
+            )
+        self.returns_features = True
+
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if self._latents is None:
             self._latents = [np.load(f, mmap_mode="r") for f in self.latent_files]
         flip = int(torch.randint(2, ())) if self.random_flip else 0
-        z = self._latents[self.part_of[index]][self.row_of[index], flip]
-        return torch.from_numpy(np.array(z, dtype=np.float32)), self.labels[index]
+        part, row = self.part_of[index], self.row_of[index]
+        z = torch.from_numpy(np.array(self._latents[part][row, flip], dtype=np.float32))
+        if not self.returns_features:
+            return z, self.labels[index]
+        if self._features is None:
+            self._features = [np.load(f, mmap_mode="r") for f in self._feature_files]
+        f = torch.from_numpy(np.array(self._features[part][row, flip], dtype=np.float32))
+        return z, self.labels[index], f
 
 
 def _common_metadata(parts: list[dict], folder: Path) -> dict:

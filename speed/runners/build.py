@@ -156,10 +156,10 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
 def build_alignment(cfg: DictConfig, model: nn.Module, spec: DataSpec, dataset) -> nn.Module:
     """The `repa` node's alignment for `model` (`NoAlignment` when repa.lam is 0). The projector
     is sized by one eval-mode forward pass on zeros (no randomness drawn)."""
-    if cfg.repa.lam and dataset.is_latent:
+    if cfg.repa.lam and dataset.is_latent and getattr(dataset, "feature_encoder", None) is None:
         raise ConfigError(
-            "repa: REPA's encoder needs the clean images, and this dataset is a latent cache; "
-            "train from the image folder (data.path) with repa.lam > 0"
+            "repa: REPA's encoder needs the clean images, and this latent cache holds no encoder "
+            "features; write it again with -p extract and this repa node, or train from images"
         )
     device = next(model.parameters()).device
     x = torch.zeros(2, spec.channels, spec.side, spec.side, device=device)
@@ -168,9 +168,16 @@ def build_alignment(cfg: DictConfig, model: nn.Module, spec: DataSpec, dataset) 
     was_training = model.training
     model.eval()
     try:
-        return instantiate(cfg.repa, model=model, example=(x, t, y))
+        alignment = instantiate(cfg.repa, model=model, example=(x, t, y))
     finally:
         model.train(was_training)
+    cached = getattr(dataset, "feature_encoder", None) if cfg.repa.lam else None
+    if cached is not None and cached != alignment.encoder.name:
+        raise ConfigError(
+            f"repa.encoder is {alignment.encoder.name}, but the latent cache's features were made "
+            f"by {cached}; extract again with this encoder, or set it back"
+        )
+    return alignment
 
 
 def build_diffusion(cfg: DictConfig):

@@ -1,8 +1,10 @@
 """The `extract` phase: encode a pixel dataset once into a latent cache (fast-DiT's speed-up).
 
 Every image and its left-right mirror are encoded, so training on the cache keeps random flips
-while never running the VAE encoder again. The cache goes to `<experiment_dir>/latents/`, one part
-per rank (see `speed.data.latent_cache`); training reads it with
+while never running the VAE encoder again. With REPA configured (`repa.lam > 0`) its frozen
+encoder's features of both are stored too, so REPA trains on the cache without that encoder.
+The cache goes to `<experiment_dir>/latents/`, one part per rank (see
+`speed.data.latent_cache`); training reads it with
 `data._target_=speed.data.LatentCacheDataset data.path=<that folder>`.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from hydra.utils import get_object
 from omegaconf import DictConfig
 
-from speed.config import ConfigError, save_config
+from speed.config import ConfigError, instantiate, save_config
 from speed.data import extract_latents
 from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_dataset
@@ -51,6 +53,7 @@ def extract(cfg: DictConfig) -> Path:
     takes_flip = "random_flip" in inspect.signature(dataset_class).parameters
     dataset = build_dataset(cfg, **({"random_flip": False} if takes_flip else {}))
     autoencoder = build_autoencoder(cfg)
+    features = instantiate(cfg.repa.encoder) if cfg.repa.lam else None
 
     # ---- Encode this rank's share; rank 0 records the config. ----
     extract_latents(
@@ -64,6 +67,7 @@ def extract(cfg: DictConfig) -> Path:
         progress=dist.is_main,
         num_workers=cfg.data.get("num_workers", 0),
         seed=cfg.seed,
+        features=features,
     )
     if dist.is_main:
         save_config(cfg, run.config_file("extract"))
@@ -71,7 +75,9 @@ def extract(cfg: DictConfig) -> Path:
     if dist.is_main:
         flip = " data.random_flip=false" if cfg.data.get("random_flip") is False else ""
         print(
-            f"extract: wrote {len(dataset)} items (image and mirror) in {dist.world_size} part(s) "
+            f"extract: wrote {len(dataset)} items (image and mirror"
+            + (f", {features.name} features" if features is not None else "")
+            + f") in {dist.world_size} part(s) "
             f"to {folder}; train on them with: "
             f"data._target_={CACHE_TARGET} data.path={folder}{flip}",
             flush=True,

@@ -161,6 +161,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     sees their parameters."""
     device = dist.device
     dataset = build_dataset(cfg)
+    if cfg.repa.lam and getattr(dataset, "feature_encoder", None):
+        dataset.include_features()  # REPA's targets from the latent cache (a 3rd item)
     autoencoder = build_autoencoder(cfg).to(device)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
@@ -323,11 +325,14 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     while not done and state.epoch < cfg.epoch:
         job.data_sampler.set_epoch(state.epoch)
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
-        for x, y in job.loader:
+        for x, y, *cached in job.loader:  # a latent cache may hold REPA's targets (3rd item)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
-                targets = state.alignment.targets(x)
+                if cached:
+                    targets = cached[0].to(device, non_blocking=True)
+                else:
+                    targets = state.alignment.targets(x)
                 x = x if job.dataset.is_latent else job.autoencoder.encode(x)
             micro_index = micro_step % cfg.grad_accum
             state.batches_in_epoch += 1

@@ -1,6 +1,9 @@
 """REPA through the train phase from YAML (configs/image/animals/flow/repa.yaml on a tiny DiT):
 the projector is trained, saved and restored, so a resumed run is the straight one."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from tests_paths import REPA_CONFIG  # tests/runners
@@ -36,3 +39,62 @@ def test_repa_refuses_fsdp_in_one_line(tmp_path, tiny_overrides, tiny_dit):
     overrides = tiny_overrides(tmp_path / "c", 1) + tiny_dit + ["strategy=fsdp", "precision=bf16"]
     with pytest.raises(ConfigError, match="strategy=ddp"):
         train(load_config(REPA_CONFIG, "train", overrides))
+
+
+def _image_folder(root, per_class: int = 4):
+    """Two classes of 28 x 28 RGB squares at random places (seeded)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            image = np.zeros((28, 28, 3), np.uint8)
+            top, left = rng.integers(0, 14, 2)
+            image[top : top + 14, left : left + 10] = 255 if c else 128
+            Image.fromarray(image).save(root / f"class{c}/{i}.png")
+    return root
+
+
+def test_repa_trains_on_a_latent_cache_without_its_encoder(
+    tmp_path, tiny_overrides, tiny_dit, monkeypatch
+):
+    from speed.alignment.encoders import DomainEncoder
+    from speed.data import ImageFolderDataset
+    from speed.data.latent_cache import part_paths
+    from speed.runners.extract import extract
+
+    folder = _image_folder(tmp_path / "images")
+    data = [
+        "data._target_=speed.data.ImageFolderDataset",
+        f"data.path={folder}",
+        "data.image_size=28",
+    ]
+    common = [*tiny_dit, "sample_every=0", "repa.projector_dim=32"]
+
+    def words(run, *extra):
+        return [*tiny_overrides(tmp_path / run, 2), *common, *extra]
+
+    cache = extract(load_config(REPA_CONFIG, "extract", words("images_run", *data)))
+    meta = json.loads(part_paths(cache, 0)["meta"].read_text())
+    encoder = DomainEncoder()
+    assert meta["features"] == {"encoder": encoder.name, "shape": [49, 64]}
+    images = ImageFolderDataset(str(folder), 28, random_flip=False)
+    x = torch.stack([images[i][0] for i in range(len(images))])
+    expected = torch.stack([encoder(x), encoder(x.flip(-1))], dim=1)  # [8, 2, 49, 64]
+    stored = torch.from_numpy(np.load(part_paths(cache, 0)["features"]).astype(np.float32))
+    torch.testing.assert_close(stored, expected, rtol=2e-3, atol=2e-3)  # stored as float16
+
+    latent = ["data._target_=speed.data.LatentCacheDataset", f"data.path={cache}"]
+    monkeypatch.setattr(DomainEncoder, "forward", lambda self, x: pytest.fail("encoder ran"))
+    ckpt = load_checkpoint(train(load_config(REPA_CONFIG, "train", words("cached", *latent))))
+    assert ckpt["step"] == 2 and "projector.0.weight" in ckpt["alignment"]
+
+    other = words("other", *latent, "repa.encoder.blocks=1")
+    with pytest.raises(ConfigError, match="were made by domain classifier, block 2"):
+        train(load_config(REPA_CONFIG, "train", other))
+
+    bare = extract(load_config(REPA_CONFIG, "extract", words("bare_run", *data, "repa.lam=0")))
+    without = words("without", "data._target_=speed.data.LatentCacheDataset", f"data.path={bare}")
+    with pytest.raises(ConfigError, match="holds no encoder features"):
+        train(load_config(REPA_CONFIG, "train", without))
