@@ -96,7 +96,10 @@ def study_model(study_run, sweep, step: int, scorer: Scorer) -> tuple:
     guidance = scorer.study.score.guidance
     words = study_run.sweep_run.words(
         sweep.sweep_dir,
-        [f"ckpt_path={run_dir.checkpoint(step)}", *scorer.sampling_words(guidance)],
+        [
+            f"ckpt_path={run_dir.checkpoint(step)}",
+            *scorer.sampling_words(guidance, None, study_run.method),
+        ],
     )
     cfg = load_config(study_run.sweep_run.config, "inference", words)
     device = torch.device("cpu")

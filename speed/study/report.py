@@ -96,7 +96,8 @@ def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
             f"every {c.every} steps" + ("" if c.guidance_scale is None else
                                         f", guidance {c.guidance_scale:g}")
             for c in score.curves
-        ) + f"; final: {score.final_samples} samples. Sampler {sampler}, against "
+        ) + f"; final: {score.final_samples} samples. Sampler {sampler}{_own_samplers(study)}, "
+        "against "
         f"{score.reference_images} real images. Speed-up: training needed to reach the reference "
         f"method's final {curve} {metric}, same seed.",
     ]  # fmt: skip
@@ -209,3 +210,13 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _own_samplers(study: Study) -> str:
+    """' (flow: sampler=heun num_steps=25)' for each method that samples its own way."""
+    own = [
+        f"{m.name}: " + " ".join(f"{k}={v}" for k, v in m.sampler)
+        for m in study.methods.values()
+        if m.sampler
+    ]
+    return "".join(f" ({text})" for text in own)

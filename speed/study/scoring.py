@@ -72,9 +72,17 @@ class Scorer:
         asked += list(score.final.get(kind, ()))
         return any(m in KEYS_WITH_FEATURES for m in asked)
 
-    def sampling_words(self, guidance: float, seed: int | None = None) -> list[str]:
+    def sampling_words(
+        self, guidance: float, seed: int | None = None, method: str = ""
+    ) -> list[str]:
+        """The sampling overrides of a method's scores: score.sampler, then the method's own
+        sampler keys (a flow-matching model samples with an ODE, a DDPM one with DDIM), then
+        the guidance and the sampling seed."""
         score = self.study.score
-        words = [f"{k}={v}" for k, v in score.sampler.items() if k != "guidance_scale"]
+        sampler = dict(score.sampler)
+        if method:
+            sampler.update(self.study.methods[method].sampler)
+        words = [f"{k}={v}" for k, v in sampler.items() if k != "guidance_scale"]
         seed = score.seed if seed is None else seed
         return [*words, f"guidance_scale={guidance}", f"seed={seed}"]
 
@@ -85,7 +93,8 @@ class Scorer:
         guidance = curve.guidance_scale
         guidance = study.score.guidance if guidance is None else guidance
         tag = curve_tag(curve.features, num, guidance, curve.metrics, seed)
-        words = [*run.sweep_run.words(self.sweep.sweep_dir), *self.sampling_words(guidance, seed)]
+        sampling = self.sampling_words(guidance, seed, run.method)
+        words = [*run.sweep_run.words(self.sweep.sweep_dir), *sampling]
         scored = evaluate_run(
             run.sweep_run.config, self.reference(curve.features), self.extractor(curve.features),
             num, words, progress=False, tag=tag,

@@ -27,7 +27,7 @@ STUDY_KEYS = (
     "name", "base", "methods", "reference", "seeds", "fairness", "budget", "score", "overrides",
     "runs", "records", "report", "run_names",
 )  # fmt: skip
-METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned")
+METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned", "sampler")
 FAIRNESS_KEYS = ("grid", "shared_seeds")
 BUDGET_KEYS = ("steps", "seconds")
 SCORE_KEYS = (
@@ -53,6 +53,7 @@ class Method:
     values: tuple[tuple[str, Any], ...]  # (key, value) of `overrides`, for folder names
     seeds: tuple[int, ...]
     tuned: bool
+    sampler: tuple[tuple[str, Any], ...] = ()  # sampling keys over score.sampler's (its own family)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +233,12 @@ def _method(name: str, raw: Any, base: Path, seeds: tuple[int, ...]) -> Method:
     method_seeds = _ints(full.get("seeds", list(seeds)), f"{where}.seeds")
     if not set(method_seeds) <= set(seeds):
         raise ConfigError(f"{where}.seeds: {list(method_seeds)} must be among seeds {list(seeds)}")
+    sampler = _mapping(full.get("sampler", {}), f"{where}.sampler")
+    if "guidance_scale" in sampler:
+        raise ConfigError(
+            f"{where}.sampler.guidance_scale: guidance is the study's, the same for every method "
+            "(score.sampler, or a curve's guidance_scale)"
+        )
     return Method(
         name=name,
         config=config,
@@ -239,6 +246,7 @@ def _method(name: str, raw: Any, base: Path, seeds: tuple[int, ...]) -> Method:
         values=tuple(values.items()),
         seeds=method_seeds,
         tuned=bool(full.get("tuned", True)),
+        sampler=tuple(sampler.items()),
     )
 
 

@@ -103,3 +103,25 @@ def test_numbers_read_as_the_configs_read_them(tmp_path, tiny_study):
     path.write_text(path.read_text().replace("optimizer.lr: 0.001", "optimizer.lr: 1e-3"))
     study = load_study(path)
     assert study.methods["lr1e-3"].overrides == ("optimizer.lr=0.001",)
+
+
+def test_a_method_may_sample_its_own_way_at_the_studys_guidance(tmp_path, tiny_study):
+    """A flow-matching method scores with its own sampler keys over score.sampler's; the
+    guidance and the sampling seed stay the study's."""
+    from speed.study.scoring import Scorer
+
+    methods = {
+        "ddpm": {"optimizer.lr": 0.001},
+        "flow": {"overrides": {"optimizer.lr": 0.002}, "sampler": {"sampler": "heun"}},
+    }
+    study = load_study(tiny_study(tmp_path, methods=methods, reference="ddpm"))
+    scorer = Scorer(study, study_sweep(study))
+    assert scorer.sampling_words(2.0, None, "ddpm") == [
+        "sampler=ddim", "num_steps=2", "eta=1.0", "guidance_scale=2.0", "seed=0",
+    ]  # fmt: skip
+    assert scorer.sampling_words(1.0, 3, "flow") == [
+        "sampler=heun", "num_steps=2", "eta=1.0", "guidance_scale=1.0", "seed=3",
+    ]  # fmt: skip
+    methods["flow"]["sampler"]["guidance_scale"] = 4.0
+    with pytest.raises(ConfigError, match="methods.flow.sampler.guidance_scale: guidance is the"):
+        load_study(tiny_study(tmp_path, methods=methods, reference="ddpm"))

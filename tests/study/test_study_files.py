@@ -1,0 +1,41 @@
+"""Every committed study file parses, and each of its runs' configs loads and builds its
+objective (a mistake in a study that runs for hours shows here, not hours in)."""
+
+from pathlib import Path
+
+import pytest
+
+from speed.config import instantiate
+from speed.study.plan import open_study
+from speed.sweep.expand import load_run_configs
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_a_committed_study_loads_every_run(path, in_repo):
+    study, sweep, runs, _ = open_study(path)
+    configs = load_run_configs(sweep)
+    assert len(configs) == len(sweep.runs) == len(runs)
+    for run, cfg in zip(sweep.runs, configs):
+        assert cfg.max_training_steps == study.steps, run.name
+        instantiate(cfg.diffusion)  # the objective and its timestep modes build
+
+
+def test_the_flow_study_compares_what_its_header_says(in_repo):
+    study, sweep, _, _ = open_study(REPO / "studies/flow_dit.yaml")
+    built = {
+        run.params["method"]: instantiate(cfg.diffusion)
+        for run, cfg in zip(sweep.runs, load_run_configs(sweep))
+        if run.params["seed"] == 0
+    }
+    assert type(built["ddpm"]).__name__ == "SpacedDiffusion"  # DDPM, respaced for sampling
+    kinds = {m: type(built[m].timestep_sampler.distribution).__name__ for m in built if m != "ddpm"}
+    assert kinds == {
+        "sit": "UniformTime",
+        "sit_logit_normal": "LogitNormalTime",
+        "sit_speed": "SpeedTime",
+        "sit_repa": "UniformTime",
+    }
+    assert dict(study.methods["sit"].sampler) == {"sampler": "heun", "num_steps": 13}
