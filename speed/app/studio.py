@@ -7,8 +7,10 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +20,7 @@ from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import (
     denoising_strip,
+    enlarge_factor,
     family_samplers,
     grid_inputs,
     grid_rows,
@@ -32,7 +35,8 @@ from speed.runners.build import (
     build_sampling_model,
     dataset_class_names,
 )
-from speed.utils.images import png_bytes
+from speed.serve.client import ServeClient
+from speed.utils.images import make_grid, png_bytes, upscale
 
 # request field -> (config key, type)
 FIELDS = {
@@ -62,8 +66,10 @@ class RunStudio:
         device: str = "cpu",
         trust: bool = False,
         limits: Limits | None = None,
+        service: ServeClient | None = None,
     ):
         self.run, self.limits = RunDir(Path(run_dir)), limits or Limits()
+        self.service = service  # draws the grid's images when given (`_service_grid`)
         self.checkpoints = {p.stem: p for p in list_checkpoints(self.run.checkpoints)}
         if not self.checkpoints:
             raise MissingFileError(
@@ -202,11 +208,43 @@ class RunStudio:
 
         scale = float(cfg.guidance_scale)
         pieces = (model, self.diffusion, self.autoencoder, cfg, sampler)
-        grid = render_grid(*pieces, scale, noise, labels, callback=step)
+        if self.service is not None:
+            grid = self._service_grid(cfg, spec, step)
+        else:
+            grid = render_grid(*pieces, scale, noise, labels, callback=step)
         first = slice(None, None, cfg.num_sample_seeds)  # the strip follows the first column
         strip_labels = labels[first] if labels is not None else None
         strip = denoising_strip(*pieces, noise[first], strip_labels, scale, callback=step)
         return {"grid": png_bytes(grid), "strip": png_bytes(strip)}
+
+    def _service_grid(self, cfg: DictConfig, spec, step: Callable) -> np.ndarray:
+        """The grid's images drawn by the service: one request per row (class), its columns the
+        seeds seed .. seed + seeds - 1, sent together so the service batches them. Column j
+        starts from the noise of seed + j as the page's own grid does; a stochastic sampler then
+        draws each image's noise from its own seed (docs/serve.md)."""
+        served = self.service.options()["checkpoint"]
+        if served != Path(cfg.ckpt_path).stem:
+            raise ConfigError(
+                f"the service at {self.service.url} serves checkpoint {served!r}; choose it"
+            )
+        settings = {
+            "count": int(cfg.num_sample_seeds),
+            "seeds": int(cfg.seed),
+            "sampler": cfg.sampler,
+            "num_steps": int(cfg.num_steps),
+            "guidance_scale": float(cfg.guidance_scale),
+            "eta": float(cfg.eta),
+        }
+        rows = grid_rows(cfg, spec.num_classes) or [None]
+        with ThreadPoolExecutor(max_workers=len(rows)) as pool:
+            answers = pool.map(
+                lambda c: self.service.generate(**settings, classes=c)["images"], rows
+            )
+            tiles = np.concatenate(list(answers))
+        for _ in range(cfg.num_steps):
+            step()
+        grid = make_grid(tiles, nrow=cfg.num_sample_seeds)
+        return upscale(grid, enlarge_factor(tiles.shape[1]))
 
 
 def _parse(field: str, value, kind: type):

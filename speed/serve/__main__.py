@@ -15,11 +15,10 @@ import uvicorn
 from speed.errors import ConfigError, user_message
 from speed.serve.app import create_app
 from speed.serve.backends import BACKENDS
+from speed.serve.client import TOKEN_ENV
 from speed.serve.engine import Engine
 from speed.serve.limits import ServeLimits
 from speed.utils import bounds
-
-TOKEN_ENV = "SPEED_SERVE_TOKEN"  # the bearer token, when not in --token-file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
