@@ -4,7 +4,6 @@ them) for the settings of a request."""
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from speed.runners.build import (
     build_sampling_model,
     dataset_class_names,
 )
+from speed.serve.classes import ClassNames
 from speed.serve.client import ServeClient
 from speed.utils.images import make_grid, png_bytes, upscale
 
@@ -50,7 +50,6 @@ FIELDS = {
     "seeds": ("num_sample_seeds", int),
 }
 KIND_NAMES = {str: "a string", float: "a number", int: "an integer"}
-LISTED_NAMES = 20  # a typo lists every class name up to this many, else the closest ones
 
 
 class RunStudio:
@@ -86,9 +85,7 @@ class RunStudio:
         _, _, self.spec = self._model(list(self.checkpoints)[-1])
         k = self.spec.num_classes
         self.class_names = (dataset_class_names(self.cfg) or [str(c) for c in range(k)])[:k]
-        self._class_index = {}  # lower-case name -> index (the first of names equal but for case)
-        for index, name in enumerate(self.class_names):
-            self._class_index.setdefault(name.lower(), index)
+        self.classes = ClassNames(self.class_names, "GET /api/options")
 
     def _model(self, stem: str):
         """(stem, model, spec) of checkpoint `stem`; the last one used stays loaded."""
@@ -172,25 +169,7 @@ class RunStudio:
         """A request's classes: indices or names (any case; "3" counts as an index)."""
         if not isinstance(value, list):
             raise ConfigError(f"classes must be a list of class indices or names, got {value!r}")
-        return [self._class(c) for c in value]
-
-    def _class(self, value) -> int:
-        if not isinstance(value, str) or value.strip().lstrip("-").isdigit():
-            return _parse("classes", value, int)
-        index = self._class_index.get(value.strip().lower())
-        if index is not None:
-            return index
-        names, k = self.class_names, len(self.class_names)
-        if not names:
-            raise ConfigError(f"unknown class {value!r}: this run's model is unconditional")
-        close = difflib.get_close_matches(value.lower(), list(self._class_index), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        listed = (
-            f"classes: {', '.join(names)}"
-            if k <= LISTED_NAMES
-            else f"{k} classes, listed by GET /api/options"
-        )
-        raise ConfigError(f"unknown class {value!r}; {hint}{listed} (or their indices 0..{k - 1})")
+        return [self.classes.lookup(c) for c in value]
 
     def generate(self, request: dict, progress: Callable[[int, int], None] | None = None) -> dict:
         """Sample the grid and the strip for `request`; returns {"grid", "strip"} as PNG bytes.

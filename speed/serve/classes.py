@@ -23,7 +23,7 @@ class ClassNames:
     def lookup(self, value, field: str = "classes") -> int:
         """The index of class `value`: an integer (or a string of digits) in range, or a name."""
         k = len(self.names)
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ConfigError(f"{field} must be class indices or names, got {value!r}")
         if isinstance(value, int | float) or value.strip().lstrip("-").isdigit():
             number = float(value)

@@ -114,3 +114,16 @@ def test_the_onnx_backend_samples_what_pytorch_does(tiny_run, engine, tmp_path):
     (ours,) = onnx.sample([job])
     (torchs,) = engine.sample([job])
     assert np.abs(ours.astype(int) - torchs.astype(int)).max() <= 1
+
+
+def test_the_bf16_backend_samples_finite_pictures_of_the_same_shape(tiny_run, engine):
+    bf16 = Engine(tiny_run, backend="bf16")
+    job = engine.job(classes=[1, 5], count=2, seeds=2, sampler="ddim", num_steps=2)
+    images = bf16.images([job])
+    assert bf16.precision == "bf16" and images.dtype == torch.float32
+    assert images.shape == engine.images([job]).shape and bool(torch.isfinite(images).all())
+
+
+def test_onnx_on_a_gpu_is_refused_in_one_line(tiny_run):
+    with pytest.raises(ConfigError, match="--backend onnx runs ONNX Runtime on the CPU"):
+        Engine(tiny_run, device="cuda", backend="onnx")

@@ -118,3 +118,17 @@ def test_the_command_refuses_a_run_without_checkpoints_in_one_line(tmp_path, cap
     assert main([str(tmp_path), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "holds no checkpoints" in err
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "must be class indices or names"),
+        ([1], "must be class indices or names"),
+        (2.5, "must be class indices or names"),
+        ("-1", "outside 0..9"),
+    ],
+)
+def test_class_lookup_refuses_what_is_not_a_class(engine, value, message):
+    with pytest.raises(ConfigError, match=message):
+        engine.classes.lookup(value)
