@@ -72,6 +72,19 @@ def test_nothing_imports_the_app():
     assert found == []
 
 
+def test_only_the_page_imports_the_service():
+    """`speed.serve` sits above the runners beside the page; of the project's code only the page
+    (its client) imports it."""
+    found = []
+    for folder in ("speed", "evaluations", "benchmarks"):
+        found += [
+            v
+            for v in violations(folder, ("speed.serve",))
+            if not v.startswith(("speed/serve/", "speed/app/"))
+        ]
+    assert found == []
+
+
 def test_the_check_sees_a_forbidden_import(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_text("def f():\n    from speed.config import load_config\n")

@@ -14,6 +14,7 @@ from speed.app import limits
 from speed.app.server import make_server
 from speed.app.studio import RunStudio
 from speed.errors import user_message
+from speed.serve.client import ServeClient
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,6 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="also unpickle checkpoints holding objects besides tensors (can run code)",
     )
+    parser.add_argument(
+        "--service",
+        help="a running `python -m speed.serve` of this run (URL): it draws the grid's images",
+    )
     limits.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -35,7 +40,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         bounds = limits.from_arguments(args)
-        studio = RunStudio(args.run_dir, args.device, trust=args.trust_checkpoint, limits=bounds)
+        service = ServeClient(args.service) if args.service else None
+        studio = RunStudio(
+            args.run_dir, args.device, trust=args.trust_checkpoint, limits=bounds, service=service
+        )
         server = make_server(studio, args.host, args.port)
     except Exception as error:
         message = user_message(error)

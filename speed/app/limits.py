@@ -9,14 +9,10 @@ stalls is closed after `timeout` seconds instead of holding a thread forever.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
-from speed.errors import ConfigError
-
-
-def bound(default, meaning: str):
-    """A field of `Limits`: its default and what it bounds (the help of its flag)."""
-    return field(default=default, metadata={"help": meaning})
+from speed.utils import bounds
+from speed.utils.bounds import bound
 
 
 @dataclass(frozen=True)
@@ -32,28 +28,13 @@ class Limits:
     keep_jobs: int = bound(16, "finished generations kept downloadable (the oldest dropped)")
 
     def __post_init__(self):
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if not value > 0:
-                raise ConfigError(f"--{flag(item.name)} must be > 0, got {value}")
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a `Limits` field, e.g. max_images -> max-images."""
-    return name.replace("_", "-")
+        bounds.check_positive(self)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--max-images`-style flag per field of `Limits`, defaulting to its default."""
-    for item in fields(Limits):
-        parser.add_argument(
-            f"--{flag(item.name)}",
-            dest=item.name,
-            type=type(item.default),
-            default=item.default,
-            help=f"{item.metadata['help']} (default {item.default:g})",
-        )
+    bounds.add_arguments(parser, Limits)
 
 
 def from_arguments(args: argparse.Namespace) -> Limits:
-    return Limits(**{item.name: getattr(args, item.name) for item in fields(Limits)})
+    return bounds.from_arguments(args, Limits)

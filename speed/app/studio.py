@@ -4,11 +4,12 @@ them) for the settings of a request."""
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +19,7 @@ from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import (
     denoising_strip,
+    enlarge_factor,
     family_samplers,
     grid_inputs,
     grid_rows,
@@ -32,7 +34,9 @@ from speed.runners.build import (
     build_sampling_model,
     dataset_class_names,
 )
-from speed.utils.images import png_bytes
+from speed.serve.classes import ClassNames
+from speed.serve.client import ServeClient
+from speed.utils.images import make_grid, png_bytes, upscale
 
 # request field -> (config key, type)
 FIELDS = {
@@ -46,7 +50,6 @@ FIELDS = {
     "seeds": ("num_sample_seeds", int),
 }
 KIND_NAMES = {str: "a string", float: "a number", int: "an integer"}
-LISTED_NAMES = 20  # a typo lists every class name up to this many, else the closest ones
 
 
 class RunStudio:
@@ -62,8 +65,10 @@ class RunStudio:
         device: str = "cpu",
         trust: bool = False,
         limits: Limits | None = None,
+        service: ServeClient | None = None,
     ):
         self.run, self.limits = RunDir(Path(run_dir)), limits or Limits()
+        self.service = service  # draws the grid's images when given (`_service_grid`)
         self.checkpoints = {p.stem: p for p in list_checkpoints(self.run.checkpoints)}
         if not self.checkpoints:
             raise MissingFileError(
@@ -80,9 +85,7 @@ class RunStudio:
         _, _, self.spec = self._model(list(self.checkpoints)[-1])
         k = self.spec.num_classes
         self.class_names = (dataset_class_names(self.cfg) or [str(c) for c in range(k)])[:k]
-        self._class_index = {}  # lower-case name -> index (the first of names equal but for case)
-        for index, name in enumerate(self.class_names):
-            self._class_index.setdefault(name.lower(), index)
+        self.classes = ClassNames(self.class_names, "GET /api/options")
 
     def _model(self, stem: str):
         """(stem, model, spec) of checkpoint `stem`; the last one used stays loaded."""
@@ -166,25 +169,7 @@ class RunStudio:
         """A request's classes: indices or names (any case; "3" counts as an index)."""
         if not isinstance(value, list):
             raise ConfigError(f"classes must be a list of class indices or names, got {value!r}")
-        return [self._class(c) for c in value]
-
-    def _class(self, value) -> int:
-        if not isinstance(value, str) or value.strip().lstrip("-").isdigit():
-            return _parse("classes", value, int)
-        index = self._class_index.get(value.strip().lower())
-        if index is not None:
-            return index
-        names, k = self.class_names, len(self.class_names)
-        if not names:
-            raise ConfigError(f"unknown class {value!r}: this run's model is unconditional")
-        close = difflib.get_close_matches(value.lower(), list(self._class_index), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        listed = (
-            f"classes: {', '.join(names)}"
-            if k <= LISTED_NAMES
-            else f"{k} classes, listed by GET /api/options"
-        )
-        raise ConfigError(f"unknown class {value!r}; {hint}{listed} (or their indices 0..{k - 1})")
+        return [self.classes.lookup(c) for c in value]
 
     def generate(self, request: dict, progress: Callable[[int, int], None] | None = None) -> dict:
         """Sample the grid and the strip for `request`; returns {"grid", "strip"} as PNG bytes.
@@ -202,11 +187,43 @@ class RunStudio:
 
         scale = float(cfg.guidance_scale)
         pieces = (model, self.diffusion, self.autoencoder, cfg, sampler)
-        grid = render_grid(*pieces, scale, noise, labels, callback=step)
+        if self.service is not None:
+            grid = self._service_grid(cfg, spec, step)
+        else:
+            grid = render_grid(*pieces, scale, noise, labels, callback=step)
         first = slice(None, None, cfg.num_sample_seeds)  # the strip follows the first column
         strip_labels = labels[first] if labels is not None else None
         strip = denoising_strip(*pieces, noise[first], strip_labels, scale, callback=step)
         return {"grid": png_bytes(grid), "strip": png_bytes(strip)}
+
+    def _service_grid(self, cfg: DictConfig, spec, step: Callable) -> np.ndarray:
+        """The grid's images drawn by the service: one request per row (class), its columns the
+        seeds seed .. seed + seeds - 1, sent together so the service batches them. Column j
+        starts from the noise of seed + j as the page's own grid does; a stochastic sampler then
+        draws each image's noise from its own seed (docs/serve.md)."""
+        served = self.service.options()["checkpoint"]
+        if served != Path(cfg.ckpt_path).stem:
+            raise ConfigError(
+                f"the service at {self.service.url} serves checkpoint {served!r}; choose it"
+            )
+        settings = {
+            "count": int(cfg.num_sample_seeds),
+            "seeds": int(cfg.seed),
+            "sampler": cfg.sampler,
+            "num_steps": int(cfg.num_steps),
+            "guidance_scale": float(cfg.guidance_scale),
+            "eta": float(cfg.eta),
+        }
+        rows = grid_rows(cfg, spec.num_classes) or [None]
+        with ThreadPoolExecutor(max_workers=len(rows)) as pool:
+            answers = pool.map(
+                lambda c: self.service.generate(**settings, classes=c)["images"], rows
+            )
+            tiles = np.concatenate(list(answers))
+        for _ in range(cfg.num_steps):
+            step()
+        grid = make_grid(tiles, nrow=cfg.num_sample_seeds)
+        return upscale(grid, enlarge_factor(tiles.shape[1]))
 
 
 def _parse(field: str, value, kind: type):

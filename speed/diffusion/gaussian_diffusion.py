@@ -33,6 +33,7 @@ from speed.diffusion.losses import (
     mean_flat,
     normal_kl,
 )
+from speed.utils.seeding import Generators, randn_rows
 
 
 class ModelMeanType(enum.Enum):
@@ -71,9 +72,10 @@ def _extract_into_tensor(arr, timesteps: torch.Tensor, broadcast_shape, dtype=to
     return res.reshape(-1, *([1] * (len(broadcast_shape) - 1))).expand(*broadcast_shape)
 
 
-def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise with `like`'s device and dtype, drawn from `generator`."""
-    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+def _randn(shape, like: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal noise with `like`'s device and dtype, drawn from `generator` (one, or one
+    per sample: `speed.utils.seeding.randn_rows`)."""
+    return randn_rows(shape, generator, device=like.device, dtype=like.dtype)
 
 
 def _last(iterable):
@@ -336,7 +338,7 @@ class GaussianDiffusion:
         """Run `step(x, t)` from t = T-1 down to 0, yielding each step's output dict."""
         if device is None:
             device = noise.device if noise is not None else torch.device("cpu")
-        x = noise if noise is not None else torch.randn(*shape, generator=generator, device=device)
+        x = noise if noise is not None else randn_rows(shape, generator, device=device)
         for i in tqdm(range(self.num_timesteps)[::-1], disable=not progress, leave=False):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             with torch.no_grad():

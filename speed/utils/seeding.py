@@ -1,8 +1,10 @@
-"""Seeding and RNG-state capture, so a resumed run draws the same random numbers."""
+"""Seeding and RNG-state capture, so a resumed run draws the same random numbers; noise drawn
+from one generator per sample, so a sample does not depend on its batch."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,3 +45,25 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn_rows(shape, generator: Generators, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of `shape` [N, ...] from `generator`: one torch.Generator (or None,
+    the global one) for the whole tensor, or a sequence of M generators, one per sample, where
+    row r draws shape[1:] from generator[r % M], rows in order. N must then be a multiple of M:
+    with classifier-free guidance's doubled batch [cond; uncond], sample i's unconditional copy
+    draws from sample i's generator too, so what a sample draws never depends on the batch it is
+    in (a request batched with others gets the noise it would get alone)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    count = len(generator)
+    if count == 0 or shape[0] % count:
+        raise ValueError(f"{count} per-sample generators cannot draw {shape[0]} rows")
+    rows = [
+        torch.randn(tuple(shape[1:]), generator=generator[r % count], device=device, dtype=dtype)
+        for r in range(shape[0])
+    ]
+    return torch.stack(rows)

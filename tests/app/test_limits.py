@@ -14,9 +14,10 @@ import pytest
 
 from speed.app.__main__ import main as app_main
 from speed.app.client import AppClient, AppRequestError
-from speed.app.limits import Limits, flag
+from speed.app.limits import Limits
 from speed.app.server import Jobs, make_server
 from speed.app.studio import RunStudio
+from speed.utils.bounds import flag
 
 STRICT = Limits(max_images=8, max_steps=5, max_body=2048, timeout=0.5)
 

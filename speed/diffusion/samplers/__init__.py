@@ -7,6 +7,9 @@ and respaces `diffusion`'s original schedule to `num_steps` itself; `model(x, t,
 is always called with original timesteps (long [N]). Classifier-free guidance is a property of the
 model passed in (e.g. `model.forward_with_cfg` with `cfg_scale` in model_kwargs), so every sampler
 supports it unchanged.
+`generator` is one torch.Generator, or a list of them, one per sample (row r of the noise draws
+from generator[r % len], `speed.utils.seeding.randn_rows`), so that a sample's draws do not depend
+on the other samples of its batch.
 
 A sampler's options are its keyword-only parameters (`sampler_options(name)`), each with its
 default and annotation: `clip_denoised` (every sampler), `eta` ("ddim"), `grid` ("logSNR" or

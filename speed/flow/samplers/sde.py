@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from speed.diffusion.samplers.common import AtLeast
 from speed.flow.samplers.common import Denoiser, check_family, report, shift_time, time_grid
+from speed.utils.seeding import randn_rows
 
 
 def diffusion_coefficient(path, form: str, norm: float, t: float) -> float:
@@ -99,7 +100,7 @@ def euler_maruyama_sample(
         w = diffusion_coefficient(path, diffusion_form, diffusion_norm, t)
         drift = v + w * eps / float(path.sigma(torch.tensor(t, dtype=torch.float64)))
         if i < em_steps:
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            z = randn_rows(x.shape, generator, device=x.device, dtype=x.dtype)
             x = x + (t_next - t) * drift + (2 * w * (t - t_next)) ** 0.5 * z
         elif last_step == "mean":
             x = x + (t_next - t) * drift
