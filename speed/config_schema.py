@@ -37,6 +37,7 @@ NODES: dict[str, dict[str, Any]] = {
     "data": {"batch_size": int, "num_workers": int, "pin_memory": bool},
     "autoencoder": {},
     "repa": {},  # speed.alignment.build_alignment: REPA during training (lam 0 = off)
+    "adapter": {},  # speed.adapters.build_adapter: LoRA over a trained base (rank 0 = off)
     "slurm": {},  # launcher=slurm: speed.sweep.slurm.SlurmSettings, each sweep run's job
 }
 

@@ -58,6 +58,8 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ("speed/data", ("speed.study", "speed.runners")),
         ("speed/autoencoders", ("speed.study", "speed.runners")),
         ("speed/flow", LIBRARY + ("speed.generation", "speed.study")),
+        ("speed/adapters", LIBRARY + ("speed.run", "speed.generation", "speed.study")),
+        ("speed/control", LIBRARY + ("speed.run", "speed.generation", "speed.study")),
     ],
 )
 def test_lower_layers_do_not_import_upper_ones(folder, forbidden):

@@ -143,6 +143,8 @@ class DiT(ConditionalBackbone):
     """
 
     shard_unit_types = (DiTBlock,)
+    # Layers LoRA adapts by default (speed.adapters): every block's attention and MLP linears.
+    adapter_targets = r".*blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])"
 
     def __init__(
         self,

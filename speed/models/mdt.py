@@ -31,6 +31,7 @@ from torch import nn
 from speed.models import masking
 from speed.models.conditional import ConditionalBackbone
 from speed.models.dit import (
+    DiT,
     DiTBlock,
     FinalLayer,
     LabelEmbedder,
@@ -123,6 +124,7 @@ class MDT(ConditionalBackbone):
     """
 
     shard_unit_types = (MDTBlock,)
+    adapter_targets = DiT.adapter_targets  # LoRA's default layers: blocks' attention and MLP
 
     def __init__(
         self,

@@ -279,6 +279,9 @@ class UNetModel(ConditionalBackbone):
     """
 
     shard_unit_types = (ResBlock, AttentionBlock)
+    # Layers LoRA adapts by default (speed.adapters): the attention blocks' qkv and output
+    # projections and the ResBlocks' timestep-embedding projections.
+    adapter_targets = r".*\.(qkv|proj_out|emb_layers\.1)"
 
     def __init__(
         self,

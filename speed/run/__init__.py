@@ -35,12 +35,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from speed.adapters import NoAdapter
 from speed.config_schema import root_defaults
 from speed.errors import ConfigError, DataError, MissingFileError, RunLockedError
 from speed.models.loading import (
     checksum_path,
     load_checkpoint,
-    load_state_strict,
     nonfinite_keys,
     save_checkpoint,
 )
@@ -488,7 +488,9 @@ class TrainState:
     scaler (None unless fp16), lr_scheduler, timestep_sampler, step, epoch, batches_in_epoch,
     train_seconds (the training time so far, which `max_training_seconds` bounds), rng
     (every rank's RNG states, by rank), data_spec (what the model sees), objective (the family
-    of the objective that trained it: "gaussian", "interpolant"), config (resolved).
+    of the objective that trained it: "gaussian", "interpolant"), config (resolved); with an
+    adapter (`speed.adapters`), model, ema and emas hold the adapter's weights only and `adapter`
+    records it and its base checkpoint.
     """
 
     model: nn.Module
@@ -508,6 +510,7 @@ class TrainState:
     resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
     objective: str = "gaussian"  # the training objective's family (which samplers fit it)
     alignment: nn.Module | None = None  # REPA's projector (trained, saved; None or no params: off)
+    adapter: Any = field(default_factory=NoAdapter)  # speed.adapters: what of the model is saved
 
     def trainable_parameters(self):
         """The parameters the optimizer updates: the model's, then the alignment's."""
@@ -516,12 +519,14 @@ class TrainState:
             yield from self.alignment.parameters()
 
     def state_dict(self, rng: list[dict]) -> dict:
+        saved = self.adapter.state_dict  # the whole model's, or only its adapter's
         return {
-            "model": self.model.state_dict(),
-            "ema": self.emas[0].state_dict(),
-            "emas": {str(rate): ema.state_dict() for rate, ema in zip(self.ema_rates, self.emas)},
+            "model": saved(self.model),
+            "ema": saved(self.emas[0]),
+            "emas": {str(rate): saved(ema) for rate, ema in zip(self.ema_rates, self.emas)},
             "opt": self.optimizer.state_dict(),
             **({"alignment": self.alignment.state_dict()} if self.alignment is not None else {}),
+            **({"adapter": self.adapter.record()} if self.adapter.enabled else {}),
             **self.progress_state_dict(rng),
         }
 
@@ -558,9 +563,10 @@ class TrainState:
         on them)."""
         if ckpt["opt"] is None:
             raise ConfigError(f"{source} was written by strategy=fsdp; resume it with that")
-        load_state_strict(self.model, ckpt["model"], source)
+        self.adapter.check(ckpt.get("adapter"), source)
+        self.adapter.load_state_dict(self.model, ckpt["model"], source)
         for ema, rate in zip(self.emas, self.ema_rates):
-            ema.load_state_dict(ckpt["emas"].get(str(rate), ckpt["ema"]))
+            self.adapter.load_state_dict(ema, ckpt["emas"].get(str(rate), ckpt["ema"]), source)
         if self.alignment is not None:
             self.alignment.load_state_dict(ckpt.get("alignment", {}))
         self.optimizer.load_state_dict(ckpt["opt"])

@@ -15,11 +15,12 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from speed.adapters import adapter_of_checkpoint
 from speed.config import instantiate
 from speed.config_schema import NODES
 from speed.errors import ConfigError
 from speed.generation import config_family
-from speed.models import extract_state_dict, load_checkpoint, load_state_strict
+from speed.models import extract_state_dict, load_checkpoint, load_pretrained
 from speed.run import TrainState, sampling_checkpoint
 
 # Keys of the `data` node read by the runners, not passed to the dataset class.
@@ -138,19 +139,30 @@ def check_objective(cfg: DictConfig, ckpt: dict, path) -> None:
 
 def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
-    its DataSpec). With `compile: true` the model's `__call__` is compiled in place
+    its DataSpec). An adapter file (`speed.adapters`) is loaded over its base checkpoint (which
+    must be the one it was trained on) and merged into it, so every phase samples a plain
+    backbone. With `compile: true` the model's `__call__` is compiled in place
     (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs
     the compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     check_objective(cfg, ckpt, path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
+    adapter = adapter_of_checkpoint(ckpt, build_adapter(cfg))
     model = build_model(cfg, spec)
-    load_state_strict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)
-    model = model.to(device).eval()
+    if adapter.enabled:
+        adapter.check(ckpt["adapter"], path)
+        model = adapter.apply(load_pretrained(model, adapter.base, trust=cfg.trust_checkpoint))
+    adapter.load_state_dict(model, extract_state_dict(ckpt, cfg.use_ema_for_sampling), path)
+    model = adapter.merge(model).to(device).eval()
     if cfg.compile:
         model.compile()
     return model, path, spec
+
+
+def build_adapter(cfg: DictConfig):
+    """The `adapter` node's adapter (`speed.adapters`; NoAdapter when adapter.rank is 0)."""
+    return instantiate(cfg.adapter)
 
 
 def build_alignment(cfg: DictConfig, model: nn.Module, spec: DataSpec, dataset) -> nn.Module:
@@ -191,9 +203,11 @@ def fused_kwargs(optimizer_class: type, device: torch.device) -> dict:
     return {"fused": True} if takes_fused and device.type in ("cuda", "cpu") else {}
 
 
-def build_optimizer(cfg: DictConfig, model: nn.Module, device: torch.device):
-    """Optimizer over `model`'s parameters; fused kernels when the optimizer has them (an explicit
-    `optimizer.fused` in the config wins)."""
+def build_optimizer(cfg: DictConfig, model: nn.Module, device: torch.device, adapter=None):
+    """Optimizer over `model`'s parameters (only those `adapter.trainable` gives, with an
+    adapter); fused kernels when the optimizer has them (an explicit `optimizer.fused` in the
+    config wins)."""
     target = get_object(cfg.optimizer._target_)
     extra = {} if "fused" in cfg.optimizer else fused_kwargs(target, device)
-    return instantiate(cfg.optimizer, params=model.parameters(), **extra)
+    params = adapter.trainable(model) if adapter is not None else model.parameters()
+    return instantiate(cfg.optimizer, params=list(params), **extra)

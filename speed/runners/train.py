@@ -45,6 +45,7 @@ from speed.run.nonfinite import NonFiniteGuard
 from speed.run.sharded import ShardedTrainState, prune_shards
 from speed.runners.build import (
     DataSpec,
+    build_adapter,
     build_alignment,
     build_autoencoder,
     build_dataset,
@@ -80,6 +81,13 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
     if cfg.strategy == "fsdp" and cfg.repa.lam:
         raise ConfigError("REPA (repa.lam > 0) trains with strategy=ddp; set strategy=ddp")
+    if cfg.adapter.rank and cfg.strategy == "fsdp":
+        raise ConfigError("an adapter (adapter.rank > 0) trains with strategy=ddp; set it")
+    if cfg.adapter.rank and cfg.ckpt_path:
+        raise ConfigError(
+            "an adapter run starts from adapter.base, not ckpt_path; unset ckpt_path (resume=true "
+            "continues an adapter run)"
+        )
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
@@ -156,9 +164,9 @@ class _Job:
 
 
 def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False) -> _Job:
-    """Dataset, autoencoder, model (from `init_weights` if given), EMAs, diffusion, optimizer,
-    schedules and loader; with strategy=fsdp the model and EMAs are sharded before the optimizer
-    sees their parameters."""
+    """Dataset, autoencoder, model (from `init_weights` if given; with an adapter, the adapter
+    over its base's weights), EMAs, diffusion, optimizer, schedules and loader; with
+    strategy=fsdp the model and EMAs are sharded before the optimizer sees their parameters."""
     device = dist.device
     dataset = build_dataset(cfg)
     if cfg.repa.lam and getattr(dataset, "feature_encoder", None):
@@ -167,8 +175,12 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
+    adapter = build_adapter(cfg)
+    if adapter.enabled:  # the base is loaded on resume too: checkpoints hold the adapter only
+        init_weights = adapter.base
     if init_weights:
         load_pretrained(model, init_weights, trust=trust)
+    model = adapter.apply(model)
     if cfg.strategy == "fsdp":
         fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
@@ -179,7 +191,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         fsdp.shard(model, param_dtype=autocast_dtype(cfg.precision))
         for ema in emas:
             fsdp.shard(ema)
-    optimizer = build_optimizer(cfg, torch.nn.ModuleList([model, alignment]), device)
+    optimizer = build_optimizer(cfg, torch.nn.ModuleList([model, alignment]), device, adapter)
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
     )
@@ -212,6 +224,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         resume_changes=tuple(cfg.resume_changes),
         objective=diffusion.family,
         alignment=alignment,
+        adapter=adapter,
     )
     return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
 
@@ -239,8 +252,12 @@ def _print_summary(cfg: DictConfig, dist, job: _Job) -> None:
     if not dist.is_main:
         return
     params = sum(p.numel() for p in state.model.parameters())
+    size = f"{params / 1e6:.2f}M params"
+    if state.adapter.enabled:
+        trained = sum(p.numel() for p in state.adapter.trainable(state.model))
+        size += f" ({trained / 1e6:.3f}M in the {state.adapter.kind} adapter)"
     print(
-        f"train: {params / 1e6:.2f}M params, {len(job.dataset)} items, global batch "
+        f"train: {size}, {len(job.dataset)} items, global batch "
         f"{job.micro_batch * dist.world_size * cfg.grad_accum}, "
         f"{dist.world_size} process(es) on {dist.device.type}, {cfg.strategy}; "
         f"per rank MiB: params {per_rank[0]:.3f}, optimizer {per_rank[1]:.3f}, "

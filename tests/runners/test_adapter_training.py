@@ -1,0 +1,107 @@
+"""A LoRA adapter through the phases from YAML (the demo's tiny DiT): the run trains and saves
+only the adapter, resumes exactly, samples and exports merged over its base, and is refused over
+another base in one line."""
+
+import pytest
+import torch
+
+from speed.config import load_config
+from speed.errors import ConfigError
+from speed.models import load_checkpoint
+from speed.runners.build import build_adapter, build_autoencoder, build_sampling_model
+from speed.runners.export import export
+from speed.runners.sample import sample
+from speed.runners.train import train
+
+ADAPTER = ["adapter.rank=2", "adapter.alpha=4", "optimizer.lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tmp_path_factory, dit_config, tiny_overrides, tiny_dit):
+    run = tmp_path_factory.mktemp("base")
+    overrides = tiny_overrides(run, 2) + tiny_dit + ["sample_every=0"]
+    return train(load_config(dit_config, "train", overrides))
+
+
+def adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, steps, base, phase="train", *extra):
+    overrides = tiny_overrides(run, steps) + tiny_dit + ["sample_every=0", *ADAPTER]
+    return load_config(dit_config, phase, overrides + [f"adapter.base={base}", *extra])
+
+
+def test_adapter_run_saves_only_the_adapter_and_resumes_exactly(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
+):
+    def cfg(run, steps, *extra):
+        return adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / run, steps, base_ckpt,
+                           "train", *extra)  # fmt: skip
+
+    straight = load_checkpoint(train(cfg("a", 4)))
+    train(cfg("b", 2))
+    resumed = load_checkpoint(train(cfg("b", 4, "resume=true")))
+    base = load_checkpoint(base_ckpt)
+    for key in ("model", "ema"):
+        assert straight[key] and all("lora_" in name for name in straight[key])
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after resume"
+    # trained: B moved off zero; the optimizer holds the adapters' state only
+    assert any(t.abs().sum() > 0 for n, t in straight["model"].items() if "lora_B" in n)
+    assert len(straight["opt"]["state"]) == len(straight["model"])
+    assert straight["adapter"]["base_sha256"] == build_adapter(cfg("a", 4)).base_sha256
+    size = sum(t.numel() for t in straight["model"].values())
+    assert size < 0.2 * sum(t.numel() for t in base["model"].values())  # rank 2 of width 32
+
+
+def test_adapter_samples_and_exports_merged_over_its_base(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
+):
+    run = tmp_path / "c"
+    train(adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 2, base_ckpt))
+    cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 2, base_ckpt, "sample")
+    model, path, spec = build_sampling_model(cfg, build_autoencoder(cfg), torch.device("cpu"))
+    assert not any("lora_" in k for k in model.state_dict())
+    ckpt = load_checkpoint(path)
+    full = load_checkpoint(base_ckpt)["ema"]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, full[k])]
+    assert changed and all(k.endswith(("qkv.weight", "proj.weight", "fc1.weight", "fc2.weight"))
+                           for k in changed)  # fmt: skip
+    # the merged layer is W + (alpha / r) B A of the saved EMA adapter
+    a = ckpt["ema"]["blocks.0.mlp.fc1.lora_A.default.weight"]
+    b = ckpt["ema"]["blocks.0.mlp.fc1.lora_B.default.weight"]
+    torch.testing.assert_close(
+        model.state_dict()["blocks.0.mlp.fc1.weight"],
+        full["blocks.0.mlp.fc1.weight"] + (4 / 2) * b @ a,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert sample(cfg).is_file()
+    assert export(adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 2, base_ckpt,
+                              "sample")).is_file()  # fmt: skip
+
+
+def test_adapter_over_another_base_is_refused(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
+):
+    run = tmp_path / "d"
+    train(adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 1, base_ckpt))
+    other = tmp_path / "other.pt"
+    state = load_checkpoint(base_ckpt)
+    state["ema"] = {k: v + 1 for k, v in state["ema"].items()}
+    torch.save(state, other)
+    cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 1, other, "sample")
+    with pytest.raises(ConfigError, match="set adapter.base to the checkpoint it was trained on"):
+        sample(cfg)
+    resume = adapter_cfg(dit_config, tiny_overrides, tiny_dit, run, 2, other, "train",
+                         "resume=true")  # fmt: skip
+    with pytest.raises(ConfigError, match="sha256"):
+        train(resume)
+
+
+def test_adapter_refuses_fsdp_and_ckpt_path(tmp_path, dit_config, tiny_overrides, tiny_dit):
+    for extra, message in (
+        (["strategy=fsdp", "precision=bf16"], "strategy=ddp"),
+        (["ckpt_path=x.pt"], "unset ckpt_path"),
+    ):
+        cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "e", 1, "b.pt",
+                          "train", *extra)  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            train(cfg)
