@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from speed.config import check_values, config_to_yaml, load_config
-from speed.errors import Interrupted, user_message
+from speed.errors import Interrupted, report_user_error
 from speed.utils.distributed import leave_process_group
 
 PHASES = {
@@ -106,11 +106,7 @@ def main(argv=None) -> int:
         leave_process_group()
         return stop.exit_code
     except Exception as error:
-        message = user_message(error)
-        if message is None or os.environ.get("SPEED_DEBUG"):
-            raise  # a bug (or SPEED_DEBUG=1): the traceback is kept
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)  # a bug (or SPEED_DEBUG=1) keeps its traceback
     return 0
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Callable
 
 from evaluations.evaluate import FEATURE_KINDS, build_extractor
 from evaluations.features import FeatureExtractor
-from speed.errors import user_message
+from speed.errors import report_user_error
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +40,4 @@ def run(main: Callable[[], int]) -> int:
     try:
         return main()
     except Exception as error:
-        message = user_message(error)
-        if message is None or os.environ.get("SPEED_DEBUG"):
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)

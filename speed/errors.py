@@ -10,6 +10,8 @@ as a user's mistake.
 from __future__ import annotations
 
 import errno
+import os
+import sys
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -83,3 +85,14 @@ def user_message(error: BaseException) -> str | None:
         other = f" -> {error.filename2}" if error.filename2 else ""
         return f"{error.strerror}: {error.filename}{other} ({PATH_ERRORS[error.errno]})"
     return None
+
+
+def report_user_error(error: Exception) -> int:
+    """For an `except` block of a command line: print a user mistake's one `error: ...` line and
+    return the exit code 2; re-raise a bug, and any error under SPEED_DEBUG=1, with its
+    traceback."""
+    message = user_message(error)
+    if message is None or os.environ.get("SPEED_DEBUG"):
+        raise error
+    print(f"error: {message}", file=sys.stderr)
+    return 2

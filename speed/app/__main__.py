@@ -5,7 +5,6 @@ bound what one request may ask for (`speed.app.limits`; docs/app.md)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
@@ -13,7 +12,7 @@ import torch
 from speed.app import limits
 from speed.app.server import make_server
 from speed.app.studio import RunStudio
-from speed.errors import user_message
+from speed.errors import report_user_error
 from speed.serve.client import ServeClient
 
 
@@ -46,11 +45,7 @@ def main(argv=None) -> int:
         )
         server = make_server(studio, args.host, args.port)
     except Exception as error:
-        message = user_message(error)
-        if message is None or os.environ.get("SPEED_DEBUG"):
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     host, port = server.server_address[:2]
     print(f"speed app: {args.run_dir} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import uvicorn
 
-from speed.errors import ConfigError, user_message
+from speed.errors import ConfigError, report_user_error
 from speed.serve.app import create_app
 from speed.serve.backends import BACKENDS
 from speed.serve.client import TOKEN_ENV
@@ -74,11 +74,7 @@ def main(argv=None) -> int:
         )
         app = create_app(engine, limits, read_token(args))
     except Exception as error:
-        message = user_message(error)
-        if message is None or os.environ.get("SPEED_DEBUG"):
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     print(f"speed serve: {args.run_dir} ({engine.checkpoint}, {engine.backend})", flush=True)
     uvicorn.run(
         app,
