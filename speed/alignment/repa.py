@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speed.utils import fsdp
 from speed.utils.distributed import all_reduce_sum
 
 
@@ -74,6 +75,9 @@ class NoAlignment(nn.Module):
     def sync_gradients(self) -> None:
         pass
 
+    def shard(self, param_dtype) -> None:
+        pass
+
     def describe(self) -> str:
         return "off"
 
@@ -119,9 +123,15 @@ class RepresentationAlignment(nn.Module):
         self._hidden = None
         return self.lam * negative_cosine(match_grid(projected, targets.shape[1]), targets)
 
+    def shard(self, param_dtype: torch.dtype | None) -> None:
+        """Shard the projector like the model under strategy=fsdp (one unit; gathered in
+        `param_dtype` for compute); its gradients are then reduced by the sharding."""
+        fsdp.shard(self.projector, param_dtype)
+
     def sync_gradients(self) -> None:
-        """Average the projector's gradients over ranks (it is not inside DDP's wrapper)."""
-        if torch.distributed.is_initialized():
+        """Average the projector's gradients over ranks (it is not inside DDP's wrapper; a
+        sharded projector's are reduced by FSDP already)."""
+        if torch.distributed.is_initialized() and not fsdp.is_sharded(self.projector):
             world = torch.distributed.get_world_size()
             for p in self.projector.parameters():
                 if p.grad is not None:

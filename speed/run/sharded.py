@@ -127,7 +127,7 @@ class ShardedTrainState(TrainState):
             tmp.parent.mkdir(parents=True, exist_ok=True)
         barrier()
         names = [str(rate) for rate in self.ema_rates]
-        save_sharded(tmp, self.model, self.optimizer, zip(names, self.emas))
+        save_sharded(tmp, self.model, self.optimizer, zip(names, self.emas), self.companions())
         model = full_state_dict(self.model)
         emas = {name: full_state_dict(ema) for name, ema in zip(names, self.emas)}
         barrier()
@@ -141,6 +141,11 @@ class ShardedTrainState(TrainState):
             save_checkpoint({**weights, **progress, **shards}, path)
         barrier()
         return path
+
+    def companions(self) -> dict:
+        """What the optimizer trains beside the model and the shards hold: REPA's projector."""
+        has_alignment = self.alignment is not None and any(True for _ in self.alignment.parameters())
+        return {"alignment": self.alignment} if has_alignment else {}
 
     def load(
         self, path: str | os.PathLike, rank: int = 0, world_size: int = 1, trust: bool = False
@@ -168,7 +173,8 @@ class ShardedTrainState(TrainState):
             )
         saved = list(ckpt["emas"])
         names = [str(r) if str(r) in saved else saved[0] for r in self.ema_rates]
-        load_sharded(folder, self.model, self.optimizer, zip(names, self.emas), trust=trust)
+        emas = zip(names, self.emas)
+        load_sharded(folder, self.model, self.optimizer, emas, trust, self.companions())
         bad = self.nonfinite_entry()
         nonfinite = DataError(f"checkpoint {path} holds non-finite values (NaN/inf in {bad})")
         raise_on_every_rank(nonfinite if bad else None)

@@ -79,8 +79,6 @@ def train(cfg: DictConfig) -> Path:
 def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
-    if cfg.strategy == "fsdp" and cfg.repa.lam:
-        raise ConfigError("REPA (repa.lam > 0) trains with strategy=ddp; set strategy=ddp")
     if cfg.adapter.rank and cfg.strategy == "fsdp":
         raise ConfigError("an adapter (adapter.rank > 0) trains with strategy=ddp; set it")
     if cfg.adapter.rank and cfg.ckpt_path:
@@ -185,12 +183,14 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         fsdp.broadcast_from_rank0(model)
     diffusion = build_diffusion(cfg)
     alignment = build_alignment(cfg, model, spec, dataset).to(device)
+    fsdp.broadcast_from_rank0(alignment)  # outside DDP's wrapper: ranks must start equal
     ema_rates = [float(r) for r in cfg.ema_rates]
     emas = [make_ema(model) for _ in ema_rates]
     if cfg.strategy == "fsdp":
         fsdp.shard(model, param_dtype=autocast_dtype(cfg.precision))
         for ema in emas:
             fsdp.shard(ema)
+        alignment.shard(autocast_dtype(cfg.precision))
     optimizer = build_optimizer(cfg, torch.nn.ModuleList([model, alignment]), device, adapter)
     lr_scheduler = build_lr_scheduler(
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -31,9 +31,9 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
-    get_state_dict,
+    get_optimizer_state_dict,
     set_model_state_dict,
-    set_state_dict,
+    set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
@@ -45,13 +45,13 @@ from speed.utils.distributed import raise_on_every_rank
 
 def shard(model: nn.Module, param_dtype: torch.dtype | None = None) -> nn.Module:
     """Shard `model` in place over the default process group: one unit per block of
-    `model.shard_units()`, then the root. `param_dtype`: compute dtype of the gathered
-    parameters (None = their own, float32); gradients are reduced in float32. A no-op in one
-    process. Returns `model`."""
+    `model.shard_units()` (a module without that method is one unit), then the root.
+    `param_dtype`: compute dtype of the gathered parameters (None = their own, float32);
+    gradients are reduced in float32. A no-op in one process. Returns `model`."""
     if not dist.is_initialized():
         return model
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    for unit in model.shard_units():
+    for unit in getattr(model, "shard_units", list)():
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
@@ -119,12 +119,22 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
-def save_sharded(folder: str | Path, model, optimizer, emas: Iterable[tuple[str, nn.Module]]):
+def save_sharded(
+    folder: str | Path,
+    model,
+    optimizer,
+    emas: Iterable[tuple[str, nn.Module]],
+    companions: Mapping[str, nn.Module] | None = None,
+):
     """Write model, optimizer state and EMAs (`emas`: (name, EMA) pairs) to `folder` with
     torch.distributed.checkpoint: each rank writes its shards, rank 0 the metadata. A
-    collective. The optimizer state is keyed by parameter name, so it reshards on load."""
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "opt": optim_state}
+    collective. `companions`: modules trained beside the model by the same optimizer (REPA's
+    projector), each saved under its name. The optimizer state is keyed by parameter name, so
+    it reshards on load."""
+    companions = dict(companions or {})
+    state = {"model": get_model_state_dict(model)}
+    state.update({name: get_model_state_dict(module) for name, module in companions.items()})
+    state["opt"] = get_optimizer_state_dict(_optimized(model, companions), optimizer)
     state["emas"] = {name: get_model_state_dict(ema) for name, ema in emas}
     with _one_process_is_intended():
         dcp.save(state, checkpoint_id=str(folder))
@@ -136,12 +146,13 @@ def load_sharded(
     optimizer,
     emas: Iterable[tuple[str, nn.Module]],
     trust: bool = False,
+    companions: Mapping[str, nn.Module] | None = None,
 ):
     """Read what `save_sharded` wrote into this run's (differently sharded, or unsharded)
-    objects. `emas`: (saved name, EMA to fill) pairs; several EMAs may read one saved EMA.
-    Nothing in the folder goes to the full unpickler unless `trust` (see `speed.utils.safe_dcp`).
-    A collective; a DataError naming the folder, on every rank, when its metadata or a shard
-    cannot be read."""
+    objects. `emas`: (saved name, EMA to fill) pairs; several EMAs may read one saved EMA;
+    `companions` as saved. Nothing in the folder goes to the full unpickler unless `trust` (see
+    `speed.utils.safe_dcp`). A collective; a DataError naming the folder, on every rank, when
+    its metadata or a shard cannot be read."""
     problem, metadata = None, None
     try:
         metadata = safe_dcp.read_metadata(folder, trust)
@@ -150,15 +161,26 @@ def load_sharded(
     raise_on_every_rank(problem)
     # The templates: their shapes and shardings say what each rank reads. Making the
     # optimizer's template creates its state with a zero-lr step, overwritten here.
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "opt": optim_state}
+    companions = dict(companions or {})
+    optimized = _optimized(model, companions)
+    modules = {"model": model, **companions}
+    state = {name: get_model_state_dict(module) for name, module in modules.items()}
+    state["opt"] = get_optimizer_state_dict(optimized, optimizer)
     read_into(folder, metadata, state, safe_dcp.SafeLoadPlanner(trust))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["opt"])
+    for name, module in modules.items():
+        set_model_state_dict(module, state[name])
+    set_optimizer_state_dict(optimized, optimizer, state["opt"])
     for name, ema in emas:
         ema_state = {"emas": {name: get_model_state_dict(ema)}}
         partial = safe_dcp.SafeLoadPlanner(trust, allow_partial_load=True)
         read_into(folder, metadata, ema_state, partial)
         set_model_state_dict(ema, ema_state["emas"][name])
+
+
+def _optimized(model: nn.Module, companions: Mapping[str, nn.Module]) -> nn.Module:
+    """The module whose parameters the optimizer holds: the model alone (its parameter names
+    key the optimizer state), or the model beside its companions (names `model.*`, `<name>.*`)."""
+    return nn.ModuleDict({"model": model, **companions}) if companions else model
 
 
 def read_into(folder, metadata, state: dict, planner) -> None:
