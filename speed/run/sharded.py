@@ -144,8 +144,8 @@ class ShardedTrainState(TrainState):
 
     def companions(self) -> dict:
         """What the optimizer trains beside the model and the shards hold: REPA's projector."""
-        has_alignment = self.alignment is not None and any(True for _ in self.alignment.parameters())
-        return {"alignment": self.alignment} if has_alignment else {}
+        trained = self.alignment is not None and len(list(self.alignment.parameters())) > 0
+        return {"alignment": self.alignment} if trained else {}
 
     def load(
         self, path: str | os.PathLike, rank: int = 0, world_size: int = 1, trust: bool = False
