@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from models_forward import device_name, time_stage, written_out_attention
+from models_forward import time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.config import load_config
@@ -35,6 +35,7 @@ from speed.runners.build import (
     build_model,
     data_spec,
 )
+from speed.utils.machine import device_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.models import DiT_models
+from speed.utils.machine import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -135,34 +135,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
     if meta["note"]:
         lines += ["", f"Note: {meta['note']}"]
     return "\n".join(lines) + "\n"
-
-
-def cpu_isa() -> str:
-    """The vector ISA torch dispatches to on this CPU, plus '-amx' where the CPU has AMX-BF16
-    tiles (which oneDNN uses for bfloat16 matmuls), e.g. 'avx2' or 'avx512-amx'."""
-    isa = torch.backends.cpu.get_cpu_capability().lower()
-    return f"{isa}-amx" if "amx_bf16" in _cpu_info("flags").split() else isa
-
-
-def _cpu_info(field: str, path: Path = Path("/proc/cpuinfo")) -> str:
-    """One field of the first processor in /proc/cpuinfo ('' where there is none, e.g. macOS)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == field:
-            return value.strip()
-    return ""
-
-
-def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's model, core count and ISA (2-core boxes differ 2.6x)."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    model = _cpu_info("model name") or platform.processor() or platform.machine()
-    return f"cpu ({model}, {os.cpu_count()} cores, {cpu_isa()})"
 
 
 def main() -> None:

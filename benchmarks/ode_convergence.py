@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models_forward import device_name
 from sampling import checkpoint_and_config
 
 from evaluations.cli import run
@@ -35,6 +34,7 @@ from speed.config import load_config
 from speed.generation import generate
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.runners.inference import image_noise, sample_labels
+from speed.utils.machine import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # (sampler, steps): the deterministic samplers at the step counts the field uses.

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models_forward import device_name
 
 from speed.deploy.onnx_graph import DenoiserGraph
 from speed.deploy.onnx_sampling import OnnxDenoiser, ddim_sample
 from speed.generation import generate, grid_noise
 from speed.run import RunDir, latest_checkpoint
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.utils.machine import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GUIDANCE = 2.0

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models_forward import device_name
 
 from evaluations.cli import run
 from evaluations.domain_classifier import DEFAULT_DOMAIN_PATH, ensure_domain_classifier
@@ -47,6 +46,7 @@ from speed.runners.build import (
 )
 from speed.runners.inference import SAMPLER_STREAM, image_noise, sample_labels
 from speed.utils.images import to_uint8
+from speed.utils.machine import device_name
 from speed.utils.seeding import derived_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models_forward import cpu_isa, device_name
 from sampling import time_sampler
 
 from evaluations.cli import run
@@ -44,6 +43,7 @@ from speed.runners.build import (
     build_sampling_model,
 )
 from speed.runners.inference import image_noise, sample_labels
+from speed.utils.machine import cpu_isa, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs/image/animals"

@@ -40,12 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from models_forward import cpu_isa, device_name, time_stage, written_out_attention
+from models_forward import time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.diffusion import create_diffusion
 from speed.models import UNetModel, build_dit
 from speed.runners.build import fused_kwargs
+from speed.utils.machine import cpu_isa, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENT_SHAPE = (4, 32, 32)  # SD-VAE latents of 256x256 images

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from speed.utils.machine import device_name
 
 DEFAULT_BODY = {"classes": 0, "count": 1, "sampler": "ddim", "num_steps": 10, "format": "npz"}
 
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    machine = device_name()
     results[args.label] = {
         "machine": f"{machine} {args.note}".strip(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

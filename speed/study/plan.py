@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from speed.run import RunDir
 from speed.study.spec import HIGHER_IS_BETTER, Method, Study, load_study, override_text
 from speed.sweep.expand import SWEEP_FOLDER, Sweep, SweepRun, folder_name
 from speed.utils.atomic import atomic_write
+from speed.utils.machine import device_name
 
 Setting = tuple[tuple[str, Any], ...]
 
@@ -197,22 +196,9 @@ def pending(study: Study, runs, records) -> tuple[list[StudyRun], bool]:
 
 
 def machine() -> str:
-    """The device that trained: the GPU's name, or the CPU's model and cores; torch, threads."""
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name()
-    else:
-        device = f"cpu ({_cpu_model()}, {os.cpu_count()} cores)"
+    """The device that trained (`speed.utils.machine.device_name`); torch, threads."""
+    device = device_name("cuda" if torch.cuda.is_available() else "cpu")
     return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def setting_text(setting) -> str:

@@ -165,3 +165,9 @@ def test_both_backbones_take_the_one_checkpointing_switch(monkeypatch):
     for name in ("ADM-UNet", "DiT-S/8"):
         for flag in (False, True):
             assert throughput.build_model(name, flag).grad_checkpointing is flag
+
+
+def test_cpu_results_are_named_by_isa(monkeypatch):
+    monkeypatch.setattr(throughput, "cpu_isa", lambda: "avx2")
+    assert throughput.parse_args([]).out.name == "throughput_cpu_avx2"
+    assert throughput.parse_args(["--device", "cuda"]).out.name == "throughput_cuda"
