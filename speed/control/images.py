@@ -1,17 +1,21 @@
 """Control images from files: one image, or every image of a folder (sorted by path), read as
-the datasets read theirs (`speed.data`: any mode to uint8, ADM's center crop, [-1, 1])."""
+the datasets read theirs (`speed.data`: any mode to uint8, ADM's center crop, [-1, 1]); and the
+name of the array of an inference `.npz` that holds each sample's control image."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from speed.data.image_folder import DECODE_ERRORS, list_images
 from speed.data.transforms import center_crop_arr, to_tensor, to_uint8_array
 from speed.errors import DataError, MissingFileError
+
+NPZ_CONTROL_KEY = "control"  # uint8 [N, H, W, C]: sample i's control image, beside arr_0
 
 
 def load_control_images(path: str | os.PathLike, side: int, channels: int) -> torch.Tensor:
@@ -30,5 +34,5 @@ def load_control_images(path: str | os.PathLike, side: int, channels: int) -> to
         except DECODE_ERRORS as error:
             raise DataError(f"control.images: cannot read {file} ({error})") from None
         picture = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
-        maps.append(to_tensor(center_crop_arr(picture, side)))
+        maps.append(to_tensor(np.array(center_crop_arr(picture, side))))  # writable
     return torch.stack(maps)

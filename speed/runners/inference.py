@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
+from speed.control.images import NPZ_CONTROL_KEY
 from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import data_controls, generate, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
@@ -53,7 +54,6 @@ from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
 
 NOISE_STREAM, SAMPLER_STREAM = 0, 1
-CONTROL_KEY = "control"  # the .npz array of a ControlNet's control images
 
 
 class ReferenceControls:
@@ -303,6 +303,6 @@ def _write_npz(
     if labels is not None:
         arrays["arr_1"] = labels
     if controls is not None:
-        arrays[CONTROL_KEY] = controls
+        arrays[NPZ_CONTROL_KEY] = controls
     with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"
         np.savez(f, **arrays)
