@@ -2,7 +2,7 @@
 at initialisation the built model is its base exactly; the run trains and saves only the branch,
 resumes exactly (with EMA, and with SpeeD's diffusion.faster); sampling shows each row's control
 image before its samples, scale 0 is the base; inference samples under the data's edge maps and
-stores them; another base is refused in one line."""
+stores them; another base (and export) is refused in one line."""
 
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from speed.runners.build import (
     build_sampling_model,
     data_spec,
 )
+from speed.runners.export import export
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
@@ -171,6 +172,8 @@ def test_another_base_is_refused_in_one_line(tmp_path, tiny_overrides, tiny_dit,
         sample(control_cfg(tiny_overrides, tiny_dit, run, 1, other, "sample"))
     with pytest.raises(ConfigError, match="sha256"):
         train(control_cfg(tiny_overrides, tiny_dit, run, 2, other, "train", "resume=true"))
+    with pytest.raises(ConfigError, match="no control-image input"):
+        export(control_cfg(tiny_overrides, tiny_dit, run, 1, base_ckpt, "sample"))
     for extra, message in (
         (["strategy=fsdp", "precision=bf16"], "strategy=ddp"),
         (["ckpt_path=x.pt"], "unset ckpt_path"),
