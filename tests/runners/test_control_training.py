@@ -14,7 +14,7 @@ from PIL import Image
 from speed.config import load_config
 from speed.control import ControlledModel
 from speed.errors import ConfigError
-from speed.generation import data_controls
+from speed.generation import control_grid_inputs, data_controls
 from speed.models import load_checkpoint, load_pretrained
 from speed.runners.build import (
     build_autoencoder,
@@ -182,3 +182,18 @@ def test_another_base_is_refused_in_one_line(tmp_path, tiny_overrides, tiny_dit,
         cfg = control_cfg(tiny_overrides, tiny_dit, tmp_path / "e", 1, base_ckpt, "train", *extra)
         with pytest.raises(ConfigError, match=message):
             train(cfg)
+
+
+def test_grid_rows_are_the_first_data_image_of_each_class(tmp_path, tiny_overrides, tiny_dit):
+    cfg = control_cfg(tiny_overrides, tiny_dit, tmp_path / "g", 1, "unused.pt", "sample")
+    dataset, control = build_reference_dataset(cfg), build_control(cfg)
+    spec = data_spec(cfg, dataset, build_autoencoder(cfg))
+    noise, labels, grid = control_grid_inputs(
+        cfg, spec, control, build_autoencoder(cfg), dataset, torch.device("cpu")
+    )
+    first = [next(i for i in range(len(dataset)) if dataset[i][1] == c) for c in (0, 3)]
+    maps, _ = data_controls(dataset, control, first)
+    assert labels.tolist() == [0, 0, 0, 3, 3, 3]  # sample_classes [0, 3], 3 seeds each
+    assert np.array_equal(grid.shown[..., 0], ((maps[:, 0] + 1) * 127.5).round().numpy())
+    assert torch.equal(grid.per_image, maps.repeat_interleave(3, 0))  # pixel space: as is
+    assert noise.shape == (6, 1, 28, 28) and torch.equal(noise[0], noise[3])  # a column's noise
