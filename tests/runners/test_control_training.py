@@ -197,3 +197,26 @@ def test_grid_rows_are_the_first_data_image_of_each_class(tmp_path, tiny_overrid
     assert np.array_equal(grid.shown[..., 0], ((maps[:, 0] + 1) * 127.5).round().numpy())
     assert torch.equal(grid.per_image, maps.repeat_interleave(3, 0))  # pixel space: as is
     assert noise.shape == (6, 1, 28, 28) and torch.equal(noise[0], noise[3])  # a column's noise
+
+
+def test_the_demo_unet_takes_a_unet_branch_and_refuses_a_dit_one(
+    tmp_path, demo_config, tiny_overrides
+):
+    base = train(load_config(demo_config, "train", tiny_overrides(tmp_path / "ub", 1)))
+
+    def cfg(run, branch):
+        extra = [f"control.branch={branch}", f"control.base={base}", "sample_every=0"]
+        return load_config(demo_config, "train", tiny_overrides(tmp_path / run, 1) + extra)
+
+    unet = cfg("u", "unet")
+    saved = load_checkpoint(train(unet))["model"]
+    assert saved and all(name.startswith("branch.") for name in saved)
+    assert any(name.startswith("branch.hint.") for name in saved)
+    spec = data_spec(unet, build_dataset(unet), build_autoencoder(unet))
+    model = build_control(unet).apply(load_pretrained(build_model(unet, spec), base)).eval()
+    reference = load_pretrained(build_model(unet, spec), base).eval()
+    x, t, y, control = inputs(spec)
+    with torch.no_grad():
+        assert torch.equal(model(x, t, y, control=control), reference(x, t, y))
+    with pytest.raises(ConfigError, match="control.branch=dit needs a DiT"):
+        train(cfg("d", "dit"))
