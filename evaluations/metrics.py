@@ -161,3 +161,17 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
             f"class accuracy needs logits [N, C] and labels [N], got {logits.shape}, {labels.shape}"
         )
     return float((logits.argmax(axis=1) == labels).mean())
+
+
+def edge_iou(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Intersection over union of boolean edge maps, per image: |P and T| / |P or T| for maps
+    [N, H, W] (1 where both maps are empty). How closely a ControlNet's samples follow their
+    control edges (Zhang et al. 2023 score edge control this way on their maps)."""
+    predicted, target = np.asarray(predicted, bool), np.asarray(target, bool)
+    if predicted.shape != target.shape or predicted.ndim != 3:
+        raise DataError(
+            f"edge IoU needs two maps [N, H, W] of one shape, got {predicted.shape}, {target.shape}"
+        )
+    inter = (predicted & target).sum(axis=(1, 2))
+    union = (predicted | target).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

@@ -38,6 +38,7 @@ NODES: dict[str, dict[str, Any]] = {
     "autoencoder": {},
     "repa": {},  # speed.alignment.build_alignment: REPA during training (lam 0 = off)
     "adapter": {},  # speed.adapters.build_adapter: LoRA over a trained base (rank 0 = off)
+    "control": {},  # speed.control.build_control: ControlNet over a trained base (null = off)
     "slurm": {},  # launcher=slurm: speed.sweep.slurm.SlurmSettings, each sweep run's job
 }
 

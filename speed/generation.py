@@ -16,6 +16,7 @@ import difflib
 import functools
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 
 from speed.config import ConfigError
 from speed.config_schema import type_mismatch
+from speed.control.images import load_control_images
 from speed.diffusion import samplers as gaussian_samplers
 from speed.diffusion.samplers import AtLeast, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
@@ -151,6 +153,7 @@ def generate(
     progress: bool = False,
     callback: Callable | None = None,
     precision: str = "fp32",
+    control: torch.Tensor | None = None,
     **options,
 ) -> torch.Tensor:
     """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W],
@@ -166,6 +169,8 @@ def generate(
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
         precision: fp32, bf16 or fp16: the autocast dtype of the model's forward; the sampler's
             own arithmetic stays float32 (`speed.utils.precision.autocast_denoiser`).
+        control: control images [N, C, h, w] in the model's input space, for a ControlNet
+            (`speed.control.ControlledModel`); both halves of a guided batch see them.
         options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
     if isinstance(sampler, str):
@@ -186,6 +191,8 @@ def generate(
     else:
         model_fn = model
         model_kwargs = {"y": labels}
+    if control is not None:
+        model_kwargs["control"] = torch.cat([control, control]) if guided else control
     latents = sample_fn(
         diffusion,
         autocast_denoiser(model_fn, precision, noise.device.type),
@@ -244,6 +251,56 @@ def grid_inputs(cfg: DictConfig, spec, device):
     return noise, labels
 
 
+@dataclass(frozen=True)
+class ControlGrid:
+    """The control images of a grid, one per row: `per_image` [rows * seeds, C, h, w] in the
+    model's input space (row-major, as the grid's noise), `shown` uint8 [rows, H, W, C] the
+    maps drawn first in each row."""
+
+    per_image: torch.Tensor
+    shown: np.ndarray
+
+
+def data_controls(dataset, control, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """(control maps [N, C, H, W] in pixel space, labels [N]) of the dataset's items `indices`:
+    the control transform of each image, as training computes it."""
+    items = [dataset[i] for i in indices]
+    images = torch.stack([torch.as_tensor(x) for x, _ in items])
+    labels = torch.as_tensor([int(y) for _, y in items])
+    return control.maps(images), labels
+
+
+def control_grid_inputs(cfg: DictConfig, spec, control, autoencoder, dataset, device):
+    """(noise, labels, ControlGrid) of a ControlNet grid: one row per control image, one
+    column per seed. The rows are the images at `control.images` (labels cycling through
+    `grid_rows`), else the control maps of the first data image of each class of `grid_rows`
+    (of the first four images for an unconditional model), labelled with their class."""
+    rows = grid_rows(cfg, spec.num_classes)
+    if control.images:
+        side = spec.side * autoencoder.downsample
+        channels = spec.channels if autoencoder.latent_channels is None else 3  # latents: RGB
+        maps = load_control_images(control.images, side, channels)
+        labels = torch.tensor([rows[i % len(rows)] for i in range(len(maps))]) if rows else None
+    else:
+        indices = range(min(4, len(dataset)))
+        with torch.random.fork_rng():  # a dataset's random flips leave training's RNG alone
+            if rows:
+                first: dict[int, int] = {}
+                for i in range(len(dataset)):
+                    first.setdefault(int(dataset[i][1]), i)
+                    if all(c in first for c in rows):
+                        break
+                indices = [first[c] for c in rows if c in first]
+            maps, labels = data_controls(dataset, control, indices)
+        labels = labels if rows else None
+    seeds = cfg.num_sample_seeds
+    with torch.no_grad():
+        per_image = autoencoder.encode(maps.to(device)).repeat_interleave(seeds, 0)
+    noise = grid_noise(spec, len(maps), seeds, cfg.seed, device)
+    labels = None if labels is None else labels.to(device).repeat_interleave(seeds)
+    return noise, labels, ControlGrid(per_image, to_uint8(maps))
+
+
 def scales_of(cfg: DictConfig) -> list[float]:
     value = cfg.guidance_scale
     return [float(s) for s in value] if isinstance(value, (list, ListConfig)) else [float(value)]
@@ -272,10 +329,11 @@ def enlarge_factor(side: int) -> int:
 
 
 def render_grid(
-    model, diffusion, autoencoder, cfg, sampler, scale, noise, labels, callback=None
+    model, diffusion, autoencoder, cfg, sampler, scale, noise, labels, callback=None, control=None
 ) -> np.ndarray:
     """Sample the grid's images at one guidance scale; returns a uint8 HWC picture.
-    `callback`: `generate`'s, called after every sampling step (e.g. a progress bar)."""
+    `callback`: `generate`'s, called after every sampling step (e.g. a progress bar).
+    `control`: a `ControlGrid`: each row's control image is sampled under and shown first."""
     images = generate_from_config(
         model,
         diffusion,
@@ -287,16 +345,21 @@ def render_grid(
         scale,
         progress=interactive(),  # a bar in a terminal; nothing in a log file
         callback=callback,
+        control=None if control is None else control.per_image,
     )
-    tiles = to_uint8(images)
-    return upscale(make_grid(tiles, nrow=cfg.num_sample_seeds), enlarge_factor(tiles.shape[1]))
+    tiles, columns = to_uint8(images), cfg.num_sample_seeds
+    if control is not None:  # the control image first in its row
+        rows = tiles.reshape(-1, columns, *tiles.shape[1:])
+        tiles = np.concatenate([control.shown[:, None], rows], axis=1).reshape(-1, *tiles.shape[1:])
+        columns += 1
+    return upscale(make_grid(tiles, nrow=columns), enlarge_factor(tiles.shape[1]))
 
 
 def denoising_strip(
-    model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=None
+    model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=None, control=None
 ) -> np.ndarray:
     """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample;
-    a uint8 HWC picture. `callback` as in `render_grid`."""
+    a uint8 HWC picture. `callback` as in `render_grid`; `control`: `generate`'s."""
     keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
     snapshots = []
 
@@ -307,7 +370,16 @@ def denoising_strip(
             callback(step_index, t, x, pred_xstart)
 
     final = generate_from_config(
-        model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=collect
+        model,
+        diffusion,
+        autoencoder,
+        cfg,
+        sampler,
+        noise,
+        labels,
+        scale,
+        callback=collect,
+        control=control,
     )
     frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
     tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])
@@ -321,10 +393,15 @@ class TrainingGridSampler:
     The sampler is built here, so a bad sampler option fails when training starts.
     """
 
-    def __init__(self, cfg: DictConfig, spec, autoencoder, device):
+    def __init__(self, cfg: DictConfig, spec, autoencoder, device, control=None, dataset=None):
         self.cfg, self.autoencoder = cfg, autoencoder
         self.sampler = sampler_from_config(cfg)
-        self.noise, self.labels = grid_inputs(cfg, spec, device)
+        self.control = None  # a ControlNet run: rows under the data's control images
+        if control is not None:
+            inputs = control_grid_inputs(cfg, spec, control, autoencoder, dataset, device)
+            self.noise, self.labels, self.control = inputs
+        else:
+            self.noise, self.labels = grid_inputs(cfg, spec, device)
 
     def render(self, ema, diffusion) -> np.ndarray | None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -340,5 +417,6 @@ class TrainingGridSampler:
             scale,
             self.noise,
             self.labels,
+            control=self.control,
         )
         return grid if rank == 0 else None

@@ -56,6 +56,7 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ("speed/sweep", ("speed.study",)),
         ("speed/experiments", ("speed.study",)),
         ("speed/data", ("speed.study", "speed.runners")),
+        ("speed/control", LIBRARY + ("speed.study", "speed.generation", "speed.run")),
         ("speed/autoencoders", ("speed.study", "speed.runners")),
         ("speed/flow", LIBRARY + ("speed.generation", "speed.study")),
         ("speed/adapters", LIBRARY + ("speed.run", "speed.generation", "speed.study")),

@@ -45,6 +45,11 @@ class NoAdapter:
 
     def check(self, record: Mapping | None, source) -> None:
         if record:
+            if record.get("kind") == "controlnet":
+                raise ConfigError(
+                    f"{source} holds only a control branch of {record.get('base')}; resume it "
+                    "with the control node it was trained with"
+                )
             raise ConfigError(
                 f"{source} holds only a LoRA adapter (rank {record.get('rank')}) of "
                 f"{record.get('base')}; resume it with the adapter node it was trained with"

@@ -173,9 +173,10 @@ class LoRA:
 
     def check(self, record: Mapping | None, source) -> None:
         """ConfigError, one line, unless `record` (a checkpoint's) is this adapter on this base."""
-        if not record:
+        if not record or record.get("kind") != self.kind:
             raise ConfigError(
-                f"{source} holds no adapter (a full model's checkpoint); resume it with "
+                f"{source} holds no LoRA adapter (a full model's checkpoint, or a control "
+                "branch's); resume it with "
                 "adapter.rank=0, or start the adapter run in a new experiment_dir"
             )
         if record["base_sha256"] != self.base_sha256:

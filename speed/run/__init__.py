@@ -489,8 +489,9 @@ class TrainState:
     train_seconds (the training time so far, which `max_training_seconds` bounds), rng
     (every rank's RNG states, by rank), data_spec (what the model sees), objective (the family
     of the objective that trained it: "gaussian", "interpolant"), config (resolved); with an
-    adapter (`speed.adapters`), model, ema and emas hold the adapter's weights only and `adapter`
-    records it and its base checkpoint.
+    adapter (`speed.adapters`) or a control branch (`speed.control.ControlNet`, which has the
+    adapter's interface), model, ema and emas hold its weights only and `adapter` records it and
+    its base checkpoint.
     """
 
     model: nn.Module
@@ -510,7 +511,7 @@ class TrainState:
     resume_changes: tuple = ()  # recorded keys a resume may change (`resume_changes`)
     objective: str = "gaussian"  # the training objective's family (which samplers fit it)
     alignment: nn.Module | None = None  # REPA's projector (trained, saved; None or no params: off)
-    adapter: Any = field(default_factory=NoAdapter)  # speed.adapters: what of the model is saved
+    adapter: Any = field(default_factory=NoAdapter)  # what of the model is saved (or ControlNet)
 
     def trainable_parameters(self):
         """The parameters the optimizer updates: the model's, then the alignment's."""

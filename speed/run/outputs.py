@@ -65,6 +65,8 @@ def sampling_settings(cfg: DictConfig) -> dict:
         settings["sampler_options"] = resolved["sampler_options"]
     if cfg.precision != "fp32":
         settings["precision"] = cfg.precision
+    if OmegaConf.select(cfg, "control.branch", default=None):  # a ControlNet's strength, images
+        settings["control"] = {k: resolved["control"][k] for k in ("scale", "images")}
     return settings
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from speed.adapters import adapter_of_checkpoint
 from speed.config import instantiate
 from speed.config_schema import NODES
+from speed.control import ControlNet
 from speed.errors import ConfigError
 from speed.generation import config_family
 from speed.models import extract_state_dict, load_checkpoint, load_pretrained
@@ -31,6 +32,13 @@ def build_dataset(cfg: DictConfig, **kwargs):
     """The `data` node's dataset (its loader keys left out); kwargs override its arguments."""
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_LOADER_KEYS])
     return instantiate(OmegaConf.create({"data": node}).data, **kwargs)  # errors say "data"
+
+
+def build_reference_dataset(cfg: DictConfig):
+    """The `data` node's dataset without its random flips (where it has them): the fixed images
+    a ControlNet's sampling takes its control images from."""
+    params = inspect.signature(get_object(cfg.data._target_)).parameters
+    return build_dataset(cfg, **({"random_flip": False} if "random_flip" in params else {}))
 
 
 def dataset_class_names(cfg: DictConfig) -> list[str] | None:
@@ -141,14 +149,15 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
     its DataSpec). An adapter file (`speed.adapters`) is loaded over its base checkpoint (which
     must be the one it was trained on) and merged into it, so every phase samples a plain
-    backbone. With `compile: true` the model's `__call__` is compiled in place
-    (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs
-    the compiled graph too; its state-dict keys stay as they are."""
+    backbone; a control branch's file (`speed.control`) gives a `ControlledModel` of its base,
+    which samples with `control=` images. With `compile: true` the model's `__call__` is
+    compiled in place (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls
+    the model, runs the compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     check_objective(cfg, ckpt, path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
-    adapter = adapter_of_checkpoint(ckpt, build_adapter(cfg))
+    adapter = addon_of_checkpoint(cfg, ckpt)
     model = build_model(cfg, spec)
     if adapter.enabled:
         adapter.check(ckpt["adapter"], path)
@@ -158,6 +167,28 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     if cfg.compile:
         model.compile()
     return model, path, spec
+
+
+def addon_of_checkpoint(cfg: DictConfig, ckpt):
+    """What a loaded checkpoint needs over its base to be sampled: a `ControlNet` for a control
+    branch's file (with the `control` node's base, scale and images), else the adapter
+    (`speed.adapters.adapter_of_checkpoint`; NoAdapter for a full model's weights)."""
+    record = ckpt.get("adapter") if isinstance(ckpt, dict) else None
+    if record and record.get("kind") == ControlNet.kind:
+        return ControlNet.from_record(record, build_control(cfg))
+    return adapter_of_checkpoint(ckpt, build_adapter(cfg))
+
+
+def sampling_control(cfg: DictConfig, path) -> ControlNet | None:
+    """The ControlNet of the sampled checkpoint at `path` (`build_sampling_model` built its
+    model), with the `control` node's scale and images; None for any other checkpoint."""
+    control = addon_of_checkpoint(cfg, load_checkpoint(path, trust=cfg.trust_checkpoint))
+    return control if isinstance(control, ControlNet) else None
+
+
+def build_control(cfg: DictConfig):
+    """The `control` node's ControlNet (`speed.control`; None when control.branch is null)."""
+    return instantiate(cfg.control)
 
 
 def build_adapter(cfg: DictConfig):

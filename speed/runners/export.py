@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from speed.config import save_config
+from speed.config import ConfigError, save_config
+from speed.control import ControlledModel
 from speed.deploy.manifest import describe, save_manifest
 from speed.deploy.onnx_graph import OPSET, OUTPUT_NAME, DenoiserGraph, export_onnx, max_difference
 from speed.deploy.onnx_sampling import OnnxDenoiser
@@ -44,6 +45,11 @@ def export(cfg: DictConfig) -> Path:
 def _export(cfg: DictConfig, run: RunDir) -> Path:
     autoencoder = build_autoencoder(cfg)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
+    if isinstance(model, ControlledModel):
+        raise ConfigError(
+            f"export: {ckpt_path} is a control branch, and the ONNX graph has no control-image "
+            "input; export its base (ckpt_path=<control.base>) or sample it with -p sample"
+        )
     diffusion = build_diffusion(cfg)
     stem = ckpt_path.stem
 

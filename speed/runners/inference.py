@@ -23,8 +23,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
+from speed.control.images import NPZ_CONTROL_KEY
 from speed.diffusion.samplers.common import check_num_steps
-from speed.generation import generate, sampler_from_config, scales_of
+from speed.generation import data_controls, generate, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
 from speed.run.outputs import (
     PROVENANCE_KEY,
@@ -40,13 +41,47 @@ from speed.run.outputs import (
     same_output,
     settings_in_npz,
 )
-from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.runners.build import (
+    build_autoencoder,
+    build_diffusion,
+    build_reference_dataset,
+    build_sampling_model,
+    sampling_control,
+)
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
 
 NOISE_STREAM, SAMPLER_STREAM = 0, 1
+
+
+class ReferenceControls:
+    """A ControlNet's inference inputs from the data: image i is sampled under the control
+    image of data image i mod len(data) (read without random flips), with its label."""
+
+    def __init__(self, cfg: DictConfig, control, spec):
+        self.control, self.dataset = control, build_reference_dataset(cfg)
+        self.conditional = bool(spec.num_classes)
+
+    def maps(self, indices: range) -> torch.Tensor:
+        """Control maps [len(indices), C, H, W] in pixel space."""
+        n = len(self.dataset)
+        return data_controls(self.dataset, self.control, [i % n for i in indices])[0]
+
+    def labels(self, num_samples: int) -> np.ndarray | None:
+        """The data label of each image (None for an unconditional model)."""
+        if not self.conditional:
+            return None
+        n = len(self.dataset)
+        return np.asarray([int(self.dataset[i % n][1]) for i in range(num_samples)], np.int64)
+
+    def all_maps(self, num_samples: int, batch: int) -> np.ndarray:
+        """uint8 [num_samples, H, W, C]: every image's control map, for the `.npz`."""
+        parts = range(0, num_samples, batch)
+        return np.concatenate(
+            [to_uint8(self.maps(range(i, min(num_samples, i + batch)))) for i in parts]
+        )
 
 
 def image_noise(channels: int, side: int, seed: int, indices: range) -> torch.Tensor:
@@ -85,10 +120,12 @@ def draw_batch(
     scale: float,
     labels: np.ndarray | None,
     device: torch.device,
+    control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decoded images [len(indices), C, H, W] of one inference batch: image i starts from the noise
-    of (seed, i) with class labels[i], and the sampler's own noise is seeded by (seed, batch_index),
-    so any model put in `model`'s place sees exactly what the phase would give it."""
+    of (seed, i) with class labels[i] (and a ControlNet's control image control[i - start]), and
+    the sampler's own noise is seeded by (seed, batch_index), so any model put in `model`'s place
+    sees exactly what the phase would give it."""
     noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
     y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
     return generate(
@@ -104,6 +141,7 @@ def draw_batch(
         generator=torch.Generator(device).manual_seed(
             derived_seed(cfg.seed, SAMPLER_STREAM, batch_index)
         ),
+        control=control,
     )
 
 
@@ -146,7 +184,13 @@ def _inference(cfg: DictConfig, dist) -> Path:
         save_config(cfg, run.config_file("inference"))  # after the claim: a refusal keeps it
     barrier()
 
-    labels = sample_labels(cfg, spec.num_classes, num_samples)
+    control = sampling_control(cfg, ckpt_path)
+    reference = ReferenceControls(cfg, control, spec) if control is not None else None
+    labels = (
+        sample_labels(cfg, spec.num_classes, num_samples)
+        if reference is None
+        else reference.labels(num_samples)
+    )
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
     try:
         for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
@@ -154,9 +198,13 @@ def _inference(cfg: DictConfig, dist) -> Path:
             paths = [png_dir / f"{i:06d}.png" for i in indices]
             if all(p.is_file() for p in paths):
                 continue
+            maps = None
+            if reference is not None:
+                with torch.no_grad():
+                    maps = autoencoder.encode(reference.maps(indices).to(device))
             images = draw_batch(
                 cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
-                scale=scale, labels=labels, device=device,
+                scale=scale, labels=labels, device=device, control=maps,
             )  # fmt: skip
             for image, path in zip(to_uint8(images), paths):
                 save_png(image, path)
@@ -166,7 +214,8 @@ def _inference(cfg: DictConfig, dist) -> Path:
         raise
     barrier()
     if dist.is_main:
-        _write_npz(png_dir, npz_path, num_samples, labels, provenance)
+        controls = None if reference is None else reference.all_maps(num_samples, batch)
+        _write_npz(png_dir, npz_path, num_samples, labels, provenance, controls)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
         others = [n for n in outputs_of(run.inference, ckpt_path.stem, ".npz") if n != name]
         if others:
@@ -238,9 +287,12 @@ def _clear_partial_batch(png_dir: Path, num_samples: int, batch: int) -> None:
         (png_dir / f"{i:06d}.png").unlink(missing_ok=True)
 
 
-def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
+def _write_npz(
+    png_dir: Path, npz_path: Path, num_samples: int, labels, provenance, controls=None
+) -> None:
     """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels,
-    and `provenance` (`speed.run.outputs`), which evaluators do not read."""
+    and `provenance` (`speed.run.outputs`), which evaluators do not read; for a ControlNet also
+    `control` (uint8 [N, H, W, C], image i's control image, `evaluations.control_fidelity`)."""
     images = np.stack(
         [
             np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))
@@ -250,5 +302,7 @@ def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenan
     arrays = {"arr_0": images, PROVENANCE_KEY: provenance_entry(provenance)}
     if labels is not None:
         arrays["arr_1"] = labels
+    if controls is not None:
+        arrays[NPZ_CONTROL_KEY] = controls
     with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"
         np.savez(f, **arrays)

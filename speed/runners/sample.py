@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from speed.config import save_config
 from speed.generation import (
+    control_grid_inputs,
     denoising_strip,
     grid_inputs,
     render_grid,
@@ -25,7 +26,13 @@ from speed.generation import (
 )
 from speed.run import RunDir, locked
 from speed.run.outputs import grid_settings, outputs_of
-from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.runners.build import (
+    build_autoencoder,
+    build_diffusion,
+    build_reference_dataset,
+    build_sampling_model,
+    sampling_control,
+)
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import init_distributed
 from speed.utils.images import save_png
@@ -66,14 +73,24 @@ def _sample(cfg: DictConfig, dist) -> Path:
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
-    noise, labels = grid_inputs(cfg, spec, device)
+    control = sampling_control(cfg, ckpt_path)
+    if control is not None:  # a ControlNet: one row per control image, shown first
+        dataset = None if control.images else build_reference_dataset(cfg)
+        noise, labels, grid_control = control_grid_inputs(
+            cfg, spec, control, autoencoder, dataset, device
+        )
+    else:
+        noise, labels = grid_inputs(cfg, spec, device)
+        grid_control = None
     run = RunDir.of(cfg)
     settings = grid_settings(cfg, ckpt_path)
     name = run.sample_name(ckpt_path.stem, settings, cfg.overwrite)
     scales = scales_of(cfg)
     pictures = []
     for scale in scales:
-        grid = render_grid(model, diffusion, autoencoder, cfg, sampler, scale, noise, labels)
+        grid = render_grid(
+            model, diffusion, autoencoder, cfg, sampler, scale, noise, labels, control=grid_control
+        )
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
         side_by_side(pictures) if len(pictures) > 1 else pictures[0], run.sample_grid(name)
@@ -89,6 +106,7 @@ def _sample(cfg: DictConfig, dist) -> Path:
             noise[first_column],
             labels[first_column] if labels is not None else None,
             scales[0],
+            control=None if grid_control is None else grid_control.per_image[first_column],
         )
         save_png(strip, run.sample_grid(name, "-denoising"))
     atomic_write(run.sample_record(name), json.dumps(settings, indent=1))

@@ -48,6 +48,7 @@ from speed.runners.build import (
     build_adapter,
     build_alignment,
     build_autoencoder,
+    build_control,
     build_dataset,
     build_diffusion,
     build_model,
@@ -86,6 +87,8 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
             "an adapter run starts from adapter.base, not ckpt_path; unset ckpt_path (resume=true "
             "continues an adapter run)"
         )
+    if cfg.control.branch:
+        _check_control(cfg)
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
@@ -159,11 +162,12 @@ class _Job:
     data_sampler: ResumableSampler
     loader: Any
     micro_batch: int  # per process and accumulation step
+    control: Any = None  # speed.control.ControlNet: the control image of each training image
 
 
 def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False) -> _Job:
-    """Dataset, autoencoder, model (from `init_weights` if given; with an adapter, the adapter
-    over its base's weights), EMAs, diffusion, optimizer, schedules and loader; with
+    """Dataset, autoencoder, model (from `init_weights` if given; with an adapter or a control
+    branch, it over its base's weights), EMAs, diffusion, optimizer, schedules and loader; with
     strategy=fsdp the model and EMAs are sharded before the optimizer sees their parameters."""
     device = dist.device
     dataset = build_dataset(cfg)
@@ -173,8 +177,14 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
-    adapter = build_adapter(cfg)
-    if adapter.enabled:  # the base is loaded on resume too: checkpoints hold the adapter only
+    control = build_control(cfg)
+    if control is not None and dataset.is_latent:
+        raise ConfigError(
+            "control: the control images are computed from the training images, and a latent "
+            "cache holds none; train the control branch from an image folder"
+        )
+    adapter = control or build_adapter(cfg)  # what trains over a frozen base, and is saved
+    if adapter.enabled:  # the base is loaded on resume too: checkpoints hold the add-on only
         init_weights = adapter.base
     if init_weights:
         load_pretrained(model, init_weights, trust=trust)
@@ -226,7 +236,9 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         alignment=alignment,
         adapter=adapter,
     )
-    return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
+    return _Job(
+        state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch, control
+    )
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:
@@ -323,7 +335,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     model, micro_batch = state.model, job.micro_batch
     amp_dtype = autocast_dtype(cfg.precision)
     grids = (
-        TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
+        TrainingGridSampler(cfg, job.spec, job.autoencoder, device, job.control, job.dataset)
+        if cfg.sample_every
+        else None
     )
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
     # A backbone that trains on random inputs of its own (MaskDiT's and MDT's token masks) draws
@@ -350,6 +364,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                     targets = cached[0].to(device, non_blocking=True)
                 else:
                     targets = state.alignment.targets(x)
+                # ControlNet: the control image of each training image, encoded like it.
+                control = job.control and job.autoencoder.encode(job.control.maps(x))
                 x = x if job.dataset.is_latent else job.autoencoder.encode(x)
             micro_index = micro_step % cfg.grad_accum
             state.batches_in_epoch += 1
@@ -373,6 +389,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             t, weights, noise, drop, inputs = randomness.take(positions, device)
             model_kwargs = {"y": y, "force_drop_ids": drop} if label_drop_prob else {"y": y}
             model_kwargs.update(inputs)
+            if control is not None:
+                model_kwargs["control"] = control
 
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
             sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else None
@@ -599,6 +617,20 @@ def _check_one_step(cfg: DictConfig, num_items: int, micro_batch: int, world_siz
             f"data: {num_items} items are fewer than one global batch of {global_batch} "
             f"(batch {micro_batch} x {world_size} process(es) x grad_accum {cfg.grad_accum}), "
             "so no step could be taken; lower data.batch_size / global_batch_size or add data"
+        )
+
+
+def _check_control(cfg: DictConfig) -> None:
+    """A control branch trains alone over its base, from images (its control images are
+    computed from them), with DDP."""
+    if cfg.adapter.rank:
+        raise ConfigError("a control branch trains over a plain base; set adapter.rank=0")
+    if cfg.strategy == "fsdp":
+        raise ConfigError("a control branch (control.branch) trains with strategy=ddp; set it")
+    if cfg.ckpt_path:
+        raise ConfigError(
+            "a control run starts from control.base, not ckpt_path; unset ckpt_path (resume=true "
+            "continues a control run)"
         )
 
 
