@@ -91,7 +91,9 @@ class RunStudio:
         """(stem, model, spec) of checkpoint `stem`; the last one used stays loaded."""
         if self._loaded is None or self._loaded[0] != stem:
             cfg = OmegaConf.merge(self.cfg, {"ckpt_path": str(self.checkpoints[stem])})
-            model, _, spec = build_sampling_model(cfg, self.autoencoder, self.device)
+            model, _, spec = build_sampling_model(
+                cfg, self.autoencoder, self.device, without_control="the page"
+            )
             self._loaded = (stem, model, spec)
         return self._loaded
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from speed.config import ConfigError, save_config
-from speed.control import ControlledModel
+from speed.config import save_config
 from speed.deploy.manifest import describe, save_manifest
 from speed.deploy.onnx_graph import OPSET, OUTPUT_NAME, DenoiserGraph, export_onnx, max_difference
 from speed.deploy.onnx_sampling import OnnxDenoiser
@@ -44,12 +43,8 @@ def export(cfg: DictConfig) -> Path:
 
 def _export(cfg: DictConfig, run: RunDir) -> Path:
     autoencoder = build_autoencoder(cfg)
-    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
-    if isinstance(model, ControlledModel):
-        raise ConfigError(
-            f"export: {ckpt_path} is a control branch, and the ONNX graph has no control-image "
-            "input; export its base (ckpt_path=<control.base>) or sample it with -p sample"
-        )
+    cpu = torch.device("cpu")
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, cpu, without_control="export")
     diffusion = build_diffusion(cfg)
     stem = ckpt_path.stem
 

@@ -100,7 +100,9 @@ class Engine:
         self.cfg, self.checkpoint = cfg, stem
         self.autoencoder = build_autoencoder(cfg).to(self.device)
         self.diffusion = build_diffusion(cfg)
-        model, _, self.spec = build_sampling_model(cfg, self.autoencoder, self.device)
+        model, _, self.spec = build_sampling_model(
+            cfg, self.autoencoder, self.device, without_control="the service"
+        )
         if backend == "onnx":
             float_time = self.diffusion.family == "interpolant"
             model = onnx_model(model, self.spec, float_time, run.onnx_file(stem))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from speed.app.studio import RunStudio
 from speed.config import load_config
 from speed.control import ControlledModel
 from speed.errors import ConfigError
@@ -29,6 +30,7 @@ from speed.runners.export import export
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
+from speed.serve.engine import Engine
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 CONTROL_CONFIG = str(Path(__file__).resolve().parents[2] / "configs/image/animals/control.yaml")
@@ -174,6 +176,11 @@ def test_another_base_is_refused_in_one_line(tmp_path, tiny_overrides, tiny_dit,
         train(control_cfg(tiny_overrides, tiny_dit, run, 2, other, "train", "resume=true"))
     with pytest.raises(ConfigError, match="no control-image input"):
         export(control_cfg(tiny_overrides, tiny_dit, run, 1, base_ckpt, "sample"))
+    # The service and the page take no control image either: refused, never the base silently.
+    with pytest.raises(ConfigError, match="the service: .* is a ControlNet branch"):
+        Engine(run)
+    with pytest.raises(ConfigError, match="the page: .* is a ControlNet branch"):
+        RunStudio(run)
     for extra, message in (
         (["strategy=fsdp", "precision=bf16"], "strategy=ddp"),
         (["ckpt_path=x.pt"], "unset ckpt_path"),
