@@ -151,6 +151,7 @@ def generate(
     progress: bool = False,
     callback: Callable | None = None,
     precision: str = "fp32",
+    conditions: Mapping[str, torch.Tensor] | None = None,
     **options,
 ) -> torch.Tensor:
     """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W],
@@ -166,6 +167,8 @@ def generate(
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
         precision: fp32, bf16 or fp16: the autocast dtype of the model's forward; the sampler's
             own arithmetic stays float32 (`speed.utils.precision.autocast_denoiser`).
+        conditions: more model kwargs with N rows, e.g. {"low_res": [N, C, h, w]} for a
+            super-resolution model (`SuperResUNet.conditions`); not with guidance.
         options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
     if isinstance(sampler, str):
@@ -178,6 +181,11 @@ def generate(
         raise ConfigError(str(err)) from None
     n = noise.shape[0]
     guided = labels is not None and guidance_scale != 1.0
+    if guided and conditions:
+        raise ConfigError(
+            f"guidance_scale={guidance_scale:g}: a model conditioned on {', '.join(conditions)} "
+            "is sampled without classifier-free guidance; set guidance_scale=1"
+        )
     if guided:
         null = torch.full_like(labels, model.num_classes)
         noise = torch.cat([noise, noise])
@@ -185,7 +193,7 @@ def generate(
         model_kwargs = {"y": torch.cat([labels, null]), "cfg_scale": guidance_scale}
     else:
         model_fn = model
-        model_kwargs = {"y": labels}
+        model_kwargs = {"y": labels, **(conditions or {})}
     latents = sample_fn(
         diffusion,
         autocast_denoiser(model_fn, precision, noise.device.type),
