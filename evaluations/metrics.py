@@ -19,10 +19,6 @@ import warnings
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.metric_isc import (
     KEY_METRIC_ISC_MEAN,
@@ -38,6 +34,10 @@ from torch_fidelity.metric_prc import (
     KEY_METRIC_PRECISION,
     KEY_METRIC_RECALL,
     prc_features_to_metric,
+)
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
 )
 
 from speed.errors import DataError
@@ -185,9 +185,7 @@ def _image_pairs(images: np.ndarray, references: np.ndarray) -> tuple[torch.Tens
 def psnr(images: np.ndarray, references: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """PSNR in dB of each image [N, H, W, C] against its reference (inf where they are equal)."""
     a, b = _image_pairs(images, references)
-    values = peak_signal_noise_ratio(
-        a, b, data_range=data_range, reduction="none", dim=(1, 2, 3)
-    )
+    values = peak_signal_noise_ratio(a, b, data_range=data_range, reduction="none", dim=(1, 2, 3))
     return values.numpy()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -127,10 +128,10 @@ def read_low_res(
         except DECODE_ERRORS as error:
             raise DataError(f"low_res: cannot read {file} ({error})") from None
         if pixels.shape[:2] == (size, size):
-            low.append(to_tensor(pixels))
+            low.append(to_tensor(np.array(pixels)))  # a writable copy: PIL's are read-only
             continue
         plane = pixels[..., 0] if channels == 1 else pixels
-        reference = to_tensor(center_crop_arr(Image.fromarray(plane), high_size))
+        reference = to_tensor(np.array(center_crop_arr(Image.fromarray(plane), high_size)))
         low.append(degradation(reference, torch.Generator().manual_seed(i)))
         references.append(reference)
     names = [str(f.relative_to(path)) if path.is_dir() else f.name for f in files]
