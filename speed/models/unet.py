@@ -17,6 +17,9 @@ with torch.utils.checkpoint, switched by `grad_checkpointing` as for DiT (guided
 `use_checkpoint` still works); `forward(x, t, y=None)`, `forward_with_cfg` and optional label
 dropout (`class_dropout_prob`, an extra null-label row) from
 `speed.models.conditional.ConditionalBackbone`, shared with DiT; only 2-D inputs.
+
+`SuperResUNet` (guided-diffusion's `SuperResModel`) is the same network conditioned on a
+low-resolution image concatenated to its input channels.
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ its sampler noise depends on its size. Temporary files a killed run left are del
 inference folder is locked for the run; `settings.json` beside the PNGs records what made them
 (`speed.run.outputs`) and is removed again when a run fails before writing any. The `.npz`
 records its provenance, and a run whose `.npz` already holds what it would make does nothing.
+
+A super-resolution model (one with `conditions`, `speed.models.SuperResUNet`) upsamples the
+held-out images of its data: image i is conditioned on held-out item i's low-res image, whose
+reference, low-res input and bicubic up-sampling are written beside it (`reference/`,
+`low_res/`, `bicubic/`, then `reference.npz` and `bicubic.npz`), and the PSNR / SSIM of the
+samples and of bicubic up-sampling against the references are printed.
 """
 
 from __future__ import annotations
