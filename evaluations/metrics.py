@@ -7,6 +7,10 @@ field's reference port of the TF metrics), so the numbers are torch-fidelity's:
 - KID: Binkowski et al. 2018, "Demystifying MMD GANs", unbiased MMD^2 with a cubic kernel.
 - Precision / recall: Kynkaanniemi et al. 2019, "Improved precision and recall metric ...".
 - Inception Score: Salimans et al. 2016, "Improved techniques for training GANs".
+Paired image metrics (super-resolution) by torchmetrics, one value per image pair:
+- PSNR: 10 log10(data_range^2 / MSE), in dB.
+- SSIM: Wang et al. 2004, "Image quality assessment: from error visibility to structural
+  similarity", 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from torch_fidelity.metric_prc import (
     KEY_METRIC_PRECISION,
     KEY_METRIC_RECALL,
     prc_features_to_metric,
+)
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
 )
 
 from speed.errors import DataError
@@ -175,3 +183,31 @@ def edge_iou(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     inter = (predicted & target).sum(axis=(1, 2))
     union = (predicted | target).sum(axis=(1, 2))
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def _image_pairs(images: np.ndarray, references: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (or float) [N, H, W, C] pairs -> float64 [N, C, H, W] tensors, same shapes checked."""
+    a, b = (torch.as_tensor(np.asarray(x, np.float64)) for x in (images, references))
+    if a.shape != b.shape or a.ndim != 4 or not len(a):
+        raise DataError(
+            f"paired metrics need images and references of one shape [N, H, W, C], got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+
+
+def psnr(images: np.ndarray, references: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """PSNR in dB of each image [N, H, W, C] against its reference (inf where they are equal)."""
+    a, b = _image_pairs(images, references)
+    values = peak_signal_noise_ratio(a, b, data_range=data_range, reduction="none", dim=(1, 2, 3))
+    return values.numpy()
+
+
+def ssim(images: np.ndarray, references: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """SSIM of each image [N, H, W, C] against its reference (1 where they are equal); the
+    mean SSIM map over the valid (unpadded) positions and the channels. Sides >= 11 pixels."""
+    a, b = _image_pairs(images, references)
+    if min(a.shape[-2:]) < 11:
+        raise DataError(f"SSIM's 11x11 window needs sides >= 11, got {tuple(a.shape[-2:])}")
+    values = structural_similarity_index_measure(a, b, data_range=data_range, reduction="none")
+    return values.numpy()

@@ -96,6 +96,7 @@ class RootConfig:
     sample_classes: list[int] | None = None  # classes to draw (null = all, up to 10)
     num_sample_seeds: int = 8  # sample: grid columns
     denoise_strip: bool = False  # sample: also write x0 predictions along the trajectory
+    low_res: str | None = None  # sample, super-resolution: image or folder (null = held out)
     # sweeps (main.py -m)
     launcher: Literal["local", "slurm"] = "local"  # runs here one by one, or a SLURM job each
 

@@ -153,7 +153,7 @@ def generate(
     progress: bool = False,
     callback: Callable | None = None,
     precision: str = "fp32",
-    control: torch.Tensor | None = None,
+    conditions: Mapping[str, torch.Tensor] | None = None,
     **options,
 ) -> torch.Tensor:
     """Sample from `model` starting at `noise` [N, C, h, w]; returns decoded images [N, C', H, W],
@@ -169,8 +169,10 @@ def generate(
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
         precision: fp32, bf16 or fp16: the autocast dtype of the model's forward; the sampler's
             own arithmetic stays float32 (`speed.utils.precision.autocast_denoiser`).
-        control: control images [N, C, h, w] in the model's input space, for a ControlNet
-            (`speed.control.ControlledModel`); both halves of a guided batch see them.
+        conditions: more model kwargs with N rows, e.g. {"control": [N, C', h, w]} for a
+            ControlNet (`speed.control.ControlledModel`) or {"low_res": [N, C, h, w]} for a
+            super-resolution model (`SuperResUNet.conditions`); under guidance both halves of
+            the batch see them (the model's `forward_with_cfg` passes them on).
         options: sampler options, e.g. clip_denoised=True, eta=1.0 (ddim), grid="time_uniform".
     """
     if isinstance(sampler, str):
@@ -183,16 +185,16 @@ def generate(
         raise ConfigError(str(err)) from None
     n = noise.shape[0]
     guided = labels is not None and guidance_scale != 1.0
+    conditions = dict(conditions or {})
     if guided:
         null = torch.full_like(labels, model.num_classes)
         noise = torch.cat([noise, noise])
         model_fn = model.forward_with_cfg
         model_kwargs = {"y": torch.cat([labels, null]), "cfg_scale": guidance_scale}
+        model_kwargs.update({key: torch.cat([value, value]) for key, value in conditions.items()})
     else:
         model_fn = model
-        model_kwargs = {"y": labels}
-    if control is not None:
-        model_kwargs["control"] = torch.cat([control, control]) if guided else control
+        model_kwargs = {"y": labels, **conditions}
     latents = sample_fn(
         diffusion,
         autocast_denoiser(model_fn, precision, noise.device.type),
@@ -308,7 +310,8 @@ def scales_of(cfg: DictConfig) -> list[float]:
 
 def generate_from_config(model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, **kw):
     """`generate` with a sampler built by `sampler_from_config(cfg)`, the config's steps and
-    precision and a generator seeded by `cfg.seed`; kw: `generate`'s progress, callback."""
+    precision and a generator seeded by `cfg.seed`; kw: `generate`'s progress, callback,
+    conditions."""
     return generate(
         model,
         diffusion,
@@ -345,7 +348,7 @@ def render_grid(
         scale,
         progress=interactive(),  # a bar in a terminal; nothing in a log file
         callback=callback,
-        control=None if control is None else control.per_image,
+        conditions=None if control is None else {"control": control.per_image},
     )
     tiles, columns = to_uint8(images), cfg.num_sample_seeds
     if control is not None:  # the control image first in its row
@@ -359,7 +362,8 @@ def denoising_strip(
     model, diffusion, autoencoder, cfg, sampler, noise, labels, scale, callback=None, control=None
 ) -> np.ndarray:
     """x0 predictions at STRIP_COLUMNS evenly spaced steps (one row per image), then the sample;
-    a uint8 HWC picture. `callback` as in `render_grid`; `control`: `generate`'s."""
+    a uint8 HWC picture. `callback` as in `render_grid`; `control`: a ControlNet's control
+    images [N, C', h, w] (`generate`'s conditions["control"])."""
     keep = set(np.linspace(0, cfg.num_steps - 1, STRIP_COLUMNS).round().astype(int).tolist())
     snapshots = []
 
@@ -379,7 +383,7 @@ def denoising_strip(
         labels,
         scale,
         callback=collect,
-        control=control,
+        conditions=None if control is None else {"control": control},
     )
     frames = [to_uint8(autoencoder.decode(s)) for s in snapshots] + [to_uint8(final)]
     tiles = np.stack(frames, axis=1).reshape(-1, *frames[0].shape[1:])

@@ -2,7 +2,9 @@
 
 Every dataset yields (x, y): x float32 [C, H, W] in [-1, 1] (or a scaled latent for the latent
 cache), y an int64 label (0 when unconditional); and reports `resolution`, `num_channels`,
-`num_classes` (0 = unconditional), `class_names` (or None) and `is_latent`.
+`num_classes` (0 = unconditional), `class_names` (or None) and `is_latent`. The
+super-resolution pairs (`SuperResolution`) yield y as a dict of model kwargs: the low-res image
+`low_res` (and the label `y` when class-conditional).
 """
 
 from speed.data.animals import ANIMAL_CLASSES, AnimalMNIST, load_animal_mnist_arrays
@@ -10,6 +12,7 @@ from speed.data.image_folder import ImageFolderDataset
 from speed.data.latent_cache import LatentCacheDataset, extract_latents
 from speed.data.npz import NpzDataset
 from speed.data.sampler import ResumableSampler, build_dataloader
+from speed.data.super_res import SuperResolution
 
 __all__ = [
     "ANIMAL_CLASSES",
@@ -18,6 +21,7 @@ __all__ = [
     "LatentCacheDataset",
     "NpzDataset",
     "ResumableSampler",
+    "SuperResolution",
     "build_dataloader",
     "extract_latents",
     "load_animal_mnist_arrays",

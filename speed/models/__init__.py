@@ -1,5 +1,6 @@
 """Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`) and the ADM UNet
-(`unet.py`), with shared guidance and loading.
+(`unet.py`, with ADM's super-resolution variant `SuperResUNet`), with shared guidance and
+loading.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
@@ -34,7 +35,7 @@ from speed.models.loading import (
 )
 from speed.models.maskdit import MaskDiT, MaskDiT_models, build_maskdit
 from speed.models.mdt import MDT, MDT_models, build_mdt
-from speed.models.unet import UNetModel
+from speed.models.unet import SuperResUNet, UNetModel
 
 __all__ = [
     "ConditionalBackbone",
@@ -56,6 +57,7 @@ __all__ = [
     "MaskDiT_models",
     "MDT",
     "MDT_models",
+    "SuperResUNet",
     "UNetModel",
     "build_dit",
     "build_maskdit",

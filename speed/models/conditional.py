@@ -103,14 +103,14 @@ class ConditionalBackbone(nn.Module):
         return [m for m in self.modules() if isinstance(m, self.shard_unit_types)]
 
     def forward_with_cfg(
-        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, **kwargs
     ) -> torch.Tensor:
         """Classifier-free guidance on a [cond; uncond] batch x [N, C, H, W], N even (see
-        `speed.models.guidance.forward_with_cfg`)."""
+        `speed.models.guidance.forward_with_cfg`); `kwargs`: the model's other inputs."""
         if not self.has_null_label:
             raise ValueError(
                 f"classifier-free guidance needs a class-conditional {type(self).__name__} "
                 "trained with label dropout (num_classes > 0, class_dropout_prob > 0)"
             )
         # Through __call__, so module hooks (FSDP's weight gathering) run.
-        return guidance.forward_with_cfg(self, x, t, y, cfg_scale, self.guided_channels)
+        return guidance.forward_with_cfg(self, x, t, y, cfg_scale, self.guided_channels, **kwargs)

@@ -59,6 +59,7 @@ def forward_with_cfg(
     y: torch.Tensor,
     cfg_scale: float,
     guided_channels: int,
+    **kwargs,
 ) -> torch.Tensor:
     """Guided model output for a [cond; uncond] batch.
 
@@ -69,6 +70,8 @@ def forward_with_cfg(
         y: labels [N]: the classes, then the null label for the second half.
         cfg_scale: guidance scale s (1 gives the conditional output on the guided channels).
         guided_channels: leading output channels to mix (see `guided_channel_count`).
+        kwargs: the model's other inputs, N rows each (e.g. a super-resolution model's
+            `low_res`), the same for both halves.
     Returns:
         [N, C_out, H, W]: both halves hold eps_uncond + s (eps_cond - eps_uncond) on the guided
         channels and the model's own output on the others.
@@ -77,7 +80,7 @@ def forward_with_cfg(
     if n % 2:
         raise ValueError(f"forward_with_cfg needs an even batch [cond; uncond], got {n} rows")
     half = x[: n // 2]
-    out = forward(torch.cat([half, half], dim=0), t, y)
+    out = forward(torch.cat([half, half], dim=0), t, y, **kwargs)
     eps, rest = out[:, :guided_channels], out[:, guided_channels:]
     cond, uncond = eps[: n // 2], eps[n // 2 :]  # slices, not chunk: export keeps N symbolic
     guided = uncond + cfg_scale * (cond - uncond)

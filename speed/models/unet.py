@@ -17,9 +17,14 @@ with torch.utils.checkpoint, switched by `grad_checkpointing` as for DiT (guided
 `use_checkpoint` still works); `forward(x, t, y=None)`, `forward_with_cfg` and optional label
 dropout (`class_dropout_prob`, an extra null-label row) from
 `speed.models.conditional.ConditionalBackbone`, shared with DiT; only 2-D inputs.
+
+`SuperResUNet` (guided-diffusion's `SuperResModel`) is the same network conditioned on a
+low-resolution image concatenated to its input channels.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -460,3 +465,69 @@ class UNetModel(ConditionalBackbone):
         for block in self.output_blocks:
             h = self.run_block(block, torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h.type(x.dtype))  # [N, out_channels, H, W]
+
+
+class SuperResUNet(UNetModel):
+    """ADM's super-resolution UNet (guided-diffusion's `SuperResModel`, Dhariwal & Nichol 2021,
+    appendix): the low-resolution image is upsampled (bilinear, as ADM) to the side of the noisy
+    input and concatenated to its channels, so the UNet sees 2 x `in_channels` channels and
+    predicts as many as the plain model of `in_channels` would.
+
+    Args: `UNetModel`'s, with `in_channels` the image's channels (the first conv takes twice
+    that); the state-dict keys are guided-diffusion's, so its upsamplers (e.g.
+    `64_256_upsampler.pt`) load unchanged.
+        upsample_mode: F.interpolate mode bringing `low_res` to the input's side ("bilinear" in
+            ADM; "bicubic" is the other choice).
+    """
+
+    # Model kwargs the data gives besides the labels: sampling needs them too.
+    conditions = ("low_res",)
+
+    @staticmethod
+    def extra_config_keys() -> list[str]:
+        """The `UNetModel` arguments `**kwargs` passes on (checked in config like named ones)."""
+        return list(inspect.signature(UNetModel).parameters)
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        out_channels: int | None = None,
+        learn_sigma: bool = False,
+        upsample_mode: str = "bilinear",
+        **kwargs,
+    ):
+        if upsample_mode not in ("bilinear", "bicubic"):
+            raise ValueError(f"upsample_mode must be bilinear or bicubic, got {upsample_mode!r}")
+        super().__init__(
+            image_size=image_size,
+            in_channels=2 * in_channels,
+            num_classes=num_classes,
+            out_channels=out_channels or in_channels * (2 if learn_sigma else 1),
+            learn_sigma=learn_sigma,
+            **kwargs,
+        )
+        self.image_channels = in_channels
+        self.upsample_mode = upsample_mode
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+        low_res: torch.Tensor | None = None,
+    ):
+        """x [N, C, H, W] noisy high-res image, t [N], y [N] labels (if class-conditional),
+        low_res [N, C, h, w] the low-resolution image in [-1, 1] -> [N, out_channels, H, W]."""
+        if low_res is None or low_res.ndim != 4 or low_res.shape[:2] != x.shape[:2]:
+            got = None if low_res is None else list(low_res.shape)
+            raise ValueError(
+                f"{type(self).__name__} needs low_res [N, {self.image_channels}, h, w] beside x "
+                f"{list(x.shape)}, got {got}"
+            )
+        up = F.interpolate(
+            low_res.to(x.dtype), size=x.shape[-2:], mode=self.upsample_mode, align_corners=False
+        )  # [N, C, H, W]
+        return super().forward(torch.cat([x, up], dim=1), t, y, force_drop_ids)

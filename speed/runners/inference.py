@@ -8,6 +8,12 @@ its sampler noise depends on its size. Temporary files a killed run left are del
 inference folder is locked for the run; `settings.json` beside the PNGs records what made them
 (`speed.run.outputs`) and is removed again when a run fails before writing any. The `.npz`
 records its provenance, and a run whose `.npz` already holds what it would make does nothing.
+
+A super-resolution model (one with `conditions`, `speed.models.SuperResUNet`) upsamples the
+held-out images of its data: image i is conditioned on held-out item i's low-res image, whose
+reference, low-res input and bicubic up-sampling are written beside it (`reference/`,
+`low_res/`, `bicubic/`, then `reference.npz` and `bicubic.npz`), and the PSNR / SSIM of the
+samples and of bicubic up-sampling against the references are printed.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from evaluations.super_res import format_table, paired_scores
 from speed.config import ConfigError, save_config
 from speed.control.images import NPZ_CONTROL_KEY
+from speed.data.degradation import bicubic_resize
 from speed.diffusion.samplers.common import check_num_steps
 from speed.generation import data_controls, generate, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
@@ -43,6 +51,7 @@ from speed.run.outputs import (
 )
 from speed.runners.build import (
     build_autoencoder,
+    build_dataset,
     build_diffusion,
     build_reference_dataset,
     build_sampling_model,
@@ -120,12 +129,13 @@ def draw_batch(
     scale: float,
     labels: np.ndarray | None,
     device: torch.device,
-    control: torch.Tensor | None = None,
+    conditions: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Decoded images [len(indices), C, H, W] of one inference batch: image i starts from the noise
-    of (seed, i) with class labels[i] (and a ControlNet's control image control[i - start]), and
-    the sampler's own noise is seeded by (seed, batch_index), so any model put in `model`'s place
-    sees exactly what the phase would give it."""
+    of (seed, i) with class labels[i], and the sampler's own noise is seeded by (seed, batch_index),
+    so any model put in `model`'s place sees exactly what the phase would give it. `conditions`:
+    the batch's other model kwargs (a ControlNet's `control` images, a super-resolution model's
+    `low_res`)."""
     noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
     y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
     return generate(
@@ -141,7 +151,7 @@ def draw_batch(
         generator=torch.Generator(device).manual_seed(
             derived_seed(cfg.seed, SAMPLER_STREAM, batch_index)
         ),
-        control=control,
+        conditions=conditions,
     )
 
 
@@ -186,11 +196,12 @@ def _inference(cfg: DictConfig, dist) -> Path:
 
     control = sampling_control(cfg, ckpt_path)
     reference = ReferenceControls(cfg, control, spec) if control is not None else None
-    labels = (
-        sample_labels(cfg, spec.num_classes, num_samples)
-        if reference is None
-        else reference.labels(num_samples)
-    )
+    pairs = _held_out_pairs(cfg, model, num_samples)
+    labels = sample_labels(cfg, spec.num_classes, num_samples)
+    if reference is not None:
+        labels = reference.labels(num_samples)
+    elif pairs is not None and pairs.labels is not None:
+        labels = pairs.labels[:num_samples].numpy()
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
     try:
         for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
@@ -198,13 +209,16 @@ def _inference(cfg: DictConfig, dist) -> Path:
             paths = [png_dir / f"{i:06d}.png" for i in indices]
             if all(p.is_file() for p in paths):
                 continue
-            maps = None
+            conditions = None
             if reference is not None:
                 with torch.no_grad():
                     maps = autoencoder.encode(reference.maps(indices).to(device))
+                conditions = {"control": maps}
+            elif pairs is not None:
+                conditions = {"low_res": _write_pairs(pairs, indices, png_dir).to(device)}
             images = draw_batch(
                 cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
-                scale=scale, labels=labels, device=device, control=maps,
+                scale=scale, labels=labels, device=device, conditions=conditions,
             )  # fmt: skip
             for image, path in zip(to_uint8(images), paths):
                 save_png(image, path)
@@ -217,11 +231,58 @@ def _inference(cfg: DictConfig, dist) -> Path:
         controls = None if reference is None else reference.all_maps(num_samples, batch)
         _write_npz(png_dir, npz_path, num_samples, labels, provenance, controls)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
+        if pairs is not None:
+            _report_pairs(png_dir, npz_path, num_samples, labels, provenance)
         others = [n for n in outputs_of(run.inference, ckpt_path.stem, ".npz") if n != name]
         if others:
             print(f"inference: other outputs of {ckpt_path.name}: {', '.join(others)}", flush=True)
     barrier()
     return npz_path
+
+
+def _held_out_pairs(cfg: DictConfig, model, num_samples: int):
+    """The held-out split of a super-resolution model's data (`SuperResolution`), whose
+    low-res images image i is conditioned on; None for a model that needs no such input."""
+    if not getattr(model, "conditions", ()):
+        return None
+    pairs = build_dataset(cfg, split="held_out")
+    if num_samples > len(pairs):
+        raise ConfigError(
+            f"num_samples={num_samples}, but data.held_out holds {len(pairs)} images to upsample; "
+            f"set num_samples={len(pairs)} or less (or hold out more: data.held_out)"
+        )
+    return pairs
+
+
+def _write_pairs(pairs, indices: range, png_dir: Path) -> torch.Tensor:
+    """Write the references, low-res inputs and bicubic up-samplings of images `indices` (in
+    `reference/`, `low_res/`, `bicubic/` beside the samples); returns the low-res batch."""
+    items = [pairs[i] for i in indices]
+    references = torch.stack([x for x, _ in items])
+    low = torch.stack([c["low_res"] for _, c in items])
+    bicubic = bicubic_resize(low, references.shape[-1])
+    for folder, batch in (("reference", references), ("low_res", low), ("bicubic", bicubic)):
+        for image, i in zip(to_uint8(batch), indices):
+            save_png(image, png_dir / folder / f"{i:06d}.png")
+    return low
+
+
+def _report_pairs(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
+    """Pack the references and the bicubic floor as `.npz` beside the samples and print the
+    PSNR / SSIM of the samples and of bicubic up-sampling against the references."""
+    for folder in ("reference", "bicubic"):
+        _write_npz(png_dir / folder, png_dir / f"{folder}.npz", num_samples, labels, provenance)
+    reference = np.load(png_dir / "reference.npz")["arr_0"]
+    rows = {
+        "model": paired_scores(reference, np.load(npz_path)["arr_0"]),
+        "bicubic": paired_scores(reference, np.load(png_dir / "bicubic.npz")["arr_0"]),
+    }
+    print(f"inference: {num_samples} held-out pairs\n{format_table(rows)}", flush=True)
+    print(
+        f"inference: FID too: python -m evaluations.super_res {png_dir / 'reference.npz'} "
+        f"{npz_path} --floor {png_dir / 'bicubic.npz'}",
+        flush=True,
+    )
 
 
 def _one_guidance_scale(cfg: DictConfig) -> float:

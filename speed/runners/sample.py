@@ -2,7 +2,9 @@
 named by its settings beside a JSON record of them (`speed.run.outputs.output_name`).
 
 Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
-along the sampling trajectory. The grids themselves (shared with the train phase's periodic
+along the sampling trajectory. A super-resolution model (`speed.models.SuperResUNet`) upsamples
+`low_res` (an image or a folder; else held-out data) instead: each result as a PNG, and a grid
+low-res | bicubic | sample | reference. The grids themselves (shared with the train phase's periodic
 grids) and the strip are drawn by `speed.generation`.
 """
 
@@ -12,14 +14,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from speed.config import save_config
+from speed.data.degradation import Degradation, bicubic_resize
+from speed.data.super_res import read_low_res
 from speed.generation import (
     control_grid_inputs,
     denoising_strip,
+    enlarge_factor,
+    generate_from_config,
     grid_inputs,
+    grid_rows,
     render_grid,
     sampler_from_config,
     scales_of,
@@ -28,6 +37,7 @@ from speed.run import RunDir, locked
 from speed.run.outputs import grid_settings, outputs_of
 from speed.runners.build import (
     build_autoencoder,
+    build_dataset,
     build_diffusion,
     build_reference_dataset,
     build_sampling_model,
@@ -35,7 +45,7 @@ from speed.runners.build import (
 )
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import init_distributed
-from speed.utils.images import save_png
+from speed.utils.images import make_grid, save_png, to_uint8, upscale
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
@@ -73,6 +83,9 @@ def _sample(cfg: DictConfig, dist) -> Path:
     autoencoder = build_autoencoder(cfg).to(device)
     model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
     diffusion = build_diffusion(cfg)
+    run = RunDir.of(cfg)
+    if getattr(model, "conditions", ()):
+        return _upsample(cfg, run, model, diffusion, autoencoder, spec, sampler, ckpt_path)
     control = sampling_control(cfg, ckpt_path)
     if control is not None:  # a ControlNet: one row per control image, shown first
         dataset = None if control.images else build_reference_dataset(cfg)
@@ -82,7 +95,6 @@ def _sample(cfg: DictConfig, dist) -> Path:
     else:
         noise, labels = grid_inputs(cfg, spec, device)
         grid_control = None
-    run = RunDir.of(cfg)
     settings = grid_settings(cfg, ckpt_path)
     name = run.sample_name(ckpt_path.stem, settings, cfg.overwrite)
     scales = scales_of(cfg)
@@ -115,4 +127,58 @@ def _sample(cfg: DictConfig, dist) -> Path:
     others = [n for n in outputs_of(run.sample, ckpt_path.stem, ".json") if n != name]
     if others:
         print(f"sample: other grids of {ckpt_path.name}: {', '.join(others)}", flush=True)
+    return path
+
+
+def _low_res_inputs(cfg: DictConfig, spec):
+    """(names, low-res [N, C, l, l], references [N, C, H, W] or None, labels [N] or None): the
+    images of `low_res`, else the first `num_sample_seeds` held-out images of the data."""
+    if cfg.low_res is None:
+        pairs = build_dataset(cfg, split="held_out")
+        items = [pairs[i] for i in range(min(cfg.num_sample_seeds, len(pairs)))]
+        low = torch.stack([c["low_res"] for _, c in items])
+        labels = pairs.labels[: len(items)] if pairs.labels is not None else None
+        names = [f"held_out_{i:06d}.png" for i in range(len(items))]
+        return names, low, torch.stack([x for x, _ in items]), labels
+    keys = ("low_size", "blur_sigma", "noise_std")  # the data's degradation, without its images
+    degradation = Degradation(**{key: cfg.data[key] for key in keys if key in cfg.data})
+    names, low, references = read_low_res(cfg.low_res, spec.channels, spec.side, degradation)
+    rows = grid_rows(cfg, spec.num_classes)  # a class-conditional upsampler: sample_classes
+    labels = torch.tensor([rows[i % len(rows)] for i in range(len(low))]) if rows else None
+    return names, low, references, labels
+
+
+def _upsample(cfg, run, model, diffusion, autoencoder, spec, sampler, ckpt_path) -> Path:
+    """Super-resolution: upsample each input to `<sample>/<name>/<input>.png` and draw the grid
+    `<name>.png`, one row per input: low-res (enlarged) | bicubic | sample | reference (when
+    known). Returns the grid's path."""
+    device = next(model.parameters()).device
+    names, low, references, labels = _low_res_inputs(cfg, spec)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn((len(low), spec.channels, spec.side, spec.side), generator=generator)
+    samples = []
+    for start in range(0, len(low), cfg.per_proc_batch_size):
+        part = slice(start, start + cfg.per_proc_batch_size)
+        images = generate_from_config(
+            model, diffusion, autoencoder, cfg, sampler, noise[part].to(device),
+            None if labels is None else labels[part].to(device), scales_of(cfg)[0],
+            conditions={"low_res": low[part].to(device)},
+        )  # fmt: skip
+        samples.append(images.cpu())
+    settings = {**grid_settings(cfg, ckpt_path), "low_res": cfg.low_res}
+    name = run.sample_name(ckpt_path.stem, settings, cfg.overwrite)
+    for image, input_name in zip(to_uint8(torch.cat(samples)), names):
+        save_png(image, run.sample / name / Path(input_name).with_suffix(".png"))
+    columns = [
+        F.interpolate(low, size=spec.side, mode="nearest"),
+        bicubic_resize(low, spec.side),
+        torch.cat(samples),
+    ] + ([references] if references is not None else [])
+    tiles = to_uint8(torch.stack(columns, dim=1).flatten(0, 1))
+    grid = upscale(make_grid(tiles, nrow=len(columns)), enlarge_factor(spec.side))
+    path = save_png(grid, run.sample_grid(name))
+    atomic_write(run.sample_record(name), json.dumps(settings, indent=1))
+    save_config(cfg, run.config_file("sample"))
+    heading = "low-res | bicubic | sample" + (" | reference" if references is not None else "")
+    print(f"sample: wrote {path} ({heading}) and {len(low)} images in {path.with_suffix('')}")
     return path

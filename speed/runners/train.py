@@ -177,6 +177,11 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     model = build_model(cfg, spec).to(device)
+    if cfg.sample_every and getattr(model, "conditions", ()):
+        raise ConfigError(
+            f"sample_every: training grids draw class rows, but {type(model).__name__} also "
+            f"needs {', '.join(model.conditions)}; set sample_every=0 and draw with -p sample"
+        )
     control = build_control(cfg)
     if control is not None and dataset.is_latent:
         raise ConfigError(
@@ -358,7 +363,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
         for x, y, *cached in job.loader:  # a latent cache may hold REPA's targets (3rd item)
             x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
+            conditions = _conditions(y, device)
             with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
                 if cached:
                     targets = cached[0].to(device, non_blocking=True)
@@ -387,7 +392,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 micro_index * micro_batch + torch.arange(x.shape[0])
             )
             t, weights, noise, drop, inputs = randomness.take(positions, device)
-            model_kwargs = {"y": y, "force_drop_ids": drop} if label_drop_prob else {"y": y}
+            model_kwargs = dict(conditions)
+            if label_drop_prob:
+                model_kwargs["force_drop_ids"] = drop
             model_kwargs.update(inputs)
             if control is not None:
                 model_kwargs["control"] = control
@@ -478,6 +485,14 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     if last_ckpt is None or checkpoint_step(last_ckpt) != state.step:
         last_ckpt = _save(cfg, dist, run, state, guard, more=False)
     return last_ckpt
+
+
+def _conditions(y, device) -> dict:
+    """The model kwargs of a batch's second item: labels y [N] give {"y": y}; a dict (the
+    super-resolution pairs' {"low_res": ..., "y": ...}) is passed as it is."""
+    if isinstance(y, dict):
+        return {key: value.to(device, non_blocking=True) for key, value in y.items()}
+    return {"y": y.to(device, non_blocking=True)}
 
 
 def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
