@@ -92,7 +92,7 @@ class RunStudio:
         if self._loaded is None or self._loaded[0] != stem:
             cfg = OmegaConf.merge(self.cfg, {"ckpt_path": str(self.checkpoints[stem])})
             model, _, spec = build_sampling_model(
-                cfg, self.autoencoder, self.device, without_control="the page"
+                cfg, self.autoencoder, self.device, without_conditions="the page"
             )
             self._loaded = (stem, model, spec)
         return self._loaded

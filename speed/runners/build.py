@@ -146,15 +146,16 @@ def check_objective(cfg: DictConfig, ckpt: dict, path) -> None:
 
 
 def build_sampling_model(
-    cfg: DictConfig, autoencoder, device: torch.device, without_control: str | None = None
+    cfg: DictConfig, autoencoder, device: torch.device, without_conditions: str | None = None
 ):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
     its DataSpec). An adapter file (`speed.adapters`) is loaded over its base checkpoint (which
     must be the one it was trained on) and merged into it, so every phase samples a plain
     backbone; a control branch's file (`speed.control`) gives a `ControlledModel` of its base,
-    which samples with `control=` images, unless the caller has no control input to give
-    (`without_control`: its name, e.g. "export"): then one line refuses it rather than sampling
-    the base silently. With `compile: true` the model's `__call__` is compiled in place
+    which samples with control images. A caller that gives a model nothing beyond noise, time and
+    labels (`without_conditions`: its name, e.g. "export") gets one line refusing a ControlNet
+    branch (rather than sampling its base silently) or a model that needs more inputs (an
+    upsampler's `low_res`). With `compile: true` the model's `__call__` is compiled in place
     (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs the
     compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
@@ -162,13 +163,19 @@ def build_sampling_model(
     check_objective(cfg, ckpt, path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     adapter = addon_of_checkpoint(cfg, ckpt)
-    if without_control and isinstance(adapter, ControlNet):
+    if without_conditions and isinstance(adapter, ControlNet):
         raise ConfigError(
-            f"{without_control}: {path} is a ControlNet branch and {without_control} has no "
-            "control-image input; sample it with -p sample control.images=<image or folder> "
+            f"{without_conditions}: {path} is a ControlNet branch and {without_conditions} has "
+            "no control-image input; sample it with -p sample control.images=<image or folder> "
             "(or -p inference), or give its base checkpoint instead"
         )
     model = build_model(cfg, spec)
+    if without_conditions and getattr(model, "conditions", ()):
+        raise ConfigError(
+            f"{without_conditions}: {path} is a {type(model).__name__}, which also needs "
+            f"{', '.join(model.conditions)}, and {without_conditions} has no such input; sample "
+            "it with -p sample or -p inference"
+        )
     if adapter.enabled:
         adapter.check(ckpt["adapter"], path)
         model = adapter.apply(load_pretrained(model, adapter.base, trust=cfg.trust_checkpoint))

@@ -44,7 +44,9 @@ def export(cfg: DictConfig) -> Path:
 def _export(cfg: DictConfig, run: RunDir) -> Path:
     autoencoder = build_autoencoder(cfg)
     cpu = torch.device("cpu")
-    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, cpu, without_control="export")
+    model, ckpt_path, spec = build_sampling_model(
+        cfg, autoencoder, cpu, without_conditions="export"
+    )
     diffusion = build_diffusion(cfg)
     stem = ckpt_path.stem
 

@@ -101,7 +101,7 @@ class Engine:
         self.autoencoder = build_autoencoder(cfg).to(self.device)
         self.diffusion = build_diffusion(cfg)
         model, _, self.spec = build_sampling_model(
-            cfg, self.autoencoder, self.device, without_control="the service"
+            cfg, self.autoencoder, self.device, without_conditions="the service"
         )
         if backend == "onnx":
             float_time = self.diffusion.family == "interpolant"

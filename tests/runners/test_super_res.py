@@ -8,13 +8,16 @@ import torch
 from PIL import Image
 from tests_paths import REPO  # tests/runners
 
+from speed.app.studio import RunStudio
 from speed.config import ConfigError, load_config
 from speed.data.degradation import bicubic_resize
 from speed.models import SuperResUNet, load_checkpoint
 from speed.runners.build import build_dataset
+from speed.runners.export import export
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
+from speed.serve.engine import Engine
 from speed.utils.images import to_uint8
 
 CONFIG = str(REPO / "configs/image/animals/super_res.yaml")
@@ -71,6 +74,17 @@ def test_train_sample_and_inference(tmp_path, capsys):
     assert np.array_equal(bicubic[..., :1], to_uint8(bicubic_resize(low, 28)))
     printed = capsys.readouterr().out
     assert "4 held-out pairs" in printed and "bicubic" in printed
+
+    # Export, the service and the page give a model no low-res input: one line each.
+    for consumer, build in (
+        ("export", lambda: export(load_config(CONFIG, "export", overrides(run)))),
+        ("the service", lambda: Engine(run)),
+        ("the page", lambda: RunStudio(run)),
+    ):
+        with pytest.raises(
+            ConfigError, match=f"{consumer}: .* is a SuperResUNet, which also needs low_res"
+        ):
+            build()
 
 
 def test_resume_is_the_same_run(tmp_path):
