@@ -36,6 +36,7 @@ NODES: dict[str, dict[str, Any]] = {
     "optimizer": {},
     "data": {"batch_size": int, "num_workers": int, "pin_memory": bool},
     "autoencoder": {},
+    "text_encoder": {},  # speed.text: Labels (no text), T5TextEncoder, CLIPTextEncoder, ByteTokens
     "repa": {},  # speed.alignment.build_alignment: REPA during training (lam 0 = off)
     "adapter": {},  # speed.adapters.build_adapter: LoRA over a trained base (rank 0 = off)
     "slurm": {},  # launcher=slurm: speed.sweep.slurm.SlurmSettings, each sweep run's job
@@ -95,6 +96,8 @@ class RootConfig:
     sample_classes: list[int] | None = None  # classes to draw (null = all, up to 10)
     num_sample_seeds: int = 8  # sample: grid columns
     denoise_strip: bool = False  # sample: also write x0 predictions along the trajectory
+    prompts: list[str] | None = None  # text-to-image: captions to draw (grid rows / cycled)
+    prompts_file: str | None = None  # ... or a text file of them, one per line
     # sweeps (main.py -m)
     launcher: Literal["local", "slurm"] = "local"  # runs here one by one, or a SLURM job each
 

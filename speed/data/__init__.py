@@ -2,10 +2,13 @@
 
 Every dataset yields (x, y): x float32 [C, H, W] in [-1, 1] (or a scaled latent for the latent
 cache), y an int64 label (0 when unconditional); and reports `resolution`, `num_channels`,
-`num_classes` (0 = unconditional), `class_names` (or None) and `is_latent`.
+`num_classes` (0 = unconditional), `class_names` (or None) and `is_latent`. A captioned dataset
+(`has_captions`) yields the item index as y and lists each item's captions by `captions(index)`.
 """
 
+from speed.data.animal_pairs import AnimalPairs
 from speed.data.animals import ANIMAL_CLASSES, AnimalMNIST, load_animal_mnist_arrays
+from speed.data.captions import CaptionedImageFolder
 from speed.data.image_folder import ImageFolderDataset
 from speed.data.latent_cache import LatentCacheDataset, extract_latents
 from speed.data.npz import NpzDataset
@@ -14,6 +17,8 @@ from speed.data.sampler import ResumableSampler, build_dataloader
 __all__ = [
     "ANIMAL_CLASSES",
     "AnimalMNIST",
+    "AnimalPairs",
+    "CaptionedImageFolder",
     "ImageFolderDataset",
     "LatentCacheDataset",
     "NpzDataset",

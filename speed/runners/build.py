@@ -111,13 +111,36 @@ def objective_learns_sigma(cfg: DictConfig) -> bool:
     return bool(param.default) if param is not None else False
 
 
-def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+def build_text_encoder(cfg: DictConfig) -> nn.Module:
+    """The `text_encoder` node's conditioning (`speed.text`; `Labels` when the model reads no
+    text)."""
+    return instantiate(cfg.text_encoder)
+
+
+def check_captions(text_encoder: nn.Module, dataset) -> None:
+    """A text encoder needs a captioned dataset, and a captioned dataset a text encoder."""
+    captioned = bool(getattr(dataset, "has_captions", False))
+    if text_encoder.reads_text and not captioned:
+        raise ConfigError(
+            f"text_encoder is {text_encoder.name}, but the dataset ({type(dataset).__name__}) has "
+            "no captions; use a captioned dataset (speed.data.CaptionedImageFolder)"
+        )
+    if captioned and not text_encoder.reads_text:
+        raise ConfigError(
+            f"the dataset ({type(dataset).__name__}) is captioned but no text encoder is set; set "
+            "text_encoder._target_ (speed.text.T5TextEncoder, CLIPTextEncoder or ByteTokens)"
+        )
+
+
+def build_model(cfg: DictConfig, spec: DataSpec, text_encoder: nn.Module | None = None):
+    """The `model` node's backbone, told the data's shape (and the text encoder's widths)."""
     known = {
         "input_size": spec.side,
         "image_size": spec.side,
         "in_channels": spec.channels,
         "num_classes": spec.num_classes,
         "learn_sigma": objective_learns_sigma(cfg),
+        **(text_encoder.model_arguments() if text_encoder is not None else {}),
     }
     params = inspect.signature(get_object(cfg.model._target_)).parameters
     extra = {k: v for k, v in known.items() if k in params and k not in cfg.model}
@@ -137,11 +160,13 @@ def check_objective(cfg: DictConfig, ckpt: dict, path) -> None:
         )
 
 
-def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
+def build_sampling_model(
+    cfg: DictConfig, autoencoder, device: torch.device, text_encoder: nn.Module | None = None
+):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
-    its DataSpec). An adapter file (`speed.adapters`) is loaded over its base checkpoint (which
-    must be the one it was trained on) and merged into it, so every phase samples a plain
-    backbone. With `compile: true` the model's `__call__` is compiled in place
+    its DataSpec); `text_encoder` gives a caption-conditioned model its widths. An adapter
+    file (`speed.adapters`) is loaded over its base checkpoint (which must be the one it was
+    trained on) and merged into it, so every phase samples a plain backbone. With `compile: true` the model's `__call__` is compiled in place
     (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs
     the compiled graph too; its state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
@@ -149,7 +174,7 @@ def build_sampling_model(cfg: DictConfig, autoencoder, device: torch.device):
     check_objective(cfg, ckpt, path)
     spec = sampling_data_spec(cfg, autoencoder, ckpt)
     adapter = adapter_of_checkpoint(ckpt, build_adapter(cfg))
-    model = build_model(cfg, spec)
+    model = build_model(cfg, spec, text_encoder)
     if adapter.enabled:
         adapter.check(ckpt["adapter"], path)
         model = adapter.apply(load_pretrained(model, adapter.base, trust=cfg.trust_checkpoint))

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
+from speed.data.captions import draw_captions
 from speed.diffusion.timesteps import loss_by_region
 from speed.errors import Interrupted
 from speed.generation import TrainingGridSampler
@@ -52,6 +53,8 @@ from speed.runners.build import (
     build_diffusion,
     build_model,
     build_optimizer,
+    build_text_encoder,
+    check_captions,
     data_spec,
 )
 from speed.utils import fsdp
@@ -65,6 +68,7 @@ from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
 
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
+CAPTION_STREAM = 3  # derived_seed stream of the per-step caption draws
 
 
 def train(cfg: DictConfig) -> Path:
@@ -157,6 +161,7 @@ class _Job:
     dataset: Any
     autoencoder: torch.nn.Module
     spec: DataSpec
+    text_encoder: torch.nn.Module  # speed.text: captions -> model kwargs (Labels: no text)
     diffusion: Any
     data_sampler: ResumableSampler
     loader: Any
@@ -174,7 +179,9 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     autoencoder = build_autoencoder(cfg).to(device)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
-    model = build_model(cfg, spec).to(device)
+    text_encoder = build_text_encoder(cfg).to(device)
+    check_captions(text_encoder, dataset)
+    model = build_model(cfg, spec, text_encoder).to(device)
     adapter = build_adapter(cfg)
     if adapter.enabled:  # the base is loaded on resume too: checkpoints hold the adapter only
         init_weights = adapter.base
@@ -226,7 +233,10 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         alignment=alignment,
         adapter=adapter,
     )
-    return _Job(state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch)
+    return _Job(
+        state, dataset, autoencoder, spec, text_encoder, diffusion, data_sampler, loader,
+        micro_batch,
+    )  # fmt: skip
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:
@@ -344,7 +354,6 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
         for x, y, *cached in job.loader:  # a latent cache may hold REPA's targets (3rd item)
             x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
             with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
                 if cached:
                     targets = cached[0].to(device, non_blocking=True)
@@ -371,7 +380,10 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 micro_index * micro_batch + torch.arange(x.shape[0])
             )
             t, weights, noise, drop, inputs = randomness.take(positions, device)
-            model_kwargs = {"y": y, "force_drop_ids": drop} if label_drop_prob else {"y": y}
+            global_batch = micro_batch * dist.world_size * cfg.grad_accum
+            model_kwargs = _condition(cfg, job, y, state.step, positions, global_batch, device)
+            if label_drop_prob:
+                model_kwargs["force_drop_ids"] = drop
             model_kwargs.update(inputs)
 
             # Forward + backward of one micro-batch (no gradient all-reduce until the last one).
@@ -460,6 +472,18 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     if last_ckpt is None or checkpoint_step(last_ckpt) != state.step:
         last_ckpt = _save(cfg, dist, run, state, guard, more=False)
     return last_ckpt
+
+
+def _condition(cfg, job: _Job, y: torch.Tensor, step: int, positions, size: int, device) -> dict:
+    """The model's conditioning kwargs of a micro-batch: the labels y, or for a captioned
+    dataset (y = item indices) one caption per item drawn with the step's caption generator
+    (the same draw for sample j of the global batch of `size` however the batch is split),
+    encoded."""
+    if not job.text_encoder.reads_text:
+        return {"y": y.to(device, non_blocking=True)}
+    generator = torch.Generator().manual_seed(derived_seed(cfg.seed, CAPTION_STREAM, step))
+    texts = draw_captions([job.dataset.captions(i) for i in y.tolist()], generator, size, positions)
+    return job.text_encoder.condition(texts, device)
 
 
 def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
