@@ -166,9 +166,10 @@ def build_sampling_model(
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
     its DataSpec); `text_encoder` gives a caption-conditioned model its widths. An adapter
     file (`speed.adapters`) is loaded over its base checkpoint (which must be the one it was
-    trained on) and merged into it, so every phase samples a plain backbone. With `compile: true` the model's `__call__` is compiled in place
-    (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs
-    the compiled graph too; its state-dict keys stay as they are."""
+    trained on) and merged into it, so every phase samples a plain backbone. With
+    `compile: true` the model's `__call__` is compiled in place (`nn.Module.compile`), so guided
+    sampling, whose `forward_with_cfg` calls the model, runs the compiled graph too; its
+    state-dict keys stay as they are."""
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     check_objective(cfg, ckpt, path)
