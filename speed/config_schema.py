@@ -97,7 +97,7 @@ class RootConfig:
     num_sample_seeds: int = 8  # sample: grid columns
     denoise_strip: bool = False  # sample: also write x0 predictions along the trajectory
     prompts: list[str] | None = None  # text-to-image: captions to draw (grid rows / cycled)
-    prompts_file: str | None = None  # ... or a text file of them, one per line
+    prompts_file: str | None = None  # ... or a text file of them, one per line (wins when set)
     # sweeps (main.py -m)
     launcher: Literal["local", "slurm"] = "local"  # runs here one by one, or a SLURM job each
 

@@ -8,6 +8,9 @@ its sampler noise depends on its size. Temporary files a killed run left are del
 inference folder is locked for the run; `settings.json` beside the PNGs records what made them
 (`speed.run.outputs`) and is removed again when a run fails before writing any. The `.npz`
 records its provenance, and a run whose `.npz` already holds what it would make does nothing.
+A text-to-image run gives image i prompt i mod P (`prompts` / `prompts_file`) and stores them
+beside the PNGs (`prompts.jsonl`, the captions-file format of `speed.data.captions`) and in the
+`.npz` (`prompts`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 
 from speed.config import ConfigError, save_config
 from speed.diffusion.samplers.common import check_num_steps
-from speed.generation import generate, sampler_from_config, scales_of
+from speed.generation import generate, grid_prompts, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
 from speed.run.outputs import (
     PROVENANCE_KEY,
@@ -40,13 +43,19 @@ from speed.run.outputs import (
     same_output,
     settings_in_npz,
 )
-from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
+from speed.runners.build import (
+    build_autoencoder,
+    build_diffusion,
+    build_sampling_model,
+    build_text_encoder,
+)
 from speed.utils.atomic import atomic_path, atomic_write
 from speed.utils.distributed import barrier, init_distributed
 from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
 
 NOISE_STREAM, SAMPLER_STREAM = 0, 1
+PROMPTS_FILE = "prompts.jsonl"  # text-to-image: each PNG's prompt, a captions file
 
 
 def image_noise(channels: int, side: int, seed: int, indices: range) -> torch.Tensor:
@@ -72,6 +81,12 @@ def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.nda
     return classes[np.arange(num_samples) % len(classes)]
 
 
+def sample_prompts(cfg: DictConfig, num_samples: int) -> list[str]:
+    """Image i's prompt: prompt i mod P of `prompts` / `prompts_file`."""
+    prompts = grid_prompts(cfg)
+    return [prompts[i % len(prompts)] for i in range(num_samples)]
+
+
 def draw_batch(
     cfg: DictConfig,
     model,
@@ -85,18 +100,26 @@ def draw_batch(
     scale: float,
     labels: np.ndarray | None,
     device: torch.device,
+    prompts: list[str] | None = None,
+    text_encoder=None,
 ) -> torch.Tensor:
     """Decoded images [len(indices), C, H, W] of one inference batch: image i starts from the noise
-    of (seed, i) with class labels[i], and the sampler's own noise is seeded by (seed, batch_index),
-    so any model put in `model`'s place sees exactly what the phase would give it."""
+    of (seed, i) with class labels[i] (or, with a text encoder, prompts[i]), and the sampler's own
+    noise is seeded by (seed, batch_index), so any model put in `model`'s place sees exactly what
+    the phase would give it."""
     noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
-    y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
+    if prompts is not None:
+        condition = text_encoder.condition(prompts[indices.start : indices.stop], device)
+    elif labels is not None:
+        condition = torch.from_numpy(labels[indices.start : indices.stop]).to(device)
+    else:
+        condition = None
     return generate(
         model,
         diffusion,
         autoencoder,
         noise,
-        None if y is None else y.to(device),
+        condition,
         sampler=sampler,
         num_steps=cfg.num_steps,
         guidance_scale=scale,
@@ -131,22 +154,30 @@ def _inference(cfg: DictConfig, dist) -> Path:
             )
         return npz_path
     autoencoder = build_autoencoder(cfg).to(device)
-    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
+    text_encoder = build_text_encoder(cfg).to(device)
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device, text_encoder)
     diffusion = build_diffusion(cfg)
+    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
+    prompts = sample_prompts(cfg, num_samples) if text_encoder.reads_text else None
     try:  # every setting is checked before earlier images may be deleted (overwrite=true)
         check_num_steps(diffusion, cfg.num_steps)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     if dist.is_main:
         if name != ckpt_path.stem:
             _say_keyed(run, ckpt_path, name, cfg)
         _claim_png_dir(png_dir, cfg, ckpt_path)
         _clear_partial_batch(png_dir, num_samples, batch)
         save_config(cfg, run.config_file("inference"))  # after the claim: a refusal keeps it
+        if prompts is not None:  # a captions file (JSON Lines) of the images
+            lines = [
+                json.dumps({"file": f"{i:06d}.png", "caption": text})
+                for i, text in enumerate(prompts)
+            ]
+            atomic_write(png_dir / PROMPTS_FILE, "\n".join(lines) + "\n")
     barrier()
 
-    labels = sample_labels(cfg, spec.num_classes, num_samples)
+    labels = None if prompts is not None else sample_labels(cfg, spec.num_classes, num_samples)
     my_batches = range(dist.rank, math.ceil(num_samples / batch), dist.world_size)
     try:
         for b in tqdm(my_batches, desc="inference", disable=not dist.is_main):
@@ -156,7 +187,8 @@ def _inference(cfg: DictConfig, dist) -> Path:
                 continue
             images = draw_batch(
                 cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
-                scale=scale, labels=labels, device=device,
+                scale=scale, labels=labels, device=device, prompts=prompts,
+                text_encoder=text_encoder,
             )  # fmt: skip
             for image, path in zip(to_uint8(images), paths):
                 save_png(image, path)
@@ -166,7 +198,7 @@ def _inference(cfg: DictConfig, dist) -> Path:
         raise
     barrier()
     if dist.is_main:
-        _write_npz(png_dir, npz_path, num_samples, labels, provenance)
+        _write_npz(png_dir, npz_path, num_samples, labels, provenance, prompts)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
         others = [n for n in outputs_of(run.inference, ckpt_path.stem, ".npz") if n != name]
         if others:
@@ -238,9 +270,12 @@ def _clear_partial_batch(png_dir: Path, num_samples: int, batch: int) -> None:
         (png_dir / f"{i:06d}.png").unlink(missing_ok=True)
 
 
-def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
+def _write_npz(
+    png_dir: Path, npz_path: Path, num_samples: int, labels, provenance, prompts=None
+) -> None:
     """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels,
-    and `provenance` (`speed.run.outputs`), which evaluators do not read."""
+    and `provenance` (`speed.run.outputs`), which evaluators do not read; a text-to-image run's
+    prompts go in `prompts` (unicode [N])."""
     images = np.stack(
         [
             np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))
@@ -250,5 +285,7 @@ def _write_npz(png_dir: Path, npz_path: Path, num_samples: int, labels, provenan
     arrays = {"arr_0": images, PROVENANCE_KEY: provenance_entry(provenance)}
     if labels is not None:
         arrays["arr_1"] = labels
+    if prompts is not None:
+        arrays["prompts"] = np.asarray(prompts, dtype=np.str_)
     with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"
         np.savez(f, **arrays)

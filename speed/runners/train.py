@@ -333,7 +333,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     model, micro_batch = state.model, job.micro_batch
     amp_dtype = autocast_dtype(cfg.precision)
     grids = (
-        TrainingGridSampler(cfg, job.spec, job.autoencoder, device) if cfg.sample_every else None
+        TrainingGridSampler(cfg, job.spec, job.autoencoder, device, job.text_encoder)
+        if cfg.sample_every
+        else None
     )
     label_drop_prob = model.class_dropout_prob if getattr(model, "has_null_label", False) else 0.0
     # A backbone that trains on random inputs of its own (MaskDiT's and MDT's token masks) draws

@@ -1,6 +1,7 @@
 """Text-to-image from YAML on tiny models: the demo config (byte tokens, a text transformer
 trained with the model) trains and resumes exactly; a tiny T5 on a captioned image folder trains
-through the real loading path; the SpeeD variant composes."""
+through the real loading path; the SpeeD variant composes; sample grids have a row per prompt and
+inference stores each image's prompt."""
 
 import json
 import shutil
@@ -12,8 +13,11 @@ import torch
 from PIL import Image
 
 from speed.config import load_config
+from speed.data.captions import read_captions
 from speed.errors import ConfigError
 from speed.models import load_checkpoint
+from speed.runners.inference import inference
+from speed.runners.sample import sample
 from speed.runners.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs/image/animals_text"
@@ -99,3 +103,41 @@ def test_text_encoder_and_captions_must_go_together(tmp_path, tiny_overrides, de
     args = tiny_overrides(tmp_path / "run", 1) + ["text_encoder._target_=speed.text.ByteTokens"]
     with pytest.raises(ConfigError, match="has no captions"):
         train(load_config(demo_config, "train", args))
+
+
+def test_sample_and_inference_draw_the_prompts(tmp_path, overrides, single_thread):
+    config = str(CONFIGS / "base.yaml")
+    run = tmp_path / "run"
+    train(load_config(config, "train", overrides(run, steps=1)))
+    prompts = ["a cat left of a zebra", "a dog left of a horse"]
+    args = overrides(run, steps=1) + [f"prompts={json.dumps(prompts)}", "num_sample_seeds=2"]
+    grid = sample(load_config(config, "sample", args))
+    picture = np.asarray(Image.open(grid))
+    rows_only = sample(load_config(config, "sample", args + ["guidance_scale=1.0"]))
+    assert picture.shape[0] == np.asarray(Image.open(rows_only)).shape[0]
+    tiles = 2 * 56 + 3 * 2  # two 56 px tiles and make_grid's 2 px padding
+    assert picture.shape[0] == tiles  # one row per prompt
+    assert picture.shape[1] > tiles + 6 * len(prompts[0])  # the prompts written to the left
+    assert (picture[:, : picture.shape[1] - tiles] < 128).any()  # some ink in the caption column
+    record = json.loads(grid.with_suffix(".json").read_text())
+    assert record["prompts"] == prompts
+
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("\n".join(prompts + ["an elephant left of a bear"]) + "\n")
+    args = overrides(run, steps=1) + [f"prompts_file={prompt_file}", "num_samples=4"]
+    npz = inference(load_config(config, "inference", args))
+    data = np.load(npz)
+    assert data["arr_0"].shape == (4, 56, 56, 3) and "arr_1" not in data
+    assert data["prompts"].tolist() == [*prompts, "an elephant left of a bear", prompts[0]]
+    folder = npz.with_suffix("")
+    assert read_captions(folder / "prompts.jsonl") == {
+        f"{i:06d}.png": [text] for i, text in enumerate(data["prompts"].tolist())
+    }
+
+
+def test_a_text_model_without_prompts_says_how_to_give_them(tmp_path, overrides, single_thread):
+    config = str(CONFIGS / "base.yaml")
+    run = tmp_path / "run"
+    train(load_config(config, "train", overrides(run, steps=1)))
+    with pytest.raises(ConfigError, match="prompts_file="):
+        sample(load_config(config, "sample", overrides(run, steps=1) + ["prompts=null"]))
