@@ -10,6 +10,8 @@ evaluate them; `evaluations.text_alignment` scores pairs).
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -42,6 +44,18 @@ def pair_captions(left: str, right: str) -> list[str]:
         f"{article(left)} left of {article(right)}",
         f"{article(right)} right of {article(left)}",
     ]
+
+
+_PAIR = re.compile(r"an? (\w+) (left|right) of an? (\w+)")
+
+
+def parse_pair(caption: str) -> tuple[int, int] | None:
+    """(left, right) class ids a caption of `pair_captions`' form asks for, else None."""
+    match = _PAIR.fullmatch(" ".join(caption.lower().split()))
+    if not match or not {match[1], match[3]} <= set(ANIMAL_CLASSES):
+        return None
+    first, second = ANIMAL_CLASSES.index(match[1]), ANIMAL_CLASSES.index(match[3])
+    return (first, second) if match[2] == "left" else (second, first)
 
 
 def compose_pair(left: torch.Tensor, right: torch.Tensor, side: int) -> torch.Tensor:

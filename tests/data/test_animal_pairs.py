@@ -51,3 +51,13 @@ def test_the_set_is_fixed_and_checks_its_arguments():
         AnimalPairs(num_pairs=5, held_out=[["cat", "unicorn"]])
     with pytest.raises(ValueError, match="image_size"):
         AnimalPairs(image_size=57)
+
+
+def test_captions_parse_back_to_their_pair():
+    from speed.data.animal_pairs import parse_pair
+
+    for left, right in [("cat", "zebra"), ("elephant", "bear")]:
+        ids = (ANIMAL_CLASSES.index(left), ANIMAL_CLASSES.index(right))
+        assert [parse_pair(c) for c in pair_captions(left, right)] == [ids, ids]
+    assert parse_pair("A  Dog left of a cat") == (4, 2)
+    assert parse_pair("a unicorn left of a cat") is None and parse_pair("two cats") is None
