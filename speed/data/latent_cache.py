@@ -9,6 +9,8 @@ Layout of a cache folder, one part per extracting rank r of W (rank r encodes it
     part-0000r.items.npz     labels int64 [n_r], indices int64 [n_r] (positions in the dataset)
     part-0000r.features.npy  optional: float16|float32 [n_r, 2, L, D], a frozen encoder's patch
                              features of the clean image and its mirror (REPA's targets)
+    part-0000r.captions.jsonl optional: a captioned dataset's captions, one JSON list a line per
+                             item (text-to-image trains on the cache; y is then the item index)
     part-0000r.json          metadata; written last, so its presence marks a complete part
 
 Every file is written to a temporary name and renamed. Posterior samples are reproducible: the
@@ -49,6 +51,7 @@ def part_paths(folder: str | os.PathLike, rank: int) -> dict[str, Path]:
         "latents": folder / f"{stem}.latents.npy",
         "items": folder / f"{stem}.items.npz",
         "features": folder / f"{stem}.features.npy",
+        "captions": folder / f"{stem}.captions.jsonl",
         "meta": folder / f"{stem}.json",
     }
 
@@ -112,6 +115,11 @@ def extract_latents(
         labels, shapes = _encode(bar, encoders, files, len(items), dtype, device)
     with atomic_path(paths["items"]) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=labels, indices=np.asarray(items, np.int64))
+    captioned = bool(getattr(dataset, "has_captions", False))
+    paths["captions"].unlink(missing_ok=True)
+    if captioned:
+        lines = [json.dumps(dataset.captions(i)) + "\n" for i in items]
+        atomic_write(paths["captions"], "".join(lines))
     metadata = {
         "format": FORMAT,
         "autoencoder": getattr(autoencoder, "name", type(autoencoder).__name__),
@@ -126,6 +134,7 @@ def extract_latents(
             if features is not None
             else {}
         ),
+        "captions": captioned,
         "source_resolution": int(dataset.resolution),
         "num_items": len(dataset),
         "num_classes": int(dataset.num_classes),
@@ -178,18 +187,21 @@ class LatentCacheDataset(Dataset):
     Args:
         path: the cache folder written by `extract_latents` (config key `data.path`).
         random_flip: pick the image or its mirror at random per access (torch's global RNG,
-            as fast-DiT does); False = always the image as stored.
+            as fast-DiT does); False = always the image as stored; None (default) = flip a
+            labelled cache, not a captioned one (a mirror swaps "left" and "right").
         with_features: also return the stored encoder features of the same image or mirror,
             float32 [L, D], as a third item (REPA's targets; training turns this on with
             `include_features()`).
 
     Besides `resolution` (the latent side), `num_channels`, `num_classes`, `class_names`, it
-    exposes the cache's `metadata` (autoencoder, scale, source_resolution, ...).
+    exposes the cache's `metadata` (autoencoder, scale, source_resolution, ...). A cache of a
+    captioned dataset is captioned too (`has_captions`, `captions(index)`; y the item index).
     """
 
     is_latent = True
+    has_captions = False
 
-    def __init__(self, path: str, random_flip: bool = True, with_features: bool = False):
+    def __init__(self, path: str, random_flip: bool | None = None, with_features: bool = False):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -215,6 +227,12 @@ class LatentCacheDataset(Dataset):
         order = np.argsort(indices)
         self.part_of, self.row_of = part_ids[order], rows[order]
         self.labels = torch.from_numpy(labels[order].astype(np.int64))
+        if self.metadata.get("captions"):
+            stored = [
+                [json.loads(line) for line in p["captions"].read_text().splitlines()] for p in paths
+            ]
+            self.texts = [stored[k][r] for k, r in zip(self.part_of, self.row_of)]
+            self.has_captions = True
         self.latent_files = [p["latents"] for p in paths]
         self._latents = None  # memory maps, opened on first access in each worker
         stored = self.metadata.get("features")
@@ -224,7 +242,7 @@ class LatentCacheDataset(Dataset):
         self.returns_features = False
         if with_features:
             self.include_features()
-        self.random_flip = random_flip
+        self.random_flip = not self.has_captions if random_flip is None else random_flip
         self.num_channels, _, self.resolution = self.metadata["latent_shape"]
         self.num_classes = self.metadata["num_classes"]
         self.class_names = self.metadata["class_names"]
@@ -242,6 +260,9 @@ class LatentCacheDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def captions(self, index: int) -> list[str]:
+        return self.texts[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if self._latents is None:

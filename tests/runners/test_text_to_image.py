@@ -141,3 +141,18 @@ def test_a_text_model_without_prompts_says_how_to_give_them(tmp_path, overrides,
     train(load_config(config, "train", overrides(run, steps=1)))
     with pytest.raises(ConfigError, match="prompts_file="):
         sample(load_config(config, "sample", overrides(run, steps=1) + ["prompts=null"]))
+
+
+def test_extract_then_train_on_the_captioned_cache(
+    tmp_path, overrides, tiny_overrides, main, single_thread
+):
+    config = str(CONFIGS / "base.yaml")
+    run = tmp_path / "run"
+    extract = [*overrides(run), "data.image_size=8", "model.patch_size=4"]
+    assert main(["-c", config, "-p", "extract", *extract]) == 0
+    cache = ["data._target_=speed.data.LatentCacheDataset", f"data.path={run / 'latents'}"]
+    model = [k for k in TINY if k.startswith("model.")] + ["model.patch_size=4"]
+    args = tiny_overrides(run, 2) + model + cache
+    state = load_checkpoint(train(load_config(config, "train", args)))
+    assert state["model"]["x_embedder.proj.weight"].shape[-1] == 4  # 8 px images, patch 4
+    assert "text_encoder.token_embedding.weight" in state["model"]
