@@ -5,6 +5,8 @@ inference stores each image's prompt."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from speed.runners.sample import sample
 from speed.runners.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs/image/animals_text"
+MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 TINY = [
     "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.caption_channels=16",
     "model.text_depth=1", "model.text_heads=2", "data.num_pairs=64",
@@ -156,3 +159,31 @@ def test_extract_then_train_on_the_captioned_cache(
     state = load_checkpoint(train(load_config(config, "train", args)))
     assert state["model"]["x_embedder.proj.weight"].shape[-1] == 4  # 8 px images, patch 4
     assert "text_encoder.token_embedding.weight" in state["model"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one(tmp_path, overrides, strategy):
+    """The captions each sample gets, its caption dropout and its noise do not depend on how the
+    global batch is split, so two ranks of 2 compute the update of one process of 4."""
+    config = str(CONFIGS / "base.yaml")
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        MAIN, "-c", config, "-p", "train", *overrides(run, steps=3), "sample_every=0",
+        "data.batch_size=2", f"strategy={strategy}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(run / "train/checkpoints/0000003.pt")
+    single = overrides(tmp_path / "single", steps=3) + ["sample_every=0"]
+    reference = load_checkpoint(train(load_config(config, "train", single)))
+    for name, tensor in reference["model"].items():
+        torch.testing.assert_close(state["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_bf16_training_step_is_finite(tmp_path, overrides, single_thread):
+    config = str(CONFIGS / "base.yaml")
+    args = overrides(tmp_path / "run", steps=2) + ["precision=bf16", "sample_every=0"]
+    state = load_checkpoint(train(load_config(config, "train", args)))
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
