@@ -170,6 +170,12 @@ def build_sampling_model(
     `compile: true` the model's `__call__` is compiled in place (`nn.Module.compile`), so guided
     sampling, whose `forward_with_cfg` calls the model, runs the compiled graph too; its
     state-dict keys stay as they are."""
+    target = OmegaConf.select(cfg, "text_encoder._target_", default=None)
+    if text_encoder is None and target and getattr(get_object(target), "reads_text", False):
+        raise ConfigError(
+            f"text_encoder is {target}: this command draws class labels only; sample a "
+            "text-to-image model with -p sample or -p inference (prompts=... or prompts_file=...)"
+        )
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     check_objective(cfg, ckpt, path)

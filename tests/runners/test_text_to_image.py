@@ -187,3 +187,11 @@ def test_bf16_training_step_is_finite(tmp_path, overrides, single_thread):
     args = overrides(tmp_path / "run", steps=2) + ["precision=bf16", "sample_every=0"]
     state = load_checkpoint(train(load_config(config, "train", args)))
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_label_only_commands_refuse_a_text_model_in_one_line(tmp_path, overrides, main, capsys):
+    config = str(CONFIGS / "base.yaml")
+    run = tmp_path / "run"
+    train(load_config(config, "train", overrides(run, steps=1) + ["sample_every=0"]))
+    assert main(["-c", config, "-p", "export", *overrides(run, steps=1)]) == 2
+    assert "draws class labels only" in capsys.readouterr().err
