@@ -8,8 +8,9 @@ Two caption formats:
 
 A captioned dataset yields (x, item index) and gives each item's captions by `captions(index)`;
 the training loop draws one of them per step from its seeded per-step generator
-(`draw_captions`), so the caption an image gets is reproducible from the seed and independent of
-ranks and loader workers. A malformed or missing entry is one DataError naming the file and line.
+(`draw_caption_indices`), so the caption an image gets is reproducible from the seed and
+independent of ranks and loader workers. A malformed or missing entry is one DataError naming
+the file and line.
 """
 
 from __future__ import annotations
@@ -85,14 +86,14 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
     return read_coco_captions(path) if path.suffix == ".json" else read_jsonl_captions(path)
 
 
-def draw_captions(
-    captions: list[list[str]], generator: torch.Generator, size: int, positions: torch.Tensor
-) -> list[str]:
-    """One caption of each item: draws `size` uniform numbers (one per sample of the global
-    batch; `positions` pick this micro-batch's, so every rank and micro-batch takes its own share
-    of the same draws) and takes caption floor(u * count)."""
+def draw_caption_indices(
+    counts: list[int], generator: torch.Generator, size: int, positions: torch.Tensor
+) -> list[int]:
+    """Which caption of each item (of counts[j] captions): draws `size` uniform numbers (one per
+    sample of the global batch; `positions` pick this micro-batch's, so every rank and
+    micro-batch takes its own share of the same draws) and takes floor(u * count)."""
     draws = torch.rand(size, generator=generator)[positions]
-    return [texts[int(u * len(texts))] for texts, u in zip(captions, draws.tolist())]
+    return [int(u * count) for count, u in zip(counts, draws.tolist())]
 
 
 class CaptionedImageFolder(Dataset):

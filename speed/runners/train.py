@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
-from speed.data.captions import draw_captions
+from speed.data.captions import draw_caption_indices
 from speed.diffusion.timesteps import loss_by_region
 from speed.errors import Interrupted
 from speed.generation import TrainingGridSampler
@@ -480,12 +480,18 @@ def _condition(cfg, job: _Job, y: torch.Tensor, step: int, positions, size: int,
     """The model's conditioning kwargs of a micro-batch: the labels y, or for a captioned
     dataset (y = item indices) one caption per item drawn with the step's caption generator
     (the same draw for sample j of the global batch of `size` however the batch is split),
-    encoded."""
+    encoded, or read from a latent cache that stores this text encoder's embeddings."""
     if not job.text_encoder.reads_text:
         return {"y": y.to(device, non_blocking=True)}
     generator = torch.Generator().manual_seed(derived_seed(cfg.seed, CAPTION_STREAM, step))
-    texts = draw_captions([job.dataset.captions(i) for i in y.tolist()], generator, size, positions)
-    return job.text_encoder.condition(texts, device)
+    items = y.tolist()
+    captions = [job.dataset.captions(i) for i in items]
+    picks = draw_caption_indices([len(c) for c in captions], generator, size, positions)
+    made_by = getattr(job.dataset, "caption_encoder", None)
+    if made_by is not None and made_by == getattr(job.text_encoder, "identity", None):
+        embeddings, mask = job.dataset.caption_embeddings(items, picks)  # cached by -p extract
+        return {"y": embeddings.to(device), "mask": mask.to(device)}
+    return job.text_encoder.condition([c[k] for c, k in zip(captions, picks)], device)
 
 
 def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:

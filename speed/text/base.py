@@ -98,6 +98,8 @@ class PretrainedTextEncoder(TextEncoder):
         self.encoder.eval().requires_grad_(False)
         self.max_length = max_length
         self.dim = self.encoder.config.hidden_size  # T5's config maps it to d_model
+        # What made a latent cache's stored embeddings (`speed.data.latent_cache`).
+        self.identity = f"{self.name} {folder.resolve()} max_length={max_length} {dtype}"
 
     def train(self, mode: bool = True):
         """Always in eval mode (frozen: no dropout)."""

@@ -195,3 +195,31 @@ def test_label_only_commands_refuse_a_text_model_in_one_line(tmp_path, overrides
     train(load_config(config, "train", overrides(run, steps=1) + ["sample_every=0"]))
     assert main(["-c", config, "-p", "export", *overrides(run, steps=1)]) == 2
     assert "draws class labels only" in capsys.readouterr().err
+
+
+def test_the_cache_stores_t5_embeddings_and_training_reads_them(
+    tmp_path, captioned_folder, tiny_t5_dir, tiny_overrides, main, monkeypatch, single_thread
+):
+    from speed.data import LatentCacheDataset
+    from speed.text import T5TextEncoder
+
+    config = folder_config(tmp_path, *captioned_folder, tiny_t5_dir)
+    run = tmp_path / "run"
+    assert main(["-c", config, "-p", "extract", *tiny_overrides(run, 2)]) == 0
+    cache = LatentCacheDataset(str(run / "latents"))
+    encoder = T5TextEncoder(str(tiny_t5_dir), max_length=6)
+    assert cache.caption_encoder == encoder.identity
+    items, picks = [0, 1, 2, 3, 2], [0, 1, 2, 0, 1]
+    y, mask = cache.caption_embeddings(items, picks)
+    expected = encoder.condition([cache.captions(i)[k] for i, k in zip(items, picks)], "cpu")
+    torch.testing.assert_close(y, expected["y"], atol=2e-3, rtol=2e-3)  # stored as float16
+    assert torch.equal(mask, expected["mask"])
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("training ran the text encoder despite the cached embeddings")
+
+    monkeypatch.setattr(T5TextEncoder, "condition", no_encoder)
+    latents = ["data._target_=speed.data.LatentCacheDataset", f"data.path={run / 'latents'}"]
+    args = tiny_overrides(run, 2) + ["sample_every=0", "data.batch_size=2"] + latents
+    state = load_checkpoint(train(load_config(config, "train", args)))
+    assert state["model"]["y_embedder.y_embedding"].shape == (6, 16)
