@@ -33,6 +33,7 @@ from speed.diffusion.samplers import AtLeast, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import DataError
 from speed.flow import samplers as interpolant_samplers
+from speed.text.prompts import load_prompts
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
 from speed.utils.logging import interactive
@@ -160,11 +161,14 @@ def generate(
     checked finite (a DataError otherwise, so no caller writes pictures of NaNs).
 
     Args:
-        labels: class indices [N], or None for an unconditional model.
+        labels: class indices [N], None for an unconditional model, or a caption-conditioned
+            model's condition {"y": caption embeddings or ids [N, L, ...], "mask": [N, L]}
+            (`speed.text.TextEncoder.condition`).
         sampler: a name in `SAMPLERS` (then `options` are checked by `build_sampler`), or a
             sampler built by `build_sampler` / `sampler_from_config`.
         guidance_scale: classifier-free guidance scale s (1 = no guidance); with s != 1 the batch is
-            doubled ([cond; uncond] with the null label `model.num_classes`) and the model's
+            doubled ([cond; uncond] with the null label `model.num_classes`, or the null caption
+            by `force_drop_ids`) and the model's
             `forward_with_cfg` mixes eps_uncond + s * (eps_cond - eps_uncond).
         callback: fn(step_index, t, x, pred_xstart) called every step (e.g. a denoising strip).
         precision: fp32, bf16 or fp16: the autocast dtype of the model's forward; the sampler's
@@ -187,14 +191,14 @@ def generate(
     guided = labels is not None and guidance_scale != 1.0
     conditions = dict(conditions or {})
     if guided:
-        null = torch.full_like(labels, model.num_classes)
         noise = torch.cat([noise, noise])
         model_fn = model.forward_with_cfg
-        model_kwargs = {"y": torch.cat([labels, null]), "cfg_scale": guidance_scale}
+        model_kwargs = {**guided_condition(model, labels), "cfg_scale": guidance_scale}
         model_kwargs.update({key: torch.cat([value, value]) for key, value in conditions.items()})
     else:
         model_fn = model
-        model_kwargs = {"y": labels, **conditions}
+        model_kwargs = dict(labels) if isinstance(labels, Mapping) else {"y": labels}
+        model_kwargs.update(conditions)
     latents = sample_fn(
         diffusion,
         autocast_denoiser(model_fn, precision, noise.device.type),
@@ -213,6 +217,26 @@ def generate(
             "guidance_scale"
         )
     return images
+
+
+def guided_condition(model: nn.Module, condition) -> dict:
+    """The model kwargs of a [cond; uncond] batch: labels then the null label, or (a caption
+    condition) the captions twice with `force_drop_ids` 0 then 1 (the null caption)."""
+    if not isinstance(condition, Mapping):
+        return {"y": torch.cat([condition, torch.full_like(condition, model.num_classes)])}
+    n = condition["y"].shape[0]
+    drop = torch.cat([torch.zeros(n), torch.ones(n)]).long().to(condition["y"].device)
+    doubled = {key: torch.cat([value, value]) for key, value in condition.items()}
+    return {**doubled, "force_drop_ids": drop}
+
+
+def condition_rows(condition, rows):
+    """The rows `rows` (an index or slice) of labels, or of every tensor of a caption condition."""
+    if condition is None:
+        return None
+    if isinstance(condition, Mapping):
+        return {key: value[rows] for key, value in condition.items()}
+    return condition[rows]
 
 
 # ---- sample grids (sample phase, and periodic grids during training) ----
@@ -241,13 +265,30 @@ def grid_noise(spec, rows: int, seeds: int, seed: int, device) -> torch.Tensor:
     return torch.stack(columns * rows).to(device)
 
 
-def grid_inputs(cfg: DictConfig, spec, device):
-    """(noise, labels) of a grid: one row per class of `grid_rows` (labels None if uncond).
+def grid_prompts(cfg: DictConfig) -> list[str]:
+    """The prompts of a text-to-image grid (one row each): `prompts` or `prompts_file`."""
+    prompts = load_prompts(cfg.prompts, cfg.prompts_file)
+    if not prompts:
+        raise ConfigError(
+            "a text-to-image model draws prompts: set prompts='[\"a cat left of a zebra\"]' or "
+            "prompts_file=<a text file, one prompt per line>"
+        )
+    return prompts
+
+
+def grid_inputs(cfg: DictConfig, spec, device, text_encoder: nn.Module | None = None):
+    """(noise, condition) of a grid: one row per class of `grid_rows` (labels None if uncond),
+    or with a text encoder one row per prompt of `grid_prompts` (its encoded condition).
 
     spec: the model input (`channels`, `side`, `num_classes`), e.g. `speed.runners.build.DataSpec`.
     """
-    rows = grid_rows(cfg, spec.num_classes)
     seeds = cfg.num_sample_seeds
+    if text_encoder is not None and text_encoder.reads_text:
+        prompts = grid_prompts(cfg)
+        captions = [p for p in prompts for _ in range(seeds)]
+        noise = grid_noise(spec, len(prompts), seeds, cfg.seed, device)
+        return noise, text_encoder.condition(captions, device)
+    rows = grid_rows(cfg, spec.num_classes)
     labels = torch.tensor(rows, device=device).repeat_interleave(seeds) if rows else None
     noise = grid_noise(spec, len(rows) if rows else 1, seeds, cfg.seed, device)
     return noise, labels
@@ -397,7 +438,10 @@ class TrainingGridSampler:
     The sampler is built here, so a bad sampler option fails when training starts.
     """
 
-    def __init__(self, cfg: DictConfig, spec, autoencoder, device, control=None, dataset=None):
+    def __init__(
+        self, cfg: DictConfig, spec, autoencoder, device, control=None, dataset=None,
+        text_encoder=None,
+    ):  # fmt: skip
         self.cfg, self.autoencoder = cfg, autoencoder
         self.sampler = sampler_from_config(cfg)
         self.control = None  # a ControlNet run: rows under the data's control images
@@ -405,7 +449,7 @@ class TrainingGridSampler:
             inputs = control_grid_inputs(cfg, spec, control, autoencoder, dataset, device)
             self.noise, self.labels, self.control = inputs
         else:
-            self.noise, self.labels = grid_inputs(cfg, spec, device)
+            self.noise, self.labels = grid_inputs(cfg, spec, device, text_encoder)
 
     def render(self, ema, diffusion) -> np.ndarray | None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0

@@ -1,8 +1,9 @@
 """Fixtures shared by every test folder: a tiny randomly initialised AutoencoderKL saved as a
-local diffusers folder, the demo config (its UNet is already small) and its DiT variant shrunk to
-seconds-long runs writing into tmp_path, `single_thread` for folders of tiny-tensor tests
-(their conftest makes it autouse), and for metric tests a tiny deterministic feature extractor,
-its numpy twin and small random image sets."""
+local diffusers folder, tiny random T5 and CLIP text models with an offline-built tokenizer
+(`tokenizer_captions` lists what it knows), the demo config (its UNet is already small) and its
+DiT variant shrunk to seconds-long runs writing into tmp_path, `single_thread` for folders of
+tiny-tensor tests (their conftest makes it autouse), and for metric tests a tiny deterministic
+feature extractor, its numpy twin and small random image sets."""
 
 import importlib.util
 from pathlib import Path
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = str(REPO / "configs/image/animals/base.yaml")
 DIT_CONFIG = str(REPO / "configs/image/animals/dit.yaml")
 TINY_DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2"]
+# What the tiny text encoders' word-level tokenizer is trained on.
+TOKENIZER_CAPTIONS = ["a cat left of a zebra", "a dog", "an elephant right of a bear and a cow"]
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +39,58 @@ def tiny_vae_dir(tmp_path_factory):
     )
     folder = tmp_path_factory.mktemp("tiny_vae")
     vae.save_pretrained(folder)
+    return folder
+
+
+def save_tokenizer(folder, **special):
+    """A word-level tokenizer trained on TOKENIZER_CAPTIONS (offline), saved as a fast tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = ["[PAD]", "[UNK]", "</s>", "<|startoftext|>", "<|endoftext|>"]
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=tokens)
+    tokenizer.train_from_iterator(TOKENIZER_CAPTIONS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", **special)
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tokenizer_captions() -> list[str]:
+    return list(TOKENIZER_CAPTIONS)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory):
+    """Folder of a tiny random T5 encoder (width 16) and its word-level tokenizer."""
+    from transformers import T5Config, T5EncoderModel
+
+    folder = tmp_path_factory.mktemp("tiny_t5")
+    tokenizer = save_tokenizer(folder, pad_token="[PAD]", eos_token="</s>")
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+        pad_token_id=tokenizer.pad_token_id, feed_forward_proj="gated-gelu",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """Folder of a tiny random CLIP text model (width 16) and its word-level tokenizer."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    tokenizer = save_tokenizer(folder, pad_token="[PAD]")
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    CLIPTextModel(config).save_pretrained(folder)
     return folder
 
 

@@ -9,6 +9,11 @@ Layout of a cache folder, one part per extracting rank r of W (rank r encodes it
     part-0000r.items.npz     labels int64 [n_r], indices int64 [n_r] (positions in the dataset)
     part-0000r.features.npy  optional: float16|float32 [n_r, 2, L, D], a frozen encoder's patch
                              features of the clean image and its mirror (REPA's targets)
+    part-0000r.captions.jsonl optional: a captioned dataset's captions, one JSON list a line per
+                             item (text-to-image trains on the cache; y is then the item index)
+    part-0000r.text.npy      optional: float16|float32 [c_r, L, D], a frozen text encoder's
+    part-0000r.text_mask.npy embeddings and bool [c_r, L] masks of every caption, in the order of
+                             the captions file (so training runs no text encoder)
     part-0000r.json          metadata; written last, so its presence marks a complete part
 
 Every file is written to a temporary name and renamed. Posterior samples are reproducible: the
@@ -49,6 +54,9 @@ def part_paths(folder: str | os.PathLike, rank: int) -> dict[str, Path]:
         "latents": folder / f"{stem}.latents.npy",
         "items": folder / f"{stem}.items.npz",
         "features": folder / f"{stem}.features.npy",
+        "captions": folder / f"{stem}.captions.jsonl",
+        "text": folder / f"{stem}.text.npy",
+        "text_mask": folder / f"{stem}.text_mask.npy",
         "meta": folder / f"{stem}.json",
     }
 
@@ -66,6 +74,7 @@ def extract_latents(
     dtype: str = "float16",
     seed: int = 0,
     features: torch.nn.Module | None = None,
+    text_encoder: torch.nn.Module | None = None,
 ) -> Path:
     """Encode this rank's share of `dataset` into `out_path`; returns the part's metadata file.
 
@@ -83,6 +92,8 @@ def extract_latents(
         features: a frozen encoder (`speed.alignment.encoders`: clean images in [-1, 1] ->
             [N, L, D] with a `name`) whose features of each image and its mirror are stored
             beside the latents, so that REPA trains on the cache without running it.
+        text_encoder: a frozen `speed.text` encoder (with an `identity`) whose embeddings of
+            every caption of a captioned dataset are stored, so training runs no text encoder.
     """
     if getattr(dataset, "is_latent", False):
         raise ValueError("extract_latents: the dataset already holds latents")
@@ -112,6 +123,16 @@ def extract_latents(
         labels, shapes = _encode(bar, encoders, files, len(items), dtype, device)
     with atomic_path(paths["items"]) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=labels, indices=np.asarray(items, np.int64))
+    captioned = bool(getattr(dataset, "has_captions", False))
+    for key in ("captions", "text", "text_mask"):
+        paths[key].unlink(missing_ok=True)
+    text = None
+    if captioned:
+        lines = [json.dumps(dataset.captions(i)) + "\n" for i in items]
+        atomic_write(paths["captions"], "".join(lines))
+        if text_encoder is not None:
+            texts = [c for i in items for c in dataset.captions(i)]
+            text = _encode_captions(text_encoder, texts, paths, batch_size, device, dtype)
     metadata = {
         "format": FORMAT,
         "autoencoder": getattr(autoencoder, "name", type(autoencoder).__name__),
@@ -126,6 +147,8 @@ def extract_latents(
             if features is not None
             else {}
         ),
+        "captions": captioned,
+        **({"text": text} if text is not None else {}),
         "source_resolution": int(dataset.resolution),
         "num_items": len(dataset),
         "num_classes": int(dataset.num_classes),
@@ -136,6 +159,24 @@ def extract_latents(
     }
     atomic_write(paths["meta"], json.dumps(metadata, indent=1))
     return paths["meta"]
+
+
+@torch.no_grad()
+def _encode_captions(text_encoder, texts: list[str], paths: dict, batch_size, device, dtype):
+    """Write the embeddings and masks of `texts` (`text` and `text_mask` files); returns their
+    metadata (the encoder's identity, L, D)."""
+    text_encoder = text_encoder.to(device)
+    length, dim = text_encoder.max_length, text_encoder.dim
+    with atomic_path(paths["text"]) as tmp, atomic_path(paths["text_mask"]) as tmp_mask:
+        out = np.lib.format.open_memmap(tmp, "w+", DTYPES[dtype], (len(texts), length, dim))
+        masks = np.lib.format.open_memmap(tmp_mask, "w+", np.bool_, (len(texts), length))
+        for start in range(0, len(texts), batch_size):
+            condition = text_encoder.condition(texts[start : start + batch_size], device)
+            out[start : start + len(condition["y"])] = condition["y"].float().cpu().numpy()
+            masks[start : start + len(condition["y"])] = condition["mask"].cpu().numpy()
+        out.flush()
+        masks.flush()
+    return {"encoder": text_encoder.identity, "max_length": length, "dim": dim}
 
 
 def _latent_encoder(autoencoder, items: list[int], seed: int):
@@ -178,18 +219,21 @@ class LatentCacheDataset(Dataset):
     Args:
         path: the cache folder written by `extract_latents` (config key `data.path`).
         random_flip: pick the image or its mirror at random per access (torch's global RNG,
-            as fast-DiT does); False = always the image as stored.
+            as fast-DiT does); False = always the image as stored; None (default) = flip a
+            labelled cache, not a captioned one (a mirror swaps "left" and "right").
         with_features: also return the stored encoder features of the same image or mirror,
             float32 [L, D], as a third item (REPA's targets; training turns this on with
             `include_features()`).
 
     Besides `resolution` (the latent side), `num_channels`, `num_classes`, `class_names`, it
-    exposes the cache's `metadata` (autoencoder, scale, source_resolution, ...).
+    exposes the cache's `metadata` (autoencoder, scale, source_resolution, ...). A cache of a
+    captioned dataset is captioned too (`has_captions`, `captions(index)`; y the item index).
     """
 
     is_latent = True
+    has_captions = False
 
-    def __init__(self, path: str, random_flip: bool = True, with_features: bool = False):
+    def __init__(self, path: str, random_flip: bool | None = None, with_features: bool = False):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -215,6 +259,18 @@ class LatentCacheDataset(Dataset):
         order = np.argsort(indices)
         self.part_of, self.row_of = part_ids[order], rows[order]
         self.labels = torch.from_numpy(labels[order].astype(np.int64))
+        if self.metadata.get("captions"):
+            stored = [
+                [json.loads(line) for line in p["captions"].read_text().splitlines()] for p in paths
+            ]
+            self.texts = [stored[k][r] for k, r in zip(self.part_of, self.row_of)]
+            self.has_captions = True
+            first = [np.cumsum([0] + [len(t) for t in part])[:-1] for part in stored]
+            self._first_caption = [first[k][r] for k, r in zip(self.part_of, self.row_of)]
+        stored_text = self.metadata.get("text")
+        self.caption_encoder = stored_text["encoder"] if stored_text else None  # who made them
+        self._text_files = [(p["text"], p["text_mask"]) for p in paths]
+        self._text = None
         self.latent_files = [p["latents"] for p in paths]
         self._latents = None  # memory maps, opened on first access in each worker
         stored = self.metadata.get("features")
@@ -224,7 +280,7 @@ class LatentCacheDataset(Dataset):
         self.returns_features = False
         if with_features:
             self.include_features()
-        self.random_flip = random_flip
+        self.random_flip = not self.has_captions if random_flip is None else random_flip
         self.num_channels, _, self.resolution = self.metadata["latent_shape"]
         self.num_classes = self.metadata["num_classes"]
         self.class_names = self.metadata["class_names"]
@@ -242,6 +298,21 @@ class LatentCacheDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def captions(self, index: int) -> list[str]:
+        return self.texts[index]
+
+    def caption_embeddings(self, indices: list[int], picks: list[int]):
+        """The stored embeddings float32 [n, L, D] and masks bool [n, L] of caption picks[j] of
+        item indices[j] (a cache written with a text encoder: `caption_encoder` names it)."""
+        if self._text is None:
+            self._text = [tuple(np.load(f, mmap_mode="r") for f in fs) for fs in self._text_files]
+        rows = [
+            (self.part_of[i], self._first_caption[i] + k) for i, k in zip(indices, picks)
+        ]  # fmt: skip
+        y = np.stack([np.asarray(self._text[part][0][row], np.float32) for part, row in rows])
+        mask = np.stack([np.asarray(self._text[part][1][row]) for part, row in rows])
+        return torch.from_numpy(y), torch.from_numpy(mask)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if self._latents is None:

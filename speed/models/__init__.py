@@ -1,6 +1,6 @@
-"""Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`) and the ADM UNet
-(`unet.py`, with ADM's super-resolution variant `SuperResUNet`), with shared guidance and
-loading.
+"""Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`), the caption-conditioned
+PixArt-alpha DiT (`pixart.py`) and the ADM UNet (`unet.py`, with ADM's super-resolution variant
+`SuperResUNet`), with shared guidance and loading.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
@@ -35,6 +35,7 @@ from speed.models.loading import (
 )
 from speed.models.maskdit import MaskDiT, MaskDiT_models, build_maskdit
 from speed.models.mdt import MDT, MDT_models, build_mdt
+from speed.models.pixart import PixArt, PixArt_models, build_pixart
 from speed.models.unet import SuperResUNet, UNetModel
 
 __all__ = [
@@ -57,11 +58,14 @@ __all__ = [
     "MaskDiT_models",
     "MDT",
     "MDT_models",
+    "PixArt",
+    "PixArt_models",
     "SuperResUNet",
     "UNetModel",
     "build_dit",
     "build_maskdit",
     "build_mdt",
+    "build_pixart",
     "describe_state_dict_mismatch",
     "extract_state_dict",
     "load_checkpoint",

@@ -30,6 +30,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from speed.models.loading import checksum_path, file_sha256
+from speed.text.prompts import load_prompts
 
 SETTINGS_FILE = "settings.json"
 PROVENANCE_KEY = "provenance"
@@ -40,7 +41,8 @@ SETTINGS_KEYS = (
 CHECKPOINT_DIGEST = "checkpoint_sha256"
 MAX_NAME_LENGTH = 200  # characters of a run folder's or output's name (file systems allow 255)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
-OMITTED_DEFAULTS = {"precision": "fp32", "sampler_options": {}}  # left out of records at default
+# Left out of records at their default (unset prompts: not text-to-image).
+OMITTED_DEFAULTS = {"precision": "fp32", "sampler_options": {}, "prompts": None}
 
 
 def grid_settings(cfg: DictConfig, ckpt_path: str | os.PathLike) -> dict:
@@ -67,6 +69,9 @@ def sampling_settings(cfg: DictConfig) -> dict:
         settings["precision"] = cfg.precision
     if OmegaConf.select(cfg, "control.branch", default=None):  # a ControlNet's strength, images
         settings["control"] = {k: resolved["control"][k] for k in ("scale", "images")}
+    prompts = load_prompts(cfg.prompts, cfg.prompts_file)
+    if prompts:  # text-to-image: the prompts drawn, not where they were read from
+        settings["prompts"] = prompts
     return settings
 
 

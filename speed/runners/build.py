@@ -119,13 +119,36 @@ def objective_learns_sigma(cfg: DictConfig) -> bool:
     return bool(param.default) if param is not None else False
 
 
-def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+def build_text_encoder(cfg: DictConfig) -> nn.Module:
+    """The `text_encoder` node's conditioning (`speed.text`; `Labels` when the model reads no
+    text)."""
+    return instantiate(cfg.text_encoder)
+
+
+def check_captions(text_encoder: nn.Module, dataset) -> None:
+    """A text encoder needs a captioned dataset, and a captioned dataset a text encoder."""
+    captioned = bool(getattr(dataset, "has_captions", False))
+    if text_encoder.reads_text and not captioned:
+        raise ConfigError(
+            f"text_encoder is {text_encoder.name}, but the dataset ({type(dataset).__name__}) has "
+            "no captions; use a captioned dataset (speed.data.CaptionedImageFolder)"
+        )
+    if captioned and not text_encoder.reads_text:
+        raise ConfigError(
+            f"the dataset ({type(dataset).__name__}) is captioned but no text encoder is set; set "
+            "text_encoder._target_ (speed.text.T5TextEncoder, CLIPTextEncoder or ByteTokens)"
+        )
+
+
+def build_model(cfg: DictConfig, spec: DataSpec, text_encoder: nn.Module | None = None):
+    """The `model` node's backbone, told the data's shape (and the text encoder's widths)."""
     known = {
         "input_size": spec.side,
         "image_size": spec.side,
         "in_channels": spec.channels,
         "num_classes": spec.num_classes,
         "learn_sigma": objective_learns_sigma(cfg),
+        **(text_encoder.model_arguments() if text_encoder is not None else {}),
     }
     params = inspect.signature(get_object(cfg.model._target_)).parameters
     extra = {k: v for k, v in known.items() if k in params and k not in cfg.model}
@@ -146,18 +169,29 @@ def check_objective(cfg: DictConfig, ckpt: dict, path) -> None:
 
 
 def build_sampling_model(
-    cfg: DictConfig, autoencoder, device: torch.device, without_conditions: str | None = None
+    cfg: DictConfig,
+    autoencoder,
+    device: torch.device,
+    text_encoder: nn.Module | None = None,
+    without_conditions: str | None = None,
 ):
     """(model in eval mode with EMA weights unless use_ema_for_sampling=false, checkpoint path,
-    its DataSpec). An adapter file (`speed.adapters`) is loaded over its base checkpoint (which
-    must be the one it was trained on) and merged into it, so every phase samples a plain
-    backbone; a control branch's file (`speed.control`) gives a `ControlledModel` of its base,
-    which samples with control images. A caller that gives a model nothing beyond noise, time and
-    labels (`without_conditions`: its name, e.g. "export") gets one line refusing a ControlNet
-    branch (rather than sampling its base silently) or a model that needs more inputs (an
-    upsampler's `low_res`). With `compile: true` the model's `__call__` is compiled in place
-    (`nn.Module.compile`), so guided sampling, whose `forward_with_cfg` calls the model, runs the
-    compiled graph too; its state-dict keys stay as they are."""
+    its DataSpec); `text_encoder` gives a caption-conditioned model its widths. An adapter file
+    (`speed.adapters`) is loaded over its base checkpoint (which must be the one it was trained
+    on) and merged into it, so every phase samples a plain backbone; a control branch's file
+    (`speed.control`) gives a `ControlledModel` of its base, which samples with control images.
+    A caller that gives a model nothing beyond noise, time and labels (`without_conditions`: its
+    name, e.g. "export") gets one line refusing a ControlNet branch (rather than sampling its
+    base silently) or a model that needs more inputs (an upsampler's `low_res`). With
+    `compile: true` the model's `__call__` is compiled in place (`nn.Module.compile`), so guided
+    sampling, whose `forward_with_cfg` calls the model, runs the compiled graph too; its
+    state-dict keys stay as they are."""
+    target = OmegaConf.select(cfg, "text_encoder._target_", default=None)
+    if text_encoder is None and target and getattr(get_object(target), "reads_text", False):
+        raise ConfigError(
+            f"text_encoder is {target}: this command draws class labels only; sample a "
+            "text-to-image model with -p sample or -p inference (prompts=... or prompts_file=...)"
+        )
     path = sampling_checkpoint(cfg)
     ckpt = load_checkpoint(path, trust=cfg.trust_checkpoint)
     check_objective(cfg, ckpt, path)
@@ -169,7 +203,7 @@ def build_sampling_model(
             "no control-image input; sample it with -p sample control.images=<image or folder> "
             "(or -p inference), or give its base checkpoint instead"
         )
-    model = build_model(cfg, spec)
+    model = build_model(cfg, spec, text_encoder)
     if without_conditions and getattr(model, "conditions", ()):
         raise ConfigError(
             f"{without_conditions}: {path} is a {type(model).__name__}, which also needs "

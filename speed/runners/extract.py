@@ -3,6 +3,8 @@
 Every image and its left-right mirror are encoded, so training on the cache keeps random flips
 while never running the VAE encoder again. With REPA configured (`repa.lam > 0`) its frozen
 encoder's features of both are stored too, so REPA trains on the cache without that encoder.
+A captioned dataset's captions are stored, and with a frozen text encoder (T5, CLIP) the
+embeddings of every caption, so text-to-image trains on the cache without running it.
 The cache goes to `<experiment_dir>/latents/`, one part per rank (see
 `speed.data.latent_cache`); training reads it with
 `data._target_=speed.data.LatentCacheDataset data.path=<that folder>`.
@@ -19,7 +21,7 @@ from omegaconf import DictConfig
 from speed.config import ConfigError, instantiate, save_config
 from speed.data import extract_latents
 from speed.run import RunDir
-from speed.runners.build import build_autoencoder, build_dataset
+from speed.runners.build import build_autoencoder, build_dataset, build_text_encoder
 from speed.utils.distributed import barrier, init_distributed
 
 CACHE_TARGET = "speed.data.LatentCacheDataset"
@@ -54,6 +56,8 @@ def extract(cfg: DictConfig) -> Path:
     dataset = build_dataset(cfg, **({"random_flip": False} if takes_flip else {}))
     autoencoder = build_autoencoder(cfg)
     features = instantiate(cfg.repa.encoder) if cfg.repa.lam else None
+    text_encoder = build_text_encoder(cfg)
+    frozen_text = text_encoder if getattr(text_encoder, "dim", 0) else None  # not ByteTokens
 
     # ---- Encode this rank's share; rank 0 records the config. ----
     extract_latents(
@@ -68,6 +72,7 @@ def extract(cfg: DictConfig) -> Path:
         num_workers=cfg.data.get("num_workers", 0),
         seed=cfg.seed,
         features=features,
+        text_encoder=frozen_text,
     )
     if dist.is_main:
         save_config(cfg, run.config_file("extract"))

@@ -14,6 +14,10 @@ held-out images of its data: image i is conditioned on held-out item i's low-res
 reference, low-res input and bicubic up-sampling are written beside it (`reference/`,
 `low_res/`, `bicubic/`, then `reference.npz` and `bicubic.npz`), and the PSNR / SSIM of the
 samples and of bicubic up-sampling against the references are printed.
+
+A text-to-image run gives image i prompt i mod P (`prompts` / `prompts_file`) and stores them
+beside the PNGs (`prompts.jsonl`, the captions-file format of `speed.data.captions`) and in the
+`.npz` (`prompts`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from speed.config import ConfigError, save_config
 from speed.control.images import NPZ_CONTROL_KEY
 from speed.data.degradation import bicubic_resize
 from speed.diffusion.samplers.common import check_num_steps
-from speed.generation import data_controls, generate, sampler_from_config, scales_of
+from speed.generation import data_controls, generate, grid_prompts, sampler_from_config, scales_of
 from speed.run import RunDir, locked, sampling_checkpoint
 from speed.run.outputs import (
     PROVENANCE_KEY,
@@ -55,6 +59,7 @@ from speed.runners.build import (
     build_diffusion,
     build_reference_dataset,
     build_sampling_model,
+    build_text_encoder,
     sampling_control,
 )
 from speed.utils.atomic import atomic_path, atomic_write
@@ -63,6 +68,7 @@ from speed.utils.images import save_png, to_uint8
 from speed.utils.seeding import derived_seed
 
 NOISE_STREAM, SAMPLER_STREAM = 0, 1
+PROMPTS_FILE = "prompts.jsonl"  # text-to-image: each PNG's prompt, a captions file
 
 
 class ReferenceControls:
@@ -116,6 +122,12 @@ def sample_labels(cfg: DictConfig, num_classes: int, num_samples: int) -> np.nda
     return classes[np.arange(num_samples) % len(classes)]
 
 
+def sample_prompts(cfg: DictConfig, num_samples: int) -> list[str]:
+    """Image i's prompt: prompt i mod P of `prompts` / `prompts_file`."""
+    prompts = grid_prompts(cfg)
+    return [prompts[i % len(prompts)] for i in range(num_samples)]
+
+
 def draw_batch(
     cfg: DictConfig,
     model,
@@ -130,20 +142,27 @@ def draw_batch(
     labels: np.ndarray | None,
     device: torch.device,
     conditions: dict[str, torch.Tensor] | None = None,
+    prompts: list[str] | None = None,
+    text_encoder=None,
 ) -> torch.Tensor:
     """Decoded images [len(indices), C, H, W] of one inference batch: image i starts from the noise
-    of (seed, i) with class labels[i], and the sampler's own noise is seeded by (seed, batch_index),
-    so any model put in `model`'s place sees exactly what the phase would give it. `conditions`:
-    the batch's other model kwargs (a ControlNet's `control` images, a super-resolution model's
-    `low_res`)."""
+    of (seed, i) with class labels[i] (or, with a text encoder, prompts[i]), and the sampler's own
+    noise is seeded by (seed, batch_index), so any model put in `model`'s place sees exactly what
+    the phase would give it. `conditions`: the batch's other model kwargs (a ControlNet's
+    `control` images, a super-resolution model's `low_res`)."""
     noise = image_noise(spec.channels, spec.side, cfg.seed, indices).to(device)
-    y = None if labels is None else torch.from_numpy(labels[indices.start : indices.stop])
+    if prompts is not None:
+        condition = text_encoder.condition(prompts[indices.start : indices.stop], device)
+    elif labels is not None:
+        condition = torch.from_numpy(labels[indices.start : indices.stop]).to(device)
+    else:
+        condition = None
     return generate(
         model,
         diffusion,
         autoencoder,
         noise,
-        None if y is None else y.to(device),
+        condition,
         sampler=sampler,
         num_steps=cfg.num_steps,
         guidance_scale=scale,
@@ -179,25 +198,33 @@ def _inference(cfg: DictConfig, dist) -> Path:
             )
         return npz_path
     autoencoder = build_autoencoder(cfg).to(device)
-    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
+    text_encoder = build_text_encoder(cfg).to(device)
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device, text_encoder)
     diffusion = build_diffusion(cfg)
+    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
+    prompts = sample_prompts(cfg, num_samples) if text_encoder.reads_text else None
     try:  # every setting is checked before earlier images may be deleted (overwrite=true)
         check_num_steps(diffusion, cfg.num_steps)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    num_samples, batch = cfg.num_samples, cfg.per_proc_batch_size
     if dist.is_main:
         if name != ckpt_path.stem:
             _say_keyed(run, ckpt_path, name, cfg)
         _claim_png_dir(png_dir, cfg, ckpt_path)
         _clear_partial_batch(png_dir, num_samples, batch)
         save_config(cfg, run.config_file("inference"))  # after the claim: a refusal keeps it
+        if prompts is not None:  # a captions file (JSON Lines) of the images
+            lines = [
+                json.dumps({"file": f"{i:06d}.png", "caption": text})
+                for i, text in enumerate(prompts)
+            ]
+            atomic_write(png_dir / PROMPTS_FILE, "\n".join(lines) + "\n")
     barrier()
 
     control = sampling_control(cfg, ckpt_path)
     reference = ReferenceControls(cfg, control, spec) if control is not None else None
     pairs = _held_out_pairs(cfg, model, num_samples)
-    labels = sample_labels(cfg, spec.num_classes, num_samples)
+    labels = None if prompts is not None else sample_labels(cfg, spec.num_classes, num_samples)
     if reference is not None:
         labels = reference.labels(num_samples)
     elif pairs is not None and pairs.labels is not None:
@@ -219,6 +246,7 @@ def _inference(cfg: DictConfig, dist) -> Path:
             images = draw_batch(
                 cfg, model, diffusion, autoencoder, spec, indices, b, sampler=sampler,
                 scale=scale, labels=labels, device=device, conditions=conditions,
+                prompts=prompts, text_encoder=text_encoder,
             )  # fmt: skip
             for image, path in zip(to_uint8(images), paths):
                 save_png(image, path)
@@ -229,7 +257,7 @@ def _inference(cfg: DictConfig, dist) -> Path:
     barrier()
     if dist.is_main:
         controls = None if reference is None else reference.all_maps(num_samples, batch)
-        _write_npz(png_dir, npz_path, num_samples, labels, provenance, controls)
+        _write_npz(png_dir, npz_path, num_samples, labels, provenance, controls, prompts)
         print(f"inference: wrote {npz_path} ({num_samples} images)", flush=True)
         if pairs is not None:
             _report_pairs(png_dir, npz_path, num_samples, labels, provenance)
@@ -349,11 +377,18 @@ def _clear_partial_batch(png_dir: Path, num_samples: int, batch: int) -> None:
 
 
 def _write_npz(
-    png_dir: Path, npz_path: Path, num_samples: int, labels, provenance, controls=None
+    png_dir: Path,
+    npz_path: Path,
+    num_samples: int,
+    labels,
+    provenance,
+    controls=None,
+    prompts=None,
 ) -> None:
     """Pack the PNGs into the ADM evaluator's format: arr_0 uint8 [N, H, W, 3], arr_1 labels,
     and `provenance` (`speed.run.outputs`), which evaluators do not read; for a ControlNet also
-    `control` (uint8 [N, H, W, C], image i's control image, `evaluations.control_fidelity`)."""
+    `control` (uint8 [N, H, W, C], image i's control image, `evaluations.control_fidelity`); a
+    text-to-image run's prompts go in `prompts` (unicode [N])."""
     images = np.stack(
         [
             np.asarray(Image.open(png_dir / f"{i:06d}.png").convert("RGB"))
@@ -365,5 +400,7 @@ def _write_npz(
         arrays["arr_1"] = labels
     if controls is not None:
         arrays[NPZ_CONTROL_KEY] = controls
+    if prompts is not None:
+        arrays["prompts"] = np.asarray(prompts, dtype=np.str_)
     with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:  # a file: numpy adds no ".npz"
         np.savez(f, **arrays)

@@ -1,5 +1,6 @@
-"""The `sample` phase: image grids to look at (one row per class, one column per seed), each
-named by its settings beside a JSON record of them (`speed.run.outputs.output_name`).
+"""The `sample` phase: image grids to look at (one row per class, or per prompt with its caption
+written beside it, one column per seed), each named by its settings beside a JSON record of them
+(`speed.run.outputs.output_name`).
 
 Side-by-side grids for several guidance scales, and a "denoising strip" of the x0 predictions
 along the sampling trajectory. A super-resolution model (`speed.models.SuperResUNet`) upsamples
@@ -23,11 +24,13 @@ from speed.config import save_config
 from speed.data.degradation import Degradation, bicubic_resize
 from speed.data.super_res import read_low_res
 from speed.generation import (
+    condition_rows,
     control_grid_inputs,
     denoising_strip,
     enlarge_factor,
     generate_from_config,
     grid_inputs,
+    grid_prompts,
     grid_rows,
     render_grid,
     sampler_from_config,
@@ -41,6 +44,7 @@ from speed.runners.build import (
     build_diffusion,
     build_reference_dataset,
     build_sampling_model,
+    build_text_encoder,
     sampling_control,
 )
 from speed.utils.atomic import atomic_write
@@ -54,6 +58,20 @@ def titled(picture: np.ndarray, title: str) -> np.ndarray:
     canvas = Image.new(mode, (picture.shape[1], picture.shape[0] + 16), color=255)
     canvas.paste(Image.fromarray(picture.squeeze(2) if mode == "L" else picture), (0, 16))
     ImageDraw.Draw(canvas).text((4, 2), title, fill=0)
+    out = np.asarray(canvas)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def captioned_rows(picture: np.ndarray, captions: list[str]) -> np.ndarray:
+    """Write each row's caption to the left of a uint8 HWC grid of len(captions) equal rows."""
+    mode = "L" if picture.shape[2] == 1 else "RGB"
+    width = 8 + 6 * max(len(c) for c in captions)  # Pillow's default font: about 6 px a letter
+    canvas = Image.new(mode, (picture.shape[1] + width, picture.shape[0]), color=255)
+    canvas.paste(Image.fromarray(picture.squeeze(2) if mode == "L" else picture), (width, 0))
+    row_height = picture.shape[0] / len(captions)
+    draw = ImageDraw.Draw(canvas)
+    for i, caption in enumerate(captions):
+        draw.text((4, int((i + 0.5) * row_height) - 6), caption, fill=0)
     out = np.asarray(canvas)
     return out[:, :, None] if out.ndim == 2 else out
 
@@ -81,8 +99,10 @@ def _sample(cfg: DictConfig, dist) -> Path:
     device = dist.device
     sampler = sampler_from_config(cfg)
     autoencoder = build_autoencoder(cfg).to(device)
-    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device)
+    text_encoder = build_text_encoder(cfg).to(device)
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, device, text_encoder)
     diffusion = build_diffusion(cfg)
+    prompts = grid_prompts(cfg) if text_encoder.reads_text else None
     run = RunDir.of(cfg)
     if getattr(model, "conditions", ()):
         return _upsample(cfg, run, model, diffusion, autoencoder, spec, sampler, ckpt_path)
@@ -93,7 +113,7 @@ def _sample(cfg: DictConfig, dist) -> Path:
             cfg, spec, control, autoencoder, dataset, device
         )
     else:
-        noise, labels = grid_inputs(cfg, spec, device)
+        noise, labels = grid_inputs(cfg, spec, device, text_encoder)
         grid_control = None
     settings = grid_settings(cfg, ckpt_path)
     name = run.sample_name(ckpt_path.stem, settings, cfg.overwrite)
@@ -103,6 +123,7 @@ def _sample(cfg: DictConfig, dist) -> Path:
         grid = render_grid(
             model, diffusion, autoencoder, cfg, sampler, scale, noise, labels, control=grid_control
         )
+        grid = captioned_rows(grid, prompts) if prompts else grid
         pictures.append(titled(grid, f"guidance {scale:g}") if len(scales) > 1 else grid)
     path = save_png(
         side_by_side(pictures) if len(pictures) > 1 else pictures[0], run.sample_grid(name)
@@ -116,7 +137,7 @@ def _sample(cfg: DictConfig, dist) -> Path:
             cfg,
             sampler,
             noise[first_column],
-            labels[first_column] if labels is not None else None,
+            condition_rows(labels, first_column),
             scales[0],
             control=None if grid_control is None else grid_control.per_image[first_column],
         )

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
+from speed.data.captions import draw_caption_indices
 from speed.diffusion.timesteps import loss_by_region
 from speed.errors import Interrupted
 from speed.generation import TrainingGridSampler
@@ -53,6 +54,8 @@ from speed.runners.build import (
     build_diffusion,
     build_model,
     build_optimizer,
+    build_text_encoder,
+    check_captions,
     data_spec,
 )
 from speed.utils import fsdp
@@ -66,6 +69,7 @@ from speed.utils.precision import autocast_dtype
 from speed.utils.seeding import derived_seed, get_rng_state, seed_everything
 
 STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
+CAPTION_STREAM = 3  # derived_seed stream of the per-step caption draws
 
 
 def train(cfg: DictConfig) -> Path:
@@ -158,6 +162,7 @@ class _Job:
     dataset: Any
     autoencoder: torch.nn.Module
     spec: DataSpec
+    text_encoder: torch.nn.Module  # speed.text: captions -> model kwargs (Labels: no text)
     diffusion: Any
     data_sampler: ResumableSampler
     loader: Any
@@ -176,7 +181,9 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     autoencoder = build_autoencoder(cfg).to(device)
     _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
-    model = build_model(cfg, spec).to(device)
+    text_encoder = build_text_encoder(cfg).to(device)
+    check_captions(text_encoder, dataset)
+    model = build_model(cfg, spec, text_encoder).to(device)
     if cfg.sample_every and getattr(model, "conditions", ()):
         raise ConfigError(
             f"sample_every: training grids draw class rows, but {type(model).__name__} also "
@@ -242,8 +249,9 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         adapter=adapter,
     )
     return _Job(
-        state, dataset, autoencoder, spec, diffusion, data_sampler, loader, micro_batch, control
-    )
+        state, dataset, autoencoder, spec, text_encoder, diffusion, data_sampler, loader,
+        micro_batch, control,
+    )  # fmt: skip
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:
@@ -340,7 +348,9 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     model, micro_batch = state.model, job.micro_batch
     amp_dtype = autocast_dtype(cfg.precision)
     grids = (
-        TrainingGridSampler(cfg, job.spec, job.autoencoder, device, job.control, job.dataset)
+        TrainingGridSampler(
+            cfg, job.spec, job.autoencoder, device, job.control, job.dataset, job.text_encoder
+        )
         if cfg.sample_every
         else None
     )
@@ -363,7 +373,6 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
         job.data_sampler.set_start(state.batches_in_epoch * micro_batch)
         for x, y, *cached in job.loader:  # a latent cache may hold REPA's targets (3rd item)
             x = x.to(device, non_blocking=True)
-            conditions = _conditions(y, device)
             with torch.no_grad():  # REPA's encoder sees the clean image, before encoding
                 if cached:
                     targets = cached[0].to(device, non_blocking=True)
@@ -392,7 +401,8 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 micro_index * micro_batch + torch.arange(x.shape[0])
             )
             t, weights, noise, drop, inputs = randomness.take(positions, device)
-            model_kwargs = dict(conditions)
+            global_batch = micro_batch * dist.world_size * cfg.grad_accum
+            model_kwargs = _condition(cfg, job, y, state.step, positions, global_batch, device)
             if label_drop_prob:
                 model_kwargs["force_drop_ids"] = drop
             model_kwargs.update(inputs)
@@ -487,12 +497,25 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     return last_ckpt
 
 
-def _conditions(y, device) -> dict:
-    """The model kwargs of a batch's second item: labels y [N] give {"y": y}; a dict (the
-    super-resolution pairs' {"low_res": ..., "y": ...}) is passed as it is."""
+def _condition(cfg, job: _Job, y, step: int, positions, size: int, device) -> dict:
+    """The model's conditioning kwargs of a micro-batch: the labels y; a dict y (the
+    super-resolution pairs' {"low_res": ..., "y": ...}) as it is; or for a captioned dataset
+    (y = item indices) one caption per item drawn with the step's caption generator (the same
+    draw for sample j of the global batch of `size` however the batch is split), encoded, or
+    read from a latent cache that stores this text encoder's embeddings."""
     if isinstance(y, dict):
         return {key: value.to(device, non_blocking=True) for key, value in y.items()}
-    return {"y": y.to(device, non_blocking=True)}
+    if not job.text_encoder.reads_text:
+        return {"y": y.to(device, non_blocking=True)}
+    generator = torch.Generator().manual_seed(derived_seed(cfg.seed, CAPTION_STREAM, step))
+    items = y.tolist()
+    captions = [job.dataset.captions(i) for i in items]
+    picks = draw_caption_indices([len(c) for c in captions], generator, size, positions)
+    made_by = getattr(job.dataset, "caption_encoder", None)
+    if made_by is not None and made_by == getattr(job.text_encoder, "identity", None):
+        embeddings, mask = job.dataset.caption_embeddings(items, picks)  # cached by -p extract
+        return {"y": embeddings.to(device), "mask": mask.to(device)}
+    return job.text_encoder.condition([c[k] for c, k in zip(captions, picks)], device)
 
 
 def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:

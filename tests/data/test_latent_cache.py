@@ -118,3 +118,20 @@ def test_bad_inputs_and_incomplete_caches_are_refused(images, tmp_path):
         LatentCacheDataset(str(tmp_path / "half"))
     meta = json.loads((tmp_path / "half" / "part-00001.json").read_text())
     assert meta["part_items"] == 2 and meta["world_size"] == 2
+
+
+def test_a_captioned_dataset_keeps_its_captions_in_the_cache(tmp_path):
+    from speed.data import AnimalPairs
+
+    pairs = AnimalPairs(image_size=8, num_pairs=7)
+    for rank in range(2):
+        extract_latents(pairs, Identity(), tmp_path, batch_size=3, rank=rank, world_size=2)
+    cache = LatentCacheDataset(str(tmp_path))
+    assert cache.has_captions and len(cache) == 7
+    assert not cache.random_flip  # a mirror would swap "left" and "right"
+    for i in range(7):
+        z, y = cache[i]
+        assert y.item() == i and cache.captions(i) == pairs.captions(i)
+        torch.testing.assert_close(z, pairs[i][0], atol=1e-3, rtol=0)  # stored as float16
+    plain = LatentCacheDataset.__new__(LatentCacheDataset)
+    assert not plain.has_captions  # a cache of labelled images holds no captions

@@ -1,0 +1,358 @@
+"""PixArt-alpha's caption-conditioned DiT (Chen et al. 2023, "PixArt-alpha: Fast Training of
+Diffusion Transformer for Photorealistic Text-to-Image Synthesis", sec. 2.3 and Fig. 4).
+
+Each block is self-attention, cross-attention from the image tokens to the caption's tokens
+(padding masked out) and an MLP. adaLN-single: one MLP (`t_block`) maps the timestep embedding
+to 6 x hidden shift/scale/gate values shared by every block, and each block adds its own learned
+table (`scale_shift_table`) to them. The caption's embeddings [N, L, caption_channels] pass
+through an MLP (`y_embedder.y_proj`) to the hidden width. Caption dropout (classifier-free
+guidance) replaces a dropped caption by the learned null caption `y_embedder.y_embedding`
+[L, caption_channels]. State-dict keys follow PixArt-alpha's `PixArt.py`.
+
+Differences from the released model: attention through `scaled_dot_product_attention` with a
+key-padding mask (the release uses xformers' block-diagonal masks); a dropped caption attends to
+all L null tokens in training and sampling alike; DiT's size table names the sizes (PixArt-XL/2
+is DiT-XL/2's width and depth); with `vocab_size > 0` the model holds a small text transformer
+(`text_encoder`, trained with it) and `y` is token ids.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from timm.models.vision_transformer import Mlp, PatchEmbed
+from torch import nn
+
+from speed.models import guidance
+from speed.models.conditional import ConditionalBackbone
+from speed.models.dit import Attention, TimestepEmbedder, paper_size, size_registry
+from speed.models.layers import attention, sincos_pos_embed_2d
+from speed.models.text_transformer import TextTransformer
+
+tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
+
+
+def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [N, T, D] * (1 + scale [N, 1, D]) + shift [N, 1, D]."""
+    return x * (1 + scale) + shift
+
+
+def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """mask [N, L] bool (True = attend) -> additive bias [N, 1, 1, L] (0 or -inf)."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill(~mask, float("-inf"))[:, None, None, :]
+
+
+class MultiHeadCrossAttention(nn.Module):
+    """Image tokens x [N, T, D] attend to caption tokens y [N, L, D] (PixArt's layout:
+    `q_linear`, `kv_linear`, `proj`)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_linear = nn.Linear(dim, dim)
+        self.kv_linear = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        n, tokens, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.q_linear(x).reshape(n, tokens, heads, head_dim).transpose(1, 2)
+        kv = self.kv_linear(y).reshape(n, y.shape[1], 2, heads, head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, heads, L, head_dim]
+        out = attention(q, k, v, bias=bias)  # [N, heads, T, head_dim]
+        return self.proj(out.transpose(1, 2).reshape(n, tokens, dim))
+
+
+class PixArtBlock(nn.Module):
+    """Self-attention, cross-attention, MLP; adaLN-single modulation (sec. 2.3)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.cross_attn = MultiHeadCrossAttention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=tanh_gelu, drop=0)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
+
+    def forward(self, x, y, t0, bias):
+        """x [N, T, D], caption y [N, L, D], t0 [N, 6 D], bias [N, 1, 1, L] -> [N, T, D]."""
+        n, _, dim = x.shape
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.scale_shift_table[None] + t0.reshape(n, 6, dim)
+        ).chunk(6, dim=1)  # each [N, 1, D]
+        x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.cross_attn(x, y, bias)
+        return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class T2IFinalLayer(nn.Module):
+    """LayerNorm modulated by the timestep embedding plus a learned table, then Linear."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)
+        return self.linear(t2i_modulate(self.norm_final(x), shift, scale))
+
+
+class CaptionEmbedder(nn.Module):
+    """Caption embeddings [N, L, C] -> [N, L, D] by an MLP (`y_proj`); holds the null caption
+    `y_embedding` [L, C] that dropped captions are replaced by."""
+
+    def __init__(self, caption_channels: int, hidden_size: int, max_length: int):
+        super().__init__()
+        self.y_proj = Mlp(caption_channels, hidden_size, hidden_size, act_layer=tanh_gelu, drop=0)
+        self.y_embedding = nn.Parameter(
+            torch.randn(max_length, caption_channels) / caption_channels**0.5
+        )
+
+    def forward(self, caption: torch.Tensor) -> torch.Tensor:
+        return self.y_proj(caption)
+
+
+class PixArt(ConditionalBackbone):
+    """Caption-conditioned DiT over patches of a [N, in_channels, H, W] input.
+
+    Args:
+        input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
+        learn_sigma, grad_checkpointing, cfg_channels: as `speed.models.dit.DiT`.
+        caption_channels: width of the text encoder's embeddings (T5 v1.1 XXL: 4096); with a
+            model-held text transformer, its width.
+        max_length: caption tokens L (PixArt-alpha: 120).
+        caption_dropout_prob: probability of replacing a caption by the null caption in training.
+        vocab_size: > 0 holds a `TextTransformer` over token ids 0..vocab_size-1 (trained with
+            the model); `y` is then ids [N, L] instead of embeddings.
+        text_depth, text_heads: that transformer's layers and heads (width `caption_channels`).
+    """
+
+    shard_unit_types = (PixArtBlock,)
+    # Layers LoRA adapts by default (speed.adapters): every block's attention and MLP linears.
+    adapter_targets = (
+        r".*blocks\.\d+\.(attn\.(qkv|proj)|cross_attn\.(q_linear|kv_linear|proj)|mlp\.fc[12])"
+    )
+
+    def __init__(
+        self,
+        input_size: int | tuple[int, int] = 32,
+        patch_size: int = 2,
+        in_channels: int = 4,
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        caption_channels: int = 4096,
+        max_length: int = 120,
+        caption_dropout_prob: float = 0.1,
+        learn_sigma: bool = True,
+        grad_checkpointing: bool = False,
+        cfg_channels: int | str = "all",
+        vocab_size: int = 0,
+        text_depth: int = 4,
+        text_heads: int = 4,
+    ):
+        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"input_size {height}x{width} is not divisible by patch_size {patch_size}"
+            )
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if caption_channels < 1 or max_length < 1:
+            raise ValueError(
+                f"need caption_channels >= 1 and max_length >= 1, got {caption_channels}, "
+                f"{max_length}"
+            )
+        super().__init__(
+            num_classes=0,
+            class_dropout_prob=caption_dropout_prob,
+            in_channels=in_channels,
+            cfg_channels=cfg_channels,
+            grad_checkpointing=grad_checkpointing,
+        )
+        self.has_null_label = caption_dropout_prob > 0  # the null caption
+        self.input_size = (height, width)
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.learn_sigma = learn_sigma
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.max_length = max_length
+
+        self.text_encoder = (
+            TextTransformer(vocab_size, max_length, caption_channels, text_depth, text_heads)
+            if vocab_size
+            else None
+        )
+        self.x_embedder = PatchEmbed(
+            (height, width), patch_size, in_channels, hidden_size, bias=True
+        )
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+        self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, max_length)
+        self.grid_size = (height // patch_size, width // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            [PixArtBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
+        )
+        self.final_layer = T2IFinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """PixArt-alpha's: Xavier-uniform linears, N(0, 0.02) timestep and caption MLPs, sin-cos
+        positions, zero cross-attention outputs and output layer (each block starts as DiT's
+        self-attention + MLP block)."""
+        text_encoder_state = None
+        if self.text_encoder is not None:  # keeps its own initialisation
+            text_encoder_state = {k: v.clone() for k, v in self.text_encoder.state_dict().items()}
+
+        def basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+        if text_encoder_state is not None:
+            self.text_encoder.load_state_dict(text_encoder_state)
+        table = sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size)
+        self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
+        weight = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        nn.init.normal_(self.t_block[1].weight, std=0.02)
+        nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
+        nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.cross_attn.proj.weight)
+            nn.init.zeros_(block.cross_attn.proj.bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, T, p * p * C] tokens -> [N, C, H, W] image."""
+        p, c = self.patch_size, self.out_channels
+        h, w = self.grid_size
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def caption(self, y, mask, n: int, force_drop_ids):
+        """(caption embeddings [N, L, caption_channels], mask [N, L]) with dropped captions (and
+        all of them when y is None) replaced by the null caption, which attends to all L tokens.
+        Drops where `force_drop_ids == 1` when given, else each with `class_dropout_prob` in
+        training."""
+        null = self.y_embedder.y_embedding[None].expand(n, -1, -1)
+        full = torch.ones(n, self.max_length, dtype=torch.bool, device=null.device)
+        if y is None:
+            return null, full
+        if y.shape[1] != self.max_length:
+            raise ValueError(f"PixArt expects {self.max_length} caption tokens, got {y.shape[1]}")
+        mask = full if mask is None else mask.bool()
+        if self.text_encoder is not None:
+            y = self.text_encoder(y, mask | ~mask.any(1, keepdim=True))
+        if force_drop_ids is not None:
+            drop = force_drop_ids.to(null.device) == 1
+        elif self.training and self.class_dropout_prob > 0:
+            drop = torch.rand(n, device=null.device) < self.class_dropout_prob
+        else:
+            return y, mask
+        y = torch.where(drop[:, None, None], null.to(y.dtype), y)
+        return y, mask | drop[:, None]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [N, C, H, W], timesteps t [N], caption y [N, L, caption_channels] (token ids [N, L]
+        with a model-held text transformer; None = the null caption), mask [N, L] bool (None =
+        all tokens) -> [N, out_channels, H, W]."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
+            raise ValueError(
+                f"PixArt expects input [N, {self.in_channels}, {self.input_size[0]}, "
+                f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
+            )
+        n = x.shape[0]
+        x = self.x_embedder(x) + self.pos_embed  # [N, T, D]
+        t = self.t_embedder(t)  # [N, D]
+        t0 = self.t_block(t)  # [N, 6 D], shared by every block
+        caption, mask = self.caption(y, mask, n, force_drop_ids)
+        caption = self.y_embedder(caption)  # [N, L, D]
+        # An empty caption (no token) attends to all its tokens rather than to none.
+        bias = padding_bias(mask | ~mask.any(1, keepdim=True), caption.dtype)  # [N, 1, 1, L]
+        for block in self.blocks:
+            x = self.run_block(block, x, caption, t0, bias)  # [N, T, D]
+        x = self.final_layer(x, t)  # [N, T, p * p * out_channels]
+        return self.unpatchify(x)  # [N, out_channels, H, W]
+
+    def forward_with_cfg(self, x, t, y, cfg_scale, mask=None, force_drop_ids=None):
+        """Classifier-free guidance on a [cond; uncond] batch: y and mask repeat the captions,
+        `force_drop_ids` is 0 for the first half and 1 for the second (the null caption)."""
+        if not self.has_null_label:
+            raise ValueError(
+                "classifier-free guidance needs a PixArt trained with caption dropout "
+                "(caption_dropout_prob > 0)"
+            )
+        forward = functools.partial(self, mask=mask, force_drop_ids=force_drop_ids)
+        return guidance.forward_with_cfg(forward, x, t, y, cfg_scale, self.guided_channels)
+
+
+PixArt_models = size_registry(
+    PixArt, "PixArt", "{family}-{size}/{patch}: depth {depth}, hidden {hidden}, heads {heads}."
+)
+
+
+def build_pixart(
+    name: str = "PixArt-XL/2",
+    input_size: int | tuple[int, int] = 32,
+    in_channels: int = 4,
+    learn_sigma: bool = True,
+    hidden_size: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+    patch_size: int | None = None,
+    mlp_ratio: float = 4.0,
+    caption_channels: int = 4096,
+    max_length: int = 120,
+    caption_dropout_prob: float = 0.1,
+    grad_checkpointing: bool = False,
+    cfg_channels: int | str = "all",
+    vocab_size: int = 0,
+    text_depth: int = 4,
+    text_heads: int = 4,
+) -> PixArt:
+    """A PixArt of a DiT paper size by name (e.g. "PixArt-XL/2"); any size argument given
+    overrides it. The caption arguments (caption_channels, max_length, vocab_size) come from the
+    `text_encoder` node when the config leaves them out.
+
+    Config-friendly: `model: {_target_: speed.models.pixart.build_pixart, name: PixArt-S/2}`.
+    """
+    sizes = paper_size(
+        name, PixArt_models, "PixArt",
+        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+    )  # fmt: skip
+    return PixArt(
+        input_size=input_size,
+        in_channels=in_channels,
+        **sizes,
+        mlp_ratio=mlp_ratio,
+        caption_channels=caption_channels,
+        max_length=max_length,
+        caption_dropout_prob=caption_dropout_prob,
+        learn_sigma=learn_sigma,
+        grad_checkpointing=grad_checkpointing,
+        cfg_channels=cfg_channels,
+        vocab_size=vocab_size,
+        text_depth=text_depth,
+        text_heads=text_heads,
+    )

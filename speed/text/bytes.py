@@ -1,0 +1,37 @@
+"""UTF-8 bytes as tokens, for a small text transformer trained jointly with the model (LDM's
+text-to-image set-up, Rombach et al. 2022 sec. 4.3, with bytes in place of a learned vocabulary),
+so text-to-image runs on a machine with no pretrained weights. Id 0 is padding; byte b is b + 1."""
+
+from __future__ import annotations
+
+import torch
+
+from speed.text.base import TextEncoder
+
+
+class ByteTokens(TextEncoder):
+    """Captions -> byte ids [N, max_length] and mask; `forward` passes the ids on unchanged
+    (`dim` 0): the model's own `text_encoder` (speed.models.text_transformer) embeds them.
+
+    Args:
+        max_length: bytes per caption (longer captions are cut).
+    """
+
+    name = "bytes"
+    vocab_size = 257  # padding + 256 byte values
+
+    def __init__(self, max_length: int = 64):
+        super().__init__()
+        if max_length < 1:
+            raise ValueError(f"text_encoder.max_length must be >= 1, got {max_length}")
+        self.max_length = max_length
+
+    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
+        for row, caption in enumerate(captions):
+            data = list(caption.encode("utf-8")[: self.max_length])
+            ids[row, : len(data)] = torch.tensor(data, dtype=torch.long) + 1
+        return ids, ids != 0
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor):
+        return ids, mask
