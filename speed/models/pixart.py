@@ -208,18 +208,15 @@ class PixArt(ConditionalBackbone):
         """PixArt-alpha's: Xavier-uniform linears, N(0, 0.02) timestep and caption MLPs, sin-cos
         positions, zero cross-attention outputs and output layer (each block starts as DiT's
         self-attention + MLP block)."""
-        text_encoder_state = None
-        if self.text_encoder is not None:  # keeps its own initialisation
-            text_encoder_state = {k: v.clone() for k, v in self.text_encoder.state_dict().items()}
 
         def basic_init(module: nn.Module) -> None:
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-        self.apply(basic_init)
-        if text_encoder_state is not None:
-            self.text_encoder.load_state_dict(text_encoder_state)
+        for name, child in self.named_children():
+            if name != "text_encoder":  # the text transformer keeps its own initialisation
+                child.apply(basic_init)
         table = sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size)
         self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
         weight = self.x_embedder.proj.weight.data
