@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from speed.data.transforms import random_hflip
+from speed.errors import ConfigError
 
 ANIMAL_CLASSES = [
     "bear",
@@ -63,6 +64,23 @@ def load_animal_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
+def class_index(name_or_index: int | str) -> int:
+    """The label of an animal-mnist class given by name ("zebra") or index (9)."""
+    if isinstance(name_or_index, str) and not name_or_index.isdigit():
+        if name_or_index not in ANIMAL_CLASSES:
+            raise ConfigError(
+                f"data.classes: no class {name_or_index!r}; the classes are "
+                + ", ".join(ANIMAL_CLASSES)
+            )
+        return ANIMAL_CLASSES.index(name_or_index)
+    index = int(name_or_index)
+    if not 0 <= index < len(ANIMAL_CLASSES):
+        raise ConfigError(
+            f"data.classes: {index} is not a class index (0..{len(ANIMAL_CLASSES) - 1})"
+        )
+    return index
+
+
 class AnimalMNIST(Dataset):
     """animal-mnist as x float32 [1, R, R] in [-1, 1] (R = pad_to or image_size), y int64 label.
 
@@ -71,6 +89,9 @@ class AnimalMNIST(Dataset):
         random_flip: mirror each image left-right with probability 1/2.
         pad_to: pad the (resized) images with background (-1) to this side, centred; None = no
             padding. Lets patch sizes that don't divide image_size be used (e.g. 28 -> 32).
+        classes: keep only the images of these classes (names or label indices; None = all).
+            Labels keep their indices and the model its 10 class rows, so a run on some classes
+            can later be adapted to one it never saw (docs/adapt.md).
     """
 
     num_channels = 1
@@ -79,13 +100,20 @@ class AnimalMNIST(Dataset):
     is_latent = False
 
     def __init__(
-        self, image_size: int = NATIVE_SIZE, random_flip: bool = True, pad_to: int | None = None
+        self,
+        image_size: int = NATIVE_SIZE,
+        random_flip: bool = True,
+        pad_to: int | None = None,
+        classes: list[int | str] | None = None,
     ):
         if image_size < 1:
             raise ValueError(f"data.image_size must be positive, got {image_size}")
         if pad_to is not None and pad_to < image_size:
             raise ValueError(f"data.pad_to={pad_to} is smaller than data.image_size={image_size}")
         images, labels = load_animal_mnist_arrays()
+        if classes is not None:
+            keep = np.isin(labels, [class_index(c) for c in classes])
+            images, labels = images[keep], labels[keep]
         x = torch.from_numpy(images).unsqueeze(1)  # [N, 1, 28, 28] uint8
         if image_size != NATIVE_SIZE:
             x = F.interpolate(x.float(), size=image_size, mode="bilinear", antialias=True)

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from speed.data import ANIMAL_CLASSES, AnimalMNIST, load_animal_mnist_arrays
+from speed.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,20 @@ def test_bad_sizes_are_refused():
         AnimalMNIST(image_size=28, pad_to=20)
     with pytest.raises(ValueError, match="image_size"):
         AnimalMNIST(image_size=0)
+
+
+def test_classes_keep_only_their_images_with_their_own_labels(arrays):
+    images, labels = arrays
+    zebras = AnimalMNIST(random_flip=False, classes=["zebra"])
+    assert len(zebras) == 1000 and set(zebras.labels.tolist()) == {9}
+    assert zebras.num_classes == 10  # the model keeps a row for every class
+    x, y = zebras[0]
+    first = int(np.flatnonzero(labels == 9)[0])
+    assert int(y) == 9 and torch.equal(x[0], torch.from_numpy(images[first]).float() / 127.5 - 1)
+    nine = AnimalMNIST(random_flip=False, classes=list(range(9)))
+    assert len(nine) == 9000 and 9 not in nine.labels.tolist()
+    assert len(AnimalMNIST(classes=[2, "dog", "3"])) == 3000  # cat, dog, cow
+    with pytest.raises(ConfigError, match="no class 'zebu'; the classes are bear, bird"):
+        AnimalMNIST(classes=["zebu"])
+    with pytest.raises(ConfigError, match=r"10 is not a class index \(0..9\)"):
+        AnimalMNIST(classes=[10])
