@@ -128,8 +128,8 @@ class ShardedTrainState(TrainState):
         barrier()
         names = [str(rate) for rate in self.ema_rates]
         save_sharded(tmp, self.model, self.optimizer, zip(names, self.emas), self.companions())
-        model = full_state_dict(self.model)
-        emas = {name: full_state_dict(ema) for name, ema in zip(names, self.emas)}
+        model = self.saved(self.model)
+        emas = {name: self.saved(ema) for name, ema in zip(names, self.emas)}
         barrier()
         manifest = write_manifest(tmp)
         if main:
@@ -138,9 +138,18 @@ class ShardedTrainState(TrainState):
             weights = {"model": model, "ema": emas[names[0]], "emas": emas, "opt": None}
             progress = self.progress_state_dict(rng)
             shards = {"shards": folder.name, "shards_manifest": manifest}
-            save_checkpoint({**weights, **progress, **shards}, path)
+            adapter = {"adapter": self.adapter.record()} if self.adapter.enabled else {}
+            save_checkpoint({**weights, **progress, **shards, **adapter}, path)
         barrier()
         return path
+
+    def saved(self, model) -> dict:
+        """What the consolidated file holds of `model`: its full state dict on rank 0 (a
+        collective), filtered to the adapter's or control branch's keys when one trains over a
+        frozen base (as TrainState saves it)."""
+        full = full_state_dict(model)
+        keys = self.adapter.state_dict(model).keys()  # this rank's shards, named as in full
+        return {k: v for k, v in full.items() if k in keys}
 
     def companions(self) -> dict:
         """What the optimizer trains beside the model and the shards hold: REPA's projector."""
@@ -157,6 +166,7 @@ class ShardedTrainState(TrainState):
         path = Path(path)
         ckpt = load_checkpoint(path, trust=trust)
         self.check_experiment(ckpt, path, rank)
+        self.adapter.check(ckpt.get("adapter"), path)
         folder = path.parent / ckpt["shards"] if ckpt.get("shards") else shards_folder(path)
         if not folder.is_dir():
             raise MissingFileError(

@@ -84,8 +84,6 @@ def train(cfg: DictConfig) -> Path:
 def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
-    if cfg.adapter.rank and cfg.strategy == "fsdp":
-        raise ConfigError("an adapter (adapter.rank > 0) trains with strategy=ddp; set it")
     if cfg.adapter.rank and cfg.ckpt_path:
         raise ConfigError(
             "an adapter run starts from adapter.base, not ckpt_path; unset ckpt_path (resume=true "

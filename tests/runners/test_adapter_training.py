@@ -1,9 +1,10 @@
 """A LoRA adapter through the phases from YAML (the demo's tiny DiT): the run trains and saves
-only the adapter, resumes exactly, samples and exports merged over its base, and is refused over
-another base in one line."""
+only the adapter, resumes exactly (under strategy=fsdp too, on two ranks), samples and exports
+merged over its base, and is refused over another base in one line."""
 
 import pytest
 import torch
+from test_fsdp import torchrun  # tests/runners
 
 from speed.config import load_config
 from speed.errors import ConfigError
@@ -96,12 +97,42 @@ def test_adapter_over_another_base_is_refused(
         train(resume)
 
 
-def test_adapter_refuses_fsdp_and_ckpt_path(tmp_path, dit_config, tiny_overrides, tiny_dit):
-    for extra, message in (
-        (["strategy=fsdp", "precision=bf16"], "strategy=ddp"),
-        (["ckpt_path=x.pt"], "unset ckpt_path"),
-    ):
-        cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "e", 1, "b.pt",
-                          "train", *extra)  # fmt: skip
-        with pytest.raises(ConfigError, match=message):
-            train(cfg)
+def test_adapter_refuses_ckpt_path(tmp_path, dit_config, tiny_overrides, tiny_dit):
+    cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "e", 1, "b.pt", "train",
+                      "ckpt_path=x.pt")  # fmt: skip
+    with pytest.raises(ConfigError, match="unset ckpt_path"):
+        train(cfg)
+
+
+@pytest.mark.slow
+def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
+):
+    """The LoRA pairs share their blocks' FSDP units with the frozen base layers: two ranks with
+    half the batch each compute one process's update (to reduction-order rounding), the
+    consolidated file holds the adapter only and samples merged over its base, and the shards
+    resume exactly."""
+
+    def overrides(run, steps, *extra):
+        common = ["sample_every=0", "data.random_flip=false", "global_batch_size=4", *ADAPTER]
+        extra = [f"adapter.base={base_ckpt}", *extra]
+        return tiny_overrides(run, steps) + tiny_dit + common + extra
+
+    torchrun(dit_config, overrides(tmp_path / "two", 4, "strategy=fsdp"))
+    two = load_checkpoint(tmp_path / "two/train/checkpoints/0000004.pt")
+    one = load_checkpoint(train(load_config(dit_config, "train", overrides(tmp_path / "one", 4))))
+    assert two["adapter"] == one["adapter"] and two["opt"] is None
+    assert any(t.abs().sum() > 0 for n, t in two["model"].items() if "lora_B" in n)
+    for key in ("model", "ema"):
+        assert set(two[key]) == set(one[key])  # the adapter's keys only
+        for name, tensor in one[key].items():
+            torch.testing.assert_close(two[key][name], tensor, atol=1e-5, rtol=0, msg=name)
+    resume = f"resume={tmp_path}/two/train/checkpoints/0000002.pt"
+    torchrun(dit_config, overrides(tmp_path / "resumed", 4, "strategy=fsdp", resume))
+    resumed = load_checkpoint(tmp_path / "resumed/train/checkpoints/0000004.pt")
+    for key in ("model", "ema"):
+        for name, tensor in two[key].items():
+            assert torch.equal(resumed[key][name], tensor), f"{key}.{name} differs after resume"
+    cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "two", 4, base_ckpt,
+                      "sample")  # fmt: skip
+    assert sample(cfg).is_file()
