@@ -40,6 +40,12 @@ class ControlledModel(nn.Module):
     def has_null_label(self) -> bool:
         return self.base.has_null_label
 
+    def shard_units(self) -> list[nn.Module]:
+        """The FSDP units (`speed.utils.fsdp.shard`): the base's blocks and the branch's copies
+        of them; the rest of both (embedders, zero projections) belongs to the root unit."""
+        kinds = getattr(self.base, "shard_unit_types", ())
+        return [m for m in self.modules() if isinstance(m, kinds)]
+
     def forward(self, x, t, y=None, control: torch.Tensor | None = None, **kwargs):
         """x [N, C, H, W], t [N], y [N], control [N, C', H, W] (None: the base alone)."""
         if control is None or self.scale == 0:

@@ -658,11 +658,9 @@ def _check_one_step(cfg: DictConfig, num_items: int, micro_batch: int, world_siz
 
 def _check_control(cfg: DictConfig) -> None:
     """A control branch trains alone over its base, from images (its control images are
-    computed from them), with DDP."""
+    computed from them)."""
     if cfg.adapter.rank:
         raise ConfigError("a control branch trains over a plain base; set adapter.rank=0")
-    if cfg.strategy == "fsdp":
-        raise ConfigError("a control branch (control.branch) trains with strategy=ddp; set it")
     if cfg.ckpt_path:
         raise ConfigError(
             "a control run starts from control.base, not ckpt_path; unset ckpt_path (resume=true "

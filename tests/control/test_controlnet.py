@@ -1,6 +1,7 @@
 """ControlNet for the DiT (PixArt design) and the UNet (ControlNet's copied encoder): at
 initialisation the controlled model is the base exactly, scale 0 is the base, the base is frozen
-and gradients reach the control branch; control transforms on a drawn silhouette."""
+and gradients reach the control branch, FSDP shards the base's blocks and the branch's copies one
+by one; control transforms on a drawn silhouette."""
 
 import pytest
 import torch
@@ -95,6 +96,14 @@ def test_gradients_reach_the_branch_and_not_the_base(pair):
     model(x, t, y, control=control).square().mean().backward()
     copies = branch.blocks if isinstance(branch, DiTControlBranch) else branch.input_blocks
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in copies.parameters())
+
+
+@pytest.mark.parametrize("pair", [dit_pair, unet_pair])
+def test_fsdp_units_are_the_base_blocks_and_the_branch_copies(pair):
+    base, branch = pair()
+    units = ControlledModel(base, branch).shard_units()
+    copies = [m for m in branch.modules() if isinstance(m, base.shard_unit_types)]
+    assert copies and units == base.shard_units() + copies
 
 
 def test_edges_of_a_square_silhouette_are_its_outline():

@@ -1,6 +1,7 @@
 """A ControlNet through the phases from YAML (configs/image/animals/control.yaml on the tiny DiT):
 at initialisation the built model is its base exactly; the run trains and saves only the branch,
-resumes exactly (with EMA, and with SpeeD's diffusion.faster); sampling shows each row's control
+resumes exactly (with EMA, with SpeeD's diffusion.faster, and under strategy=fsdp on two ranks,
+which equal one process); sampling shows each row's control
 image before its samples, scale 0 is the base; inference samples under the data's edge maps and
 stores them; another base (and export) is refused in one line."""
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_fsdp import torchrun  # tests/runners
 
 from speed.app.studio import RunStudio
 from speed.config import load_config
@@ -100,6 +102,41 @@ def test_control_run_saves_only_the_branch_and_resumes_exactly(
     assert straight["config"]["diffusion"]["faster"] is faster
 
 
+@pytest.mark.slow
+def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(
+    tmp_path, tiny_overrides, tiny_dit, base_ckpt
+):
+    """The base's blocks and the branch's copies are FSDP units (the branch's residuals enter
+    the base's sharded blocks through hooks): two ranks with half the batch each compute one
+    process's update (to reduction-order rounding), the consolidated file holds the branch only,
+    and the shards resume exactly."""
+
+    def overrides(run, steps, *extra):
+        common = ["sample_every=0", "data.random_flip=false", "global_batch_size=4"]
+        return tiny_overrides(run, steps) + tiny_dit + common + [
+            "control.num_blocks=1", f"control.base={base_ckpt}", *extra
+        ]  # fmt: skip
+
+    torchrun(CONTROL_CONFIG, overrides(tmp_path / "two", 4, "strategy=fsdp"))
+    two = load_checkpoint(tmp_path / "two/train/checkpoints/0000004.pt")
+    one_cfg = load_config(CONTROL_CONFIG, "train", overrides(tmp_path / "one", 4))
+    one = load_checkpoint(train(one_cfg))
+    assert two["adapter"] == one["adapter"] and two["opt"] is None
+    assert two["model"]["branch.after_proj.0.weight"].abs().sum() > 0
+    for key in ("model", "ema"):
+        assert set(two[key]) == set(one[key])  # the branch's keys only
+        for name, tensor in one[key].items():
+            torch.testing.assert_close(two[key][name], tensor, atol=1e-5, rtol=0, msg=name)
+    resume = f"resume={tmp_path}/two/train/checkpoints/0000002.pt"
+    torchrun(CONTROL_CONFIG, overrides(tmp_path / "resumed", 4, "strategy=fsdp", resume))
+    resumed = load_checkpoint(tmp_path / "resumed/train/checkpoints/0000004.pt")
+    for key in ("model", "ema"):
+        for name, tensor in two[key].items():
+            assert torch.equal(resumed[key][name], tensor), f"{key}.{name} differs after resume"
+    assert sample(control_cfg(tiny_overrides, tiny_dit, tmp_path / "two", 4, base_ckpt,
+                              "sample")).is_file()  # fmt: skip
+
+
 def test_faster_changes_what_the_branch_learns(tmp_path, tiny_overrides, tiny_dit, base_ckpt):
     def branch(run, faster):
         cfg = control_cfg(tiny_overrides, tiny_dit, tmp_path / run, 2, base_ckpt, "train",
@@ -182,7 +219,6 @@ def test_another_base_is_refused_in_one_line(tmp_path, tiny_overrides, tiny_dit,
     with pytest.raises(ConfigError, match="the page: .* is a ControlNet branch"):
         RunStudio(run)
     for extra, message in (
-        (["strategy=fsdp", "precision=bf16"], "strategy=ddp"),
         (["ckpt_path=x.pt"], "unset ckpt_path"),
         (["adapter.rank=2", f"adapter.base={base_ckpt}"], "adapter.rank=0"),
     ):
