@@ -137,6 +137,27 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(
                               "sample")).is_file()  # fmt: skip
 
 
+@pytest.mark.slow
+def test_fsdp_two_ranks_equal_one_process_with_a_unet_branch(tmp_path, demo_config, tiny_overrides):
+    """The UNet branch adds its residuals to the sharded decoder's skips and middle output by
+    hooks: two ranks still compute one process's update."""
+    base = train(load_config(demo_config, "train", tiny_overrides(tmp_path / "ub", 1)))
+
+    def overrides(run, *extra):
+        common = ["sample_every=0", "data.random_flip=false", "global_batch_size=4"]
+        control = ["control.branch=unet", f"control.base={base}"]
+        return tiny_overrides(tmp_path / run, 2) + common + control + [*extra]
+
+    torchrun(demo_config, overrides("two", "strategy=fsdp"))
+    two = load_checkpoint(tmp_path / "two/train/checkpoints/0000002.pt")
+    one = load_checkpoint(train(load_config(demo_config, "train", overrides("one"))))
+    assert any(name.startswith("branch.hint.") for name in two["model"])
+    assert set(two["model"]) == set(one["model"])  # the branch's keys only
+    assert two["model"]["branch.middle_conv.weight"].abs().sum() > 0
+    for name, tensor in one["model"].items():
+        torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
 def test_faster_changes_what_the_branch_learns(tmp_path, tiny_overrides, tiny_dit, base_ckpt):
     def branch(run, faster):
         cfg = control_cfg(tiny_overrides, tiny_dit, tmp_path / run, 2, base_ckpt, "train",
