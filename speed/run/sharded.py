@@ -5,7 +5,9 @@ A checkpoint at step s is two entries of train/checkpoints/:
     0005000.pt     the consolidated weights under a DDP checkpoint's keys (model, ema, emas) and
                    every progress key (step, schedules, RNG, config), `opt` None, `shards`
                    naming the folder below and `shards_manifest` the sha256 of its manifest:
-                   inference, sample and the official-format loaders read it unchanged
+                   inference, sample and the official-format loaders read it unchanged (an
+                   adapter or control run's: its weights only and its `adapter` record, as
+                   under DDP; the folder below holds the whole model)
     0005000.dcp/   torch.distributed.checkpoint's folder of the sharded model, optimizer state
                    and EMAs: each rank's shards plus metadata, so N ranks' save resumes on M;
                    and SHA256SUMS, the sha256 of every other file (`sha256sum -c` format)
