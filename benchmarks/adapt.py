@@ -12,7 +12,8 @@ after.
     python benchmarks/adapt.py                      # resumes: finished stages are kept
     python benchmarks/adapt.py --steps 500 --runs runs/adapt
 
-Writes benchmarks/results/adapt.{json,md}.
+Writes benchmarks/results/adapt.{json,md} and adapt_samples.png (the first 12 samples of each
+model, one row each, then 12 real zebras).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from speed.data.animals import ANIMAL_CLASSES
 from speed.models import load_checkpoint
 from speed.run import latest_checkpoint
+from speed.utils.images import save_png, upscale
 from speed.utils.machine import device_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +119,7 @@ def main(argv=None) -> int:
         "LoRA r=8": (LORA_CONFIG, [*adapt, *lora], [*adapt[:1], *lora]),
     }
     base_ckpt = load_checkpoint(base)
+    samples = [zebras(BASE_CONFIG, runs / "base", args.samples)]
     rows = [
         {
             "method": "base (zebra never seen)",
@@ -123,13 +127,14 @@ def main(argv=None) -> int:
             "trained_params": 0,
             "checkpoint_mb": base.stat().st_size / 2**20,
             "train_seconds": 0.0,
-            **score(reference, zebras(BASE_CONFIG, runs / "base", args.samples)),
+            **score(reference, samples[0]),
         }
     ]
     for name, (config, overrides, sampling) in methods.items():
         run = runs / name.split()[0].lower()
         last = train(config, run, *overrides)
         ckpt = load_checkpoint(last)
+        samples.append(zebras(config, run, args.samples, *sampling))
         rows.append(
             {
                 "method": name,
@@ -137,11 +142,11 @@ def main(argv=None) -> int:
                 "trained_params": trained_parameters(ckpt),
                 "checkpoint_mb": last.stat().st_size / 2**20,
                 "train_seconds": float(ckpt["train_seconds"]),
-                **score(reference, zebras(config, run, args.samples, *sampling)),
+                **score(reference, samples[-1]),
             }
         )
     meta = {
-        "command": "python benchmarks/adapt.py " + " ".join(argv or sys.argv[1:]),
+        "command": " ".join(["python benchmarks/adapt.py", *(argv or sys.argv[1:])]),
         "machine": f"{device_name()}, torch {torch.__version__}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "base": {"run": str(base), "steps": int(base_ckpt["step"]), "classes": SEEN},
@@ -152,8 +157,15 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     args.out.with_suffix(".md").write_text(markdown(meta, rows))
+    picture([*samples, reference], args.out.with_name(args.out.name + "_samples.png"))
     print(markdown(meta, rows))
     return 0
+
+
+def picture(npz_files: list[Path], path: Path, columns: int = 12) -> None:
+    """One row per file: its first `columns` images, enlarged 3x."""
+    rows = [np.concatenate(list(np.load(f)["arr_0"][:columns]), axis=1) for f in npz_files]
+    save_png(upscale(np.concatenate(rows, axis=0), 3), path)
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
@@ -163,7 +175,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"`{meta['command']}` on {meta['machine']}, {meta['date']}. Base: "
         f"{meta['base']['steps']} steps on the other nine classes; {meta['samples']} samples "
         "per model (DDIM-25, eta 1, guidance 2) against 1000 real zebras, domain-classifier "
-        "features.",
+        "features. Rows of adapt_samples.png: base, full fine-tune, LoRA, real zebras.",
         "",
         "| method | steps | trained params | checkpoint MB | train s | FID | zebra accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",
