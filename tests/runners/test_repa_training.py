@@ -2,21 +2,17 @@
 the projector is trained, saved and restored, so a resumed run is the straight one."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_fsdp import torchrun  # tests/runners
 from tests_paths import REPA_CONFIG  # tests/runners
 
 from speed.config import ConfigError, load_config
 from speed.models import load_checkpoint
 from speed.runners.sample import sample
 from speed.runners.train import train
-
-MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
 
 def test_repa_trains_and_resumes_exactly(tmp_path, tiny_overrides, tiny_dit):
@@ -40,15 +36,6 @@ def test_repa_trains_and_resumes_exactly(tmp_path, tiny_overrides, tiny_dit):
     assert sample(load_config(REPA_CONFIG, "sample", overrides)).is_file()
 
 
-def _torchrun(overrides, nproc=2):
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        MAIN, "-c", REPA_CONFIG, "-p", "train", *overrides,
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ranks_equal_one_process_and_resume_exactly(
@@ -63,7 +50,7 @@ def test_two_ranks_equal_one_process_and_resume_exactly(
         common = ["sample_every=0", "data.random_flip=false", "global_batch_size=4"]
         return tiny_overrides(run, steps) + tiny_dit + common + ["repa.projector_dim=32", *extra]
 
-    _torchrun(overrides(tmp_path / "two", 4, f"strategy={strategy}"))
+    torchrun(REPA_CONFIG, overrides(tmp_path / "two", 4, f"strategy={strategy}"))
     two = load_checkpoint(tmp_path / "two/train/checkpoints/0000004.pt")
     one = load_checkpoint(train(load_config(REPA_CONFIG, "train", overrides(tmp_path / "one", 4))))
     for name, tensor in one["model"].items():
@@ -73,7 +60,7 @@ def test_two_ranks_equal_one_process_and_resume_exactly(
             torch.testing.assert_close(two["alignment"][name], tensor, atol=1e-5, rtol=0)
         return
     resume = f"resume={tmp_path}/two/train/checkpoints/0000002.pt"
-    _torchrun(overrides(tmp_path / "resumed", 4, "strategy=fsdp", resume))
+    torchrun(REPA_CONFIG, overrides(tmp_path / "resumed", 4, "strategy=fsdp", resume))
     resumed = load_checkpoint(tmp_path / "resumed/train/checkpoints/0000004.pt")
     for name, tensor in two["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name

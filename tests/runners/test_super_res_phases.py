@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_fsdp import torchrun  # tests/runners
 from tests_paths import REPO  # tests/runners
 
 from speed.app.studio import RunStudio
@@ -123,3 +124,29 @@ def test_guidance_gives_both_halves_the_low_res_image():
     expected = uncond[:, :channels] + 3.0 * (cond[:, :channels] - uncond[:, :channels])
     torch.testing.assert_close(guided[:1, :channels], expected)
     torch.testing.assert_close(guided[1:, :channels], expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_equal_one_process(tmp_path, strategy):
+    """The pairs' low-res images travel with their items: two ranks with half the batch each
+    compute one process's update (to reduction-order rounding) under DDP and FSDP. Behind the
+    UNet's zero-initialised output convs the first gradients are ~1e-9, where AdamW's
+    m / (sqrt(v) + eps) would blow rounding up to the learning rate; eps=1 makes the update
+    linear in the gradient, so rounding stays rounding."""
+    common = ["data.dataset.random_flip=false", "global_batch_size=4", "data.batch_size=2"]
+    common += ["optimizer.eps=1.0"]
+    torchrun(CONFIG, overrides(tmp_path / "two", steps=2) + common + [f"strategy={strategy}"])
+    two = load_checkpoint(tmp_path / "two/train/checkpoints/0000002.pt")
+    one = load_checkpoint(train(load_config(CONFIG, "train", overrides(tmp_path / "one") + common)))
+    for name, tensor in one["model"].items():
+        torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_bf16_trains_with_float32_master_weights(tmp_path):
+    state = load_checkpoint(
+        train(load_config(CONFIG, "train", overrides(tmp_path / "bf16") + ["precision=bf16"]))
+    )
+    floats = [t for t in state["model"].values() if t.is_floating_point()]
+    assert {t.dtype for t in floats} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in floats)
