@@ -136,3 +136,15 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(
     cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "two", 4, base_ckpt,
                       "sample")  # fmt: skip
     assert sample(cfg).is_file()
+
+
+def test_adapter_trains_under_bf16_with_float32_weights(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
+):
+    cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / "bf16", 2, base_ckpt,
+                      "train", "precision=bf16")  # fmt: skip
+    state = load_checkpoint(train(cfg))
+    assert state["model"] and all("lora_" in name for name in state["model"])
+    assert {t.dtype for t in state["model"].values()} == {torch.float32}
+    assert any(t.abs().sum() > 0 for n, t in state["model"].items() if "lora_B" in n)  # trained
+    assert all(torch.isfinite(t).all() for t in state["model"].values())

@@ -284,3 +284,14 @@ def test_the_demo_unet_takes_a_unet_branch_and_refuses_a_dit_one(
         assert torch.equal(model(x, t, y, control=control), reference(x, t, y))
     with pytest.raises(ConfigError, match="control.branch=dit needs a DiT"):
         train(cfg("d", "dit"))
+
+
+def test_control_branch_trains_under_bf16_with_float32_weights(
+    tmp_path, tiny_overrides, tiny_dit, base_ckpt
+):
+    cfg = control_cfg(tiny_overrides, tiny_dit, tmp_path / "bf16", 2, base_ckpt, "train",
+                      "precision=bf16")  # fmt: skip
+    state = load_checkpoint(train(cfg))
+    assert state["model"] and all(name.startswith("branch.") for name in state["model"])
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
