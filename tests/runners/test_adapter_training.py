@@ -148,3 +148,23 @@ def test_adapter_trains_under_bf16_with_float32_weights(
     assert {t.dtype for t in state["model"].values()} == {torch.float32}
     assert any(t.abs().sum() > 0 for n, t in state["model"].items() if "lora_B" in n)  # trained
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_speed_draws_the_adapters_timesteps_and_weights(
+    tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt, capsys
+):
+    """diffusion.faster=true on an adapter run: SpeeD's sampler and weights (named in the
+    run's summary) and so another update of the adapter than uniform t."""
+
+    def adapter(run, faster):
+        cfg = adapter_cfg(dit_config, tiny_overrides, tiny_dit, tmp_path / run, 2, base_ckpt,
+                          "train", f"diffusion.faster={faster}")  # fmt: skip
+        return load_checkpoint(train(cfg))["model"]
+
+    uniform = adapter("u", "false")
+    assert "sampling=uniform" in capsys.readouterr().out
+    faster = adapter("f", "true")
+    summary = capsys.readouterr().out
+    assert "sampling=speed (k=5" in summary and "weighting=speed (lam=0.6" in summary
+    assert set(faster) == set(uniform)
+    assert any(not torch.equal(faster[name], uniform[name]) for name in uniform)
