@@ -1,9 +1,10 @@
 """Fixtures shared by every test folder: a tiny randomly initialised AutoencoderKL saved as a
 local diffusers folder, tiny random T5 and CLIP text models with an offline-built tokenizer
-(`tokenizer_captions` lists what it knows), the demo config (its UNet is already small) and its
-DiT variant shrunk to seconds-long runs writing into tmp_path, `single_thread` for folders of
-tiny-tensor tests (their conftest makes it autouse), and for metric tests a tiny deterministic
-feature extractor, its numpy twin and small random image sets."""
+(`tokenizer_captions` lists what it knows), the demo config (its UNet is already small), its DiT
+variant and the text-to-image demo, shrunk to seconds-long runs writing into tmp_path,
+`single_thread` for folders of tiny-tensor tests (their conftest makes it autouse), and for
+metric tests a tiny deterministic feature extractor, its numpy twin and small random image
+sets."""
 
 import importlib.util
 from pathlib import Path
@@ -13,11 +14,18 @@ import pytest
 import torch
 
 from evaluations.features import FeatureExtractor, to_float_nchw
+from speed.config import load_config
+from speed.runners.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = str(REPO / "configs/image/animals/base.yaml")
 DIT_CONFIG = str(REPO / "configs/image/animals/dit.yaml")
 TINY_DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2"]
+TEXT_CONFIG = str(REPO / "configs/image/animals_text/base.yaml")
+TINY_TEXT = [
+    "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.caption_channels=16",
+    "model.text_depth=1", "model.text_heads=2", "data.num_pairs=64",
+]  # fmt: skip
 # What the tiny text encoders' word-level tokenizer is trained on.
 TOKENIZER_CAPTIONS = ["a cat left of a zebra", "a dog", "an elephant right of a bear and a cow"]
 
@@ -128,6 +136,31 @@ def dit_config() -> str:
 def tiny_dit() -> list[str]:
     """Overrides shrinking the DiT variant to 2 blocks of width 32."""
     return TINY_DIT
+
+
+@pytest.fixture(scope="session")
+def text_config() -> str:
+    """The text-to-image demo (PixArt with byte tokens); add `tiny_text` to its overrides."""
+    return TEXT_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> list[str]:
+    """Overrides shrinking the text-to-image demo's PixArt and text transformer to width 32."""
+    return TINY_TEXT
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory, text_config, tiny_text):
+    """(run folder, its overrides): the tiny text-to-image demo trained for 2 steps
+    (checkpoints 0000001 and 0000002), for the servers' prompt tests. It samples its raw
+    weights, trained at a large learning rate: PixArt's cross-attention output starts at zero,
+    so this is what makes the prompt change the pictures by far more than rounding."""
+    run = tmp_path_factory.mktemp("text") / "run"
+    overrides = _tiny_overrides(run) + tiny_text
+    overrides += ["sample_every=0", "use_ema_for_sampling=false", "optimizer.lr=0.05"]
+    train(load_config(text_config, "train", overrides))
+    return run, overrides
 
 
 @pytest.fixture(scope="session")

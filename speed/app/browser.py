@@ -27,7 +27,8 @@ APPLY = """(settings => {
     if (key === "classes") {
       for (const box of document.querySelectorAll("#classes input"))
         box.checked = value.includes(Number(box.value));
-    } else document.getElementById(key).value = value;
+    } else if (key === "prompts") document.getElementById(key).value = value.join("\\n");
+    else document.getElementById(key).value = value;
   }
   document.getElementById("generate").click();
 })"""

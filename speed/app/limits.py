@@ -20,9 +20,10 @@ class Limits:
     """The server's bounds. A request's images are sampled as one batch (twice as many rows with
     guidance), so `max_images` bounds the memory a request can take."""
 
-    max_images: int = bound(256, "images per request: grid rows (classes) x columns (seeds)")
+    max_images: int = bound(256, "images per request: grid rows (classes, prompts) x seeds")
     max_seeds: int = bound(16, "grid columns (seeds) per request")
     max_steps: int = bound(1000, "sampling steps per request (also at most the diffusion's)")
+    max_prompt_chars: int = bound(500, "characters per prompt (text-to-image models)")
     max_body: int = bound(64 * 1024, "bytes of a request body (settings are a few hundred)")
     timeout: float = bound(30.0, "seconds a connection may take to send its request")
     keep_jobs: int = bound(16, "finished generations kept downloadable (the oldest dropped)")

@@ -1,6 +1,7 @@
 """A trained run as the page sees it: its checkpoints, the choices it offers, and one generation
 (a grid and a denoising strip, drawn by `speed.generation` exactly as the `sample` phase draws
-them) for the settings of a request."""
+them) for the settings of a request. A grid's rows are classes, or for a text-to-image model
+prompts (written to the left of their rows, as the `sample` phase writes them)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from speed.config_schema import out_of_range
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import (
+    condition_rows,
     denoising_strip,
     enlarge_factor,
     family_samplers,
@@ -32,16 +34,20 @@ from speed.runners.build import (
     build_autoencoder,
     build_diffusion,
     build_sampling_model,
+    build_text_encoder,
     dataset_class_names,
 )
+from speed.runners.sample import captioned_rows
 from speed.serve.classes import ClassNames
 from speed.serve.client import ServeClient
+from speed.text.prompts import load_prompts, request_prompt
 from speed.utils.images import make_grid, png_bytes, upscale
 
 # request field -> (config key, type)
 FIELDS = {
     "checkpoint": ("ckpt_path", str),
     "classes": ("sample_classes", list),
+    "prompts": ("prompts", list),
     "guidance_scale": ("guidance_scale", float),
     "sampler": ("sampler", str),
     "num_steps": ("num_steps", int),
@@ -81,6 +87,8 @@ class RunStudio:
         self.device = torch.device(device)
         self.autoencoder = build_autoencoder(self.cfg).to(self.device)
         self.diffusion = build_diffusion(self.cfg)
+        self.text_encoder = build_text_encoder(self.cfg).to(self.device)
+        self.reads_text = self.text_encoder.reads_text
         self._loaded: tuple[str, torch.nn.Module, object] | None = None
         _, _, self.spec = self._model(list(self.checkpoints)[-1])
         k = self.spec.num_classes
@@ -92,7 +100,7 @@ class RunStudio:
         if self._loaded is None or self._loaded[0] != stem:
             cfg = OmegaConf.merge(self.cfg, {"ckpt_path": str(self.checkpoints[stem])})
             model, _, spec = build_sampling_model(
-                cfg, self.autoencoder, self.device, without_conditions="the page"
+                cfg, self.autoencoder, self.device, self.text_encoder, without_conditions="the page"
             )
             self._loaded = (stem, model, spec)
         return self._loaded
@@ -105,6 +113,8 @@ class RunStudio:
             "run": str(self.run.root),
             "checkpoints": list(self.checkpoints),
             "classes": self.class_names,
+            "prompts": self.reads_text,
+            "max_prompt_chars": self.limits.max_prompt_chars,
             "samplers": sorted(family_samplers(self.diffusion.family)),
             "max_steps": max_steps,
             "max_seeds": self.limits.max_seeds,
@@ -112,6 +122,7 @@ class RunStudio:
             "defaults": {
                 "checkpoint": list(self.checkpoints)[-1],
                 "classes": list(self.cfg.sample_classes or range(min(k, 10))),
+                "prompts": self._run_prompts(self.cfg),
                 "guidance_scale": scales_of(self.cfg)[0],
                 "sampler": self.cfg.sampler,
                 "num_steps": int(self.cfg.num_steps),
@@ -126,11 +137,14 @@ class RunStudio:
         FIELDS, others keep the run's values. A bad value, or a request over the server's
         `limits`, is a ConfigError naming the field, raised before any sampling."""
         values = {}
+        lists = {"classes": self._classes, "prompts": self._prompts}
         for field, value in request.items():
             if field not in FIELDS:
                 raise ConfigError(f"unknown setting {field!r}; known: {', '.join(FIELDS)}")
             key, kind = FIELDS[field]
-            values[key] = self._classes(value) if kind is list else _parse(field, value, kind)
+            values[key] = lists[field](value) if kind is list else _parse(field, value, kind)
+        if "prompts" in values:
+            values["prompts_file"] = None  # a run's prompts_file would win over them
         stem = values.get("ckpt_path", list(self.checkpoints)[-1])  # default: the newest
         if stem not in self.checkpoints:
             raise ConfigError(f"no checkpoint {stem!r} in {self.run.checkpoints}")
@@ -158,17 +172,50 @@ class RunStudio:
             )
         if not 1 <= cfg.num_sample_seeds <= limits.max_seeds:
             raise ConfigError(f"seeds must lie in 1..{limits.max_seeds} (--max-seeds)")
-        rows = grid_rows(cfg, self.spec.num_classes)  # classes in range
-        images = len(rows or [None]) * cfg.num_sample_seeds
+        rows = self._rows(cfg)
+        images = len(rows) * cfg.num_sample_seeds
+        kind = "prompts" if self.reads_text else "classes"
         if images > limits.max_images:
             raise ConfigError(
-                f"this request draws {images} images ({len(rows or [None])} classes x "
+                f"this request draws {images} images ({len(rows)} {kind} x "
                 f"{cfg.num_sample_seeds} seeds); this server draws at most {limits.max_images} "
-                "per request (--max-images): ask for fewer classes or seeds"
+                f"per request (--max-images): ask for fewer {kind} or seeds"
             )
+
+    def _rows(self, cfg: DictConfig) -> list:
+        """The grid's rows: its prompts (a text-to-image model), else its classes (in range;
+        one row of None for an unconditional model)."""
+        if not self.reads_text:
+            return grid_rows(cfg, self.spec.num_classes) or [None]
+        prompts = self._run_prompts(cfg)
+        if not prompts:
+            raise ConfigError(
+                "prompts is required: this run's model is text-to-image; send a list of prompts "
+                "(the grid's rows)"
+            )
+        return prompts
+
+    def _run_prompts(self, cfg: DictConfig) -> list[str]:
+        """The prompts `cfg` draws (`prompts` or `prompts_file`); none for a model without text."""
+        if not self.reads_text:
+            return []
+        return load_prompts(cfg.prompts, cfg.prompts_file) or []
+
+    def _prompts(self, value) -> list[str]:
+        """A request's prompts: a list of non-empty strings within `limits.max_prompt_chars`."""
+        if not self.reads_text:
+            kind = "class-conditional" if self.class_names else "unconditional"
+            raise ConfigError(f"prompts: this run's model is {kind}, it reads no text")
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"prompts must be a list of prompts (grid rows), got {value!r}")
+        return [request_prompt(p, self.limits.max_prompt_chars, "prompts") for p in value]
 
     def _classes(self, value) -> list[int]:
         """A request's classes: indices or names (any case; "3" counts as an index)."""
+        if self.reads_text:
+            raise ConfigError(
+                "classes: this run's model is text-to-image and has no classes; send prompts"
+            )
         if not isinstance(value, list):
             raise ConfigError(f"classes must be a list of class indices or names, got {value!r}")
         return [self.classes.lookup(c) for c in value]
@@ -179,7 +226,7 @@ class RunStudio:
         cancel) stops the sampling there, between two steps."""
         cfg, sampler = self.prepare(request)
         _, model, spec = self._model(Path(cfg.ckpt_path).stem)
-        noise, labels = grid_inputs(cfg, spec, self.device)
+        noise, labels = grid_inputs(cfg, spec, self.device, self.text_encoder)
         total, done = 2 * cfg.num_steps, [0]
 
         def step(*_):
@@ -190,19 +237,21 @@ class RunStudio:
         scale = float(cfg.guidance_scale)
         pieces = (model, self.diffusion, self.autoencoder, cfg, sampler)
         if self.service is not None:
-            grid = self._service_grid(cfg, spec, step)
+            grid = self._service_grid(cfg, step)
         else:
             grid = render_grid(*pieces, scale, noise, labels, callback=step)
+        if self.reads_text:
+            grid = captioned_rows(grid, self._rows(cfg))
         first = slice(None, None, cfg.num_sample_seeds)  # the strip follows the first column
-        strip_labels = labels[first] if labels is not None else None
+        strip_labels = condition_rows(labels, first)
         strip = denoising_strip(*pieces, noise[first], strip_labels, scale, callback=step)
         return {"grid": png_bytes(grid), "strip": png_bytes(strip)}
 
-    def _service_grid(self, cfg: DictConfig, spec, step: Callable) -> np.ndarray:
-        """The grid's images drawn by the service: one request per row (class), its columns the
-        seeds seed .. seed + seeds - 1, sent together so the service batches them. Column j
-        starts from the noise of seed + j as the page's own grid does; a stochastic sampler then
-        draws each image's noise from its own seed (docs/serve.md)."""
+    def _service_grid(self, cfg: DictConfig, step: Callable) -> np.ndarray:
+        """The grid's images drawn by the service: one request per row (class or prompt), its
+        columns the seeds seed .. seed + seeds - 1, sent together so the service batches them.
+        Column j starts from the noise of seed + j as the page's own grid does; a stochastic
+        sampler then draws each image's noise from its own seed (docs/serve.md)."""
         served = self.service.options()["checkpoint"]
         if served != Path(cfg.ckpt_path).stem:
             raise ConfigError(
@@ -216,10 +265,10 @@ class RunStudio:
             "guidance_scale": float(cfg.guidance_scale),
             "eta": float(cfg.eta),
         }
-        rows = grid_rows(cfg, spec.num_classes) or [None]
+        rows, field = self._rows(cfg), "prompt" if self.reads_text else "classes"
         with ThreadPoolExecutor(max_workers=len(rows)) as pool:
             answers = pool.map(
-                lambda c: self.service.generate(**settings, classes=c)["images"], rows
+                lambda row: self.service.generate(**settings, **{field: row})["images"], rows
             )
             tiles = np.concatenate(list(answers))
         for _ in range(cfg.num_steps):

@@ -71,6 +71,7 @@ def main(argv=None) -> int:
             trust=args.trust_checkpoint,
             max_steps=limits.max_steps,
             rows=limits.rows,
+            max_prompt_chars=limits.max_prompt_chars,
         )
         app = create_app(engine, limits, read_token(args))
     except Exception as error:

@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI, served by uvicorn; docs/serve.md documents each endpoint):
 
     POST /generate   JSON settings -> the images: PNG (one image, or a row of them) or .npz
-    GET  /options    classes, samplers, bounds and the run's defaults (for clients and the page)
+    GET  /options    classes (or prompts), samplers, bounds and the run's defaults (for clients
+                     and the page)
     GET  /healthz    200 while the process answers (liveness)
     GET  /readyz     200 once the model is loaded, 503 while shutting down (readiness)
     GET  /metrics    Prometheus text format (`speed.serve.metrics`)
@@ -28,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speed.errors import ConfigError, user_message
 from speed.serve.batcher import Batcher, Closed, QueueFull
-from speed.serve.engine import Engine
+from speed.serve.engine import Engine, Job
 from speed.serve.limits import ServeLimits
 from speed.serve.metrics import Metrics
 from speed.utils.images import make_grid, png_bytes
 
 Classes = int | str | list[int | str] | None
+Prompts = str | list[str] | None
 
 
 class GenerateRequest(BaseModel):
@@ -48,6 +50,7 @@ class GenerateRequest(BaseModel):
     num_steps: int | None = None
     guidance_scale: float | None = None  # classifier-free guidance (1: none)
     eta: float | None = None
+    prompt: Prompts = None  # a text-to-image model's: one prompt for all images, or one each
     format: Literal["png", "npz"] = "png"
 
 
@@ -65,14 +68,17 @@ def first_problem(exc: RequestValidationError) -> str:
     return f"{where}: {detail}" if where else detail
 
 
-def encode(images: np.ndarray, labels, seeds, fmt: str) -> tuple[bytes, str]:
+def encode(images: np.ndarray, job: Job, fmt: str) -> tuple[bytes, str]:
     """A job's uint8 [N, H, W, C] images as PNG (a row of N) or as .npz (arr_0 the images and
-    arr_1 the labels, the ADM evaluator's layout, and seeds)."""
+    arr_1 the labels, the ADM evaluator's layout, or prompts, as `-p inference` stores them;
+    and seeds)."""
     if fmt == "npz":
         buffer = io.BytesIO()
-        arrays = {"arr_0": images, "seeds": np.asarray(seeds, dtype=np.int64)}
-        if labels is not None:
-            arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+        arrays = {"arr_0": images, "seeds": np.asarray(job.seeds, dtype=np.int64)}
+        if job.labels is not None:
+            arrays["arr_1"] = np.asarray(job.labels, dtype=np.int64)
+        if job.prompts is not None:
+            arrays["prompts"] = np.asarray(job.prompts, dtype=np.str_)
         np.savez(buffer, **arrays)
         return buffer.getvalue(), "application/octet-stream"
     picture = images[0] if len(images) == 1 else make_grid(images, nrow=len(images))
@@ -140,7 +146,7 @@ def create_app(engine: Engine, limits: ServeLimits, token: str | None = None) ->
         except Exception as failure:
             message = user_message(failure)
             return error(500, message or f"{type(failure).__name__}: {failure}")
-        body, media = encode(images, job.labels, job.seeds, settings.format)
+        body, media = encode(images, job, settings.format)
         headers = {"X-Batch-Images": str(batch), "X-Seeds": ",".join(map(str, job.seeds))}
         return Response(body, media_type=media, headers=headers)
 

@@ -53,12 +53,14 @@ class ServeClient:
 
     def generate(self, **settings) -> dict:
         """POST /generate with `settings` (docs/serve.md); {"images": uint8 [N, H, W, C],
-        "labels": [N] or None, "seeds": [N], "batch_images": images of the batch it joined}."""
+        "labels": [N] or None, "prompts": [N] or None, "seeds": [N], "batch_images": images of
+        the batch it joined}."""
         reply = self._call("POST", "/generate", json={**settings, "format": "npz"})
         arrays = np.load(io.BytesIO(reply.content))
         return {
             "images": arrays["arr_0"],
             "labels": arrays["arr_1"] if "arr_1" in arrays else None,
+            "prompts": arrays["prompts"].tolist() if "prompts" in arrays else None,
             "seeds": arrays["seeds"],
             "batch_images": int(reply.headers["x-batch-images"]),
         }

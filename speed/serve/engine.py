@@ -5,7 +5,9 @@ A batch holds jobs that share a `Job.key` (sampler, steps, guidance scale, eta).
 its own generator, seeded by its request's seed: its starting noise and every noise draw of a
 stochastic sampler come from it (`speed.utils.seeding.randn_rows`), so an image does not depend
 on the other images of its batch, and a request batched with others gets, in float32 on the
-CPU, the pixels it gets alone (tests/serve/test_engine.py checks it bit for bit).
+CPU, the pixels it gets alone (tests/serve/test_engine.py checks it bit for bit). A
+text-to-image model takes a prompt per image in place of a class: the run's text encoder
+(`speed.text`) encodes a batch's prompts, which condition the model as labels do.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from speed.runners.build import (
     build_autoencoder,
     build_diffusion,
     build_sampling_model,
+    build_text_encoder,
     dataset_class_names,
 )
 from speed.serve.backends import BACKENDS, check_backend, onnx_model
 from speed.serve.classes import ClassNames
-from speed.serve.fixed_rows import FixedRowsDecoder, FixedRowsDenoiser
+from speed.serve.fixed_rows import FixedRowsDecoder, FixedRowsDenoiser, FixedRowsEncoder
+from speed.text.prompts import request_prompt
 from speed.utils.images import to_uint8
 from speed.utils.seeding import randn_rows
 
@@ -43,8 +47,9 @@ UNBATCHED_SAMPLERS = ("dopri5",)
 
 @dataclass(frozen=True)
 class Job:
-    """One validated request: image i has class labels[i] (None: unconditional) and seed
-    seeds[i]; the rest is shared by its images."""
+    """One validated request: image i has class labels[i] (None: unconditional or a text model)
+    or, for a text-to-image model, prompts[i], and seed seeds[i]; the rest is shared by its
+    images."""
 
     labels: tuple[int, ...] | None
     seeds: tuple[int, ...]
@@ -52,6 +57,7 @@ class Job:
     num_steps: int
     guidance_scale: float
     eta: float
+    prompts: tuple[str, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -68,9 +74,9 @@ class Engine:
     """The run in `run_dir` (a training run's experiment_dir) ready to sample on `device` with
     `backend` (`speed.serve.backends.BACKENDS`), from `checkpoint` (a stem in
     train/checkpoints; default the newest). `max_steps` caps a request's steps below the
-    diffusion's own. The denoiser and decoder run on batches of exactly `rows` rows
-    (`speed.serve.fixed_rows`). A folder without checkpoints is a MissingFileError, a bad choice a
-    ConfigError, each one line."""
+    diffusion's own, `max_prompt_chars` a prompt's length. The denoiser, decoder and text
+    encoder run on batches of exactly `rows` rows (`speed.serve.fixed_rows`). A folder without
+    checkpoints is a MissingFileError, a bad choice a ConfigError, each one line."""
 
     def __init__(
         self,
@@ -81,6 +87,7 @@ class Engine:
         trust: bool = False,
         max_steps: int = 1000,
         rows: int = 8,
+        max_prompt_chars: int = 500,
     ):
         run = RunDir(Path(run_dir))
         checkpoints = {p.stem: p for p in list_checkpoints(run.checkpoints)}
@@ -100,8 +107,15 @@ class Engine:
         self.cfg, self.checkpoint = cfg, stem
         self.autoencoder = build_autoencoder(cfg).to(self.device)
         self.diffusion = build_diffusion(cfg)
+        text_encoder = build_text_encoder(cfg).to(self.device)
+        self.reads_text = text_encoder.reads_text
+        if backend == "onnx" and self.reads_text:
+            raise ConfigError(
+                "--backend onnx: the ONNX graph takes class labels only, and this run's model "
+                f"reads text ({text_encoder.name}); serve it with --backend fp32, bf16 or compile"
+            )
         model, _, self.spec = build_sampling_model(
-            cfg, self.autoencoder, self.device, without_conditions="the service"
+            cfg, self.autoencoder, self.device, text_encoder, without_conditions="the service"
         )
         if backend == "onnx":
             float_time = self.diffusion.family == "interpolant"
@@ -109,18 +123,23 @@ class Engine:
         self.model, self.precision = model, BACKENDS[backend]
         self.denoiser = FixedRowsDenoiser(model, rows)
         self.decoder = FixedRowsDecoder(self.autoencoder, rows)
+        self.encoder = FixedRowsEncoder(text_encoder, rows) if self.reads_text else None
         self.max_steps = min(max_steps, int(self.diffusion.original_num_steps))
+        self.max_prompt_chars = max_prompt_chars
         k = self.spec.num_classes
         names = (dataset_class_names(cfg) or [str(c) for c in range(k)])[:k]
         self.classes = ClassNames(names, "GET /readyz")
         self.guided = bool(getattr(model, "has_null_label", False))
 
     def options(self) -> dict:
-        """What the run offers: classes, samplers, bounds and the run's sampling defaults."""
+        """What the run offers: classes (or prompts, for a text-to-image model), samplers,
+        bounds and the run's sampling defaults."""
         return {
             "checkpoint": self.checkpoint,
             "backend": self.backend,
             "classes": self.classes.names,
+            "prompts": self.reads_text,
+            "max_prompt_chars": self.max_prompt_chars,
             "samplers": sorted(family_samplers(self.diffusion.family)),
             "max_steps": self.max_steps,
             "guidance": self.guided,
@@ -141,12 +160,15 @@ class Engine:
         num_steps: int | None = None,
         guidance_scale: float | None = None,
         eta: float | None = None,
+        prompt: str | list[str] | None = None,
     ) -> Job:
         """A request's settings checked into a `Job` (ConfigError, one line naming the field).
 
         classes: one class (index or name) for every image, or a list of `count` of them; None
-        for an unconditional model. seeds: a list of `count` seeds, or one, image i using
-        seed + i. sampler, num_steps, guidance_scale, eta: default the run's own."""
+        for an unconditional or a text-to-image model. prompt: a text-to-image model's prompt
+        for every image, or a list of `count` of them (None for any other model). seeds: a list
+        of `count` seeds, or one, image i using seed + i. sampler, num_steps, guidance_scale,
+        eta: default the run's own."""
         defaults = self.options()["defaults"]
         sampler = defaults["sampler"] if sampler is None else sampler
         num_steps = defaults["num_steps"] if num_steps is None else num_steps
@@ -167,13 +189,35 @@ class Engine:
         if num_steps > self.max_steps:
             raise ConfigError(f"num_steps must lie in 1..{self.max_steps} on this server")
         self.sampler(sampler, eta)  # an unknown sampler or a bad eta fails here
-        labels = self._labels(classes, count)
-        if scale != 1.0 and not (labels is not None and self.guided):
+        prompts = self._prompts(prompt, classes, count)
+        labels = None if prompts is not None else self._labels(classes, count)
+        conditioned = labels is not None or prompts is not None
+        if scale != 1.0 and not (conditioned and self.guided):
             raise ConfigError(
-                "guidance_scale must be 1: this model has no null label (trained without "
-                "class dropout), so no classifier-free guidance"
+                "guidance_scale must be 1: this model has no null label or caption (trained "
+                "without class or caption dropout), so no classifier-free guidance"
             )
-        return Job(labels, tuple(seeds), sampler, int(num_steps), scale, eta)
+        return Job(labels, tuple(seeds), sampler, int(num_steps), scale, eta, prompts)
+
+    def _prompts(self, prompt, classes, count: int) -> tuple[str, ...] | None:
+        """A text-to-image model's prompts, one per image; None for any other model."""
+        if not self.reads_text:
+            if prompt is not None:
+                kind = "class-conditional" if self.classes.names else "unconditional"
+                send = "send classes" if self.classes.names else "leave it out"
+                raise ConfigError(f"prompt: this run's model is {kind}, it reads no text; {send}")
+            return None
+        if classes is not None:
+            raise ConfigError(
+                "classes: this run's model is text-to-image and has no classes; send prompt"
+            )
+        if prompt is None:
+            raise ConfigError("prompt is required: this run's model is text-to-image")
+        if not isinstance(prompt, list):
+            prompt = [prompt] * count
+        if len(prompt) != count:
+            raise ConfigError(f"prompt: {len(prompt)} prompts for count={count} images")
+        return tuple(request_prompt(p, self.max_prompt_chars) for p in prompt)
 
     def _labels(self, classes, count: int) -> tuple[int, ...] | None:
         if not self.classes.names:
@@ -213,7 +257,10 @@ class Engine:
         shape = (len(seeds), self.spec.channels, self.spec.side, self.spec.side)
         noise = randn_rows(shape, generators, device=self.device)
         labels = None
-        if first.labels is not None:
+        if first.prompts is not None:
+            captions = [p for job in jobs for p in job.prompts]
+            labels = self.encoder.condition(captions, self.device)
+        elif first.labels is not None:
             labels = torch.tensor([c for job in jobs for c in job.labels], device=self.device)
         return generate(
             self.denoiser,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from speed.generation import condition_rows
 from speed.models import guidance
 
 
@@ -50,16 +51,23 @@ class FixedRowsDenoiser:
         self.num_classes = model.num_classes
         self.has_null_label = model.has_null_label
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
-        return in_rows(self.model, self.rows)(x, t, y)
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y=None, **kwargs) -> torch.Tensor:
+        """kwargs: the model's other inputs of N rows each (a caption condition's `mask` and
+        `force_drop_ids`), sliced with x."""
+        names = list(kwargs)
 
-    def forward_with_cfg(self, x, t, y, cfg_scale: float) -> torch.Tensor:
+        def call(x, t, y, *rest):
+            return self.model(x, t, y, **dict(zip(names, rest)))
+
+        return in_rows(call, self.rows)(x, t, y, *kwargs.values())
+
+    def forward_with_cfg(self, x, t, y, cfg_scale: float, **kwargs) -> torch.Tensor:
         """As the model's own (`speed.models.guidance.forward_with_cfg`): both halves of the
         [cond; uncond] batch hold the guided output."""
         folded = getattr(self.model, "guided", None)  # a graph with guidance inside
         if folded is None:
             channels = self.model.guided_channels
-            return guidance.forward_with_cfg(self, x, t, y, cfg_scale, channels)
+            return guidance.forward_with_cfg(self, x, t, y, cfg_scale, channels, **kwargs)
         half = x.shape[0] // 2
         run = in_rows(lambda a, b, c: folded(a, b, c, cfg_scale), self.rows)
         out = run(x[:half], t[:half], y[:half])
@@ -74,3 +82,19 @@ class FixedRowsDecoder:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return in_rows(self.autoencoder.decode, self.rows)(latents)
+
+
+class FixedRowsEncoder:
+    """A text encoder whose `condition` encodes captions in batches of exactly `rows`."""
+
+    def __init__(self, text_encoder, rows: int):
+        self.text_encoder, self.rows = text_encoder, rows
+
+    def condition(self, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        """`text_encoder.condition(captions, device)`, padded with copies of the last caption."""
+        n, rows = len(captions), self.rows
+        full = list(captions) + list(captions[-1:]) * (-n % rows)
+        encode = self.text_encoder.condition
+        parts = [encode(full[i : i + rows], device) for i in range(0, len(full), rows)]
+        joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        return condition_rows(joined, slice(0, n))

@@ -14,6 +14,7 @@ from speed.utils.bounds import bound, check_positive
 class ServeLimits:
     max_images: int = bound(16, "images per request (count)")
     max_steps: int = bound(1000, "sampling steps per request (also at most the diffusion's)")
+    max_prompt_chars: int = bound(500, "characters per prompt (text-to-image models)")
     max_queue: int = bound(64, "images accepted but not yet sampling; beyond it a 503")
     max_batch: int = bound(16, "images sampled as one batch (1: no batching)")
     batch_window: float = bound(0.01, "seconds a batch waits for more requests after its first")

@@ -25,3 +25,17 @@ def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[st
     if not texts:
         raise ConfigError(f"prompts_file={prompts_file} holds no prompt (one per line)")
     return texts
+
+
+def request_prompt(value, max_chars: int, field: str = "prompt") -> str:
+    """A prompt sent to a server: a non-blank string of at most `max_chars` characters, stripped
+    (as `load_prompts` strips the lines of a file); else a ConfigError naming `field`."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{field}: every prompt must be a non-empty string, got {value!r}")
+    text = value.strip()
+    if len(text) > max_chars:
+        raise ConfigError(
+            f"{field}: a prompt of {len(text)} characters is over this server's limit of "
+            f"{max_chars} (--max-prompt-chars)"
+        )
+    return text

@@ -1,4 +1,5 @@
-"""A tiny trained run of the demo config (2 steps) and the app serving it on a free local port."""
+"""A tiny trained run of the demo config (2 steps) and the app serving it on a free local port;
+the app over the tiny text-to-image run too."""
 
 import threading
 
@@ -24,13 +25,24 @@ def tiny_run(tmp_path_factory, demo_config, tiny_overrides):
     return run, overrides
 
 
-@pytest.fixture(scope="session")
-def app_url(tiny_run):
-    """The URL of the app over `tiny_run`, served on a thread for the session."""
-    server = make_server(RunStudio(tiny_run[0]), "127.0.0.1", 0)
+def serving(run):
+    """The URL of the app over `run`, served on a thread until the generator is closed."""
+    server = make_server(RunStudio(run), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
     yield f"http://{host}:{port}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_run):
+    """The URL of the app over `tiny_run`, served on a thread for the session."""
+    yield from serving(tiny_run[0])
+
+
+@pytest.fixture(scope="session")
+def text_app_url(tiny_text_run):
+    """The URL of the app over the tiny text-to-image run (`tiny_text_run`)."""
+    yield from serving(tiny_text_run[0])

@@ -24,15 +24,11 @@ from speed.runners.train import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs/image/animals_text"
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
-TINY = [
-    "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.caption_channels=16",
-    "model.text_depth=1", "model.text_heads=2", "data.num_pairs=64",
-]  # fmt: skip
 
 
 @pytest.fixture
-def overrides(tiny_overrides):
-    return lambda run, steps=2: tiny_overrides(run, steps) + TINY
+def overrides(tiny_overrides, tiny_text):
+    return lambda run, steps=2: tiny_overrides(run, steps) + tiny_text
 
 
 def test_demo_trains_and_resumes_exactly(tmp_path, overrides, single_thread):
@@ -147,14 +143,14 @@ def test_a_text_model_without_prompts_says_how_to_give_them(tmp_path, overrides,
 
 
 def test_extract_then_train_on_the_captioned_cache(
-    tmp_path, overrides, tiny_overrides, main, single_thread
+    tmp_path, overrides, tiny_overrides, tiny_text, main, single_thread
 ):
     config = str(CONFIGS / "base.yaml")
     run = tmp_path / "run"
     extract = [*overrides(run), "data.image_size=8", "model.patch_size=4"]
     assert main(["-c", config, "-p", "extract", *extract]) == 0
     cache = ["data._target_=speed.data.LatentCacheDataset", f"data.path={run / 'latents'}"]
-    model = [k for k in TINY if k.startswith("model.")] + ["model.patch_size=4"]
+    model = [k for k in tiny_text if k.startswith("model.")] + ["model.patch_size=4"]
     args = tiny_overrides(run, 2) + model + cache
     state = load_checkpoint(train(load_config(config, "train", args)))
     assert state["model"]["x_embedder.proj.weight"].shape[-1] == 4  # 8 px images, patch 4
