@@ -10,6 +10,7 @@ conditional output), the extra input changes the output, a DDIM image sampled th
 Runtime equals `generate`'s from the same noise, and a missing or misshapen input is one line.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ RTOL, ATOL = 1e-4, 1e-5  # fp32, two kernel libraries (tests/deploy/test_onnx_gr
 TEXT_CONFIG = str(REPO / "configs/image/animals_text/base.yaml")
 CONTROL_CONFIG = str(REPO / "configs/image/animals/control.yaml")
 SUPER_RES_CONFIG = str(REPO / "configs/image/animals/super_res.yaml")
+DOC = REPO / "docs/export.md"
 captioned_folder = test_text_to_image.captioned_folder  # the fixture, shared
 TINY_TEXT = [
     "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.caption_channels=16",
@@ -154,6 +156,15 @@ def test_text_to_image_export_takes_byte_ids_and_mask(tmp_path, tiny_overrides, 
     one_line(lambda: session(x, t, {"y": ids[:, :30], "mask": token_mask}), "shape")
     one_line(lambda: session(x, t, {"y": ids + 0.5, "mask": token_mask}), "float64 values")
     one_line(lambda: session(x, t, {"y": ids[:2], "mask": token_mask[:2]}), "batches differ")
+
+    # docs/export.md's text-to-image snippet, unchanged but for the file it opens
+    snippet = re.search(r"```python\n([^`]*animals_text.*?)```", DOC.read_text(), re.S).group(1)
+    documented = '"runs/animals_text/export/0001800.onnx"'
+    assert documented in snippet
+    names = {}
+    onnx = repr(str(run / "export/0000001.onnx"))
+    exec(compile(snippet.replace(documented, onnx), str(DOC), "exec"), names)
+    assert names["x0"].shape == (8, 1, 56, 56) and -1 <= names["x0"].min() < names["x0"].max() <= 1
 
 
 def test_t5_conditioned_export_takes_caption_embeddings(
