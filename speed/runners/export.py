@@ -67,20 +67,12 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
         "autoencoder": autoencoder.name,
         "latent_scale": autoencoder.scale,
     }
-    graph = DenoiserGraph(model, extras=extras)
+    names = DenoiserGraph(model, extras=extras).input_names
     manifest = describe(
-        diffusion,
-        model,
-        graph.input_names,
-        OUTPUT_NAME,
-        image,
-        dataset_class_names(cfg),
-        extras,
+        diffusion, model, names, OUTPUT_NAME, image, dataset_class_names(cfg), extras
     )
-    graph.float_time = manifest["time_input"] == "float32"
-    path = export_onnx(
-        model, run.onnx_file(stem), spec.channels, spec.side, graph.float_time, extras
-    )
+    float_time = manifest["time_input"] == "float32"
+    path = export_onnx(model, run.onnx_file(stem), spec.channels, spec.side, float_time, extras)
     manifest.update(
         onnx=path.name,
         checkpoint={
@@ -99,6 +91,7 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
 
     # ---- check: ONNX Runtime against PyTorch ----
     session = OnnxDenoiser(path, manifest)
+    graph = DenoiserGraph(model, float_time, extras)
     error = max_difference(graph, session.run, spec.channels, spec.side, CHECK_BATCH)
     manifest["export"] = {
         "opset": OPSET,
@@ -109,8 +102,8 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
     json_path = save_manifest(manifest, run.onnx_manifest(stem))
     save_config(cfg, run.config_file("export"))
     print(
-        f"export: wrote {path} and {json_path.name} (ONNX Runtime vs PyTorch, {CHECK_BATCH} "
-        f"images: max |difference| {error:.1e})",
+        f"export: wrote {path} (inputs {', '.join(names)}) and {json_path.name} (ONNX Runtime "
+        f"vs PyTorch, {CHECK_BATCH} images: max |difference| {error:.1e})",
         flush=True,
     )
     return path

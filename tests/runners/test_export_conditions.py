@@ -25,6 +25,7 @@ from speed.deploy.manifest import load_manifest
 from speed.deploy.onnx_sampling import OnnxDenoiser, ddim_sample
 from speed.errors import DataError
 from speed.generation import generate
+from speed.models import SuperResUNet
 from speed.models.loading import load_checkpoint, save_checkpoint
 from speed.runners.build import (
     build_diffusion,
@@ -237,7 +238,7 @@ def test_control_export_takes_the_control_image(control_run, main):
     one_line(lambda: session(x, t, y, 3.0, {"low_res": maps}), "no input 'low_res'")
 
 
-def test_super_resolution_export_takes_the_low_res_image(tmp_path, main):
+def test_super_resolution_export_takes_the_low_res_image(tmp_path, main, monkeypatch, capsys):
     run = tmp_path / "run"
     overrides = [
         f"experiment_dir={run}", "max_training_steps=1", "ckpt_every=1", "log_every=1",
@@ -268,3 +269,10 @@ def test_super_resolution_export_takes_the_low_res_image(tmp_path, main):
 
     one_line(lambda: session(x, t, y, 3.0), r"needs input low_res \['N', 1, 14, 14\] float32")
     one_line(lambda: session(x, t, y, 3.0, {"low_res": low[:, :, :7, :7]}), "got shape")
+
+    # an input the export cannot describe (none of today's models has one): one line
+    monkeypatch.setattr(SuperResUNet, "conditions", ("low_res", "depth"))
+    capsys.readouterr()
+    assert main(["-c", SUPER_RES_CONFIG, "-p", "export", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "is a SuperResUNet, which also needs depth" in err and err.count("\n") == 1
