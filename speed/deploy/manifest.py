@@ -5,6 +5,8 @@
       "onnx": "0004000.onnx",                 file name, beside this JSON
       "checkpoint": {"file": ..., "step": 4000, "weights": "ema" | "model"},
       "inputs": ["x", "t", "y", "guidance_scale"], "output": "model_output",
+                                              (the graph's input names in order; a model with
+                                              more inputs has them before guidance_scale)
       "objective": "gaussian" | "interpolant",
       "time_input": "int64" | "float32",      t: original timesteps, or time_scale * t
     a Gaussian diffusion's denoiser:
