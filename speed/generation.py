@@ -33,6 +33,7 @@ from speed.diffusion.samplers import AtLeast, sampler_options
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import DataError
 from speed.flow import samplers as interpolant_samplers
+from speed.models.guidance import guided_condition
 from speed.text.prompts import load_prompts
 from speed.utils.fsdp import is_sharded
 from speed.utils.images import make_grid, to_uint8, upscale
@@ -217,17 +218,6 @@ def generate(
             "guidance_scale"
         )
     return images
-
-
-def guided_condition(model: nn.Module, condition) -> dict:
-    """The model kwargs of a [cond; uncond] batch: labels then the null label, or (a caption
-    condition) the captions twice with `force_drop_ids` 0 then 1 (the null caption)."""
-    if not isinstance(condition, Mapping):
-        return {"y": torch.cat([condition, torch.full_like(condition, model.num_classes)])}
-    n = condition["y"].shape[0]
-    drop = torch.cat([torch.zeros(n), torch.ones(n)]).long().to(condition["y"].device)
-    doubled = {key: torch.cat([value, value]) for key, value in condition.items()}
-    return {**doubled, "force_drop_ids": drop}
 
 
 def condition_rows(condition, rows):

@@ -13,8 +13,9 @@ from speed.models import guidance
 class ControlledModel(nn.Module):
     """A frozen `base` plus a trainable control `branch`; `forward(x, t, y, control=...)`.
 
-    The base's label interface (`num_classes`, `class_dropout_prob`, `has_null_label`) is read
-    through, so training (label dropout) and guided sampling treat it as the base.
+    The base's label interface (`num_classes`, `class_dropout_prob`, `has_null_label`,
+    `guided_channels`) is read through, so training (label dropout), guided sampling and the
+    ONNX export treat it as the base.
 
     Args:
         base: the backbone (frozen here).
@@ -40,6 +41,10 @@ class ControlledModel(nn.Module):
     def has_null_label(self) -> bool:
         return self.base.has_null_label
 
+    @property
+    def guided_channels(self) -> int:
+        return self.base.guided_channels
+
     def shard_units(self) -> list[nn.Module]:
         """The FSDP units (`speed.utils.fsdp.shard`): the base's blocks and the branch's copies
         of them; the rest of both (embedders, zero projections) belongs to the root unit."""
@@ -59,4 +64,4 @@ class ControlledModel(nn.Module):
         if not self.has_null_label:
             raise ValueError("classifier-free guidance needs a base trained with label dropout")
         forward = functools.partial(self, control=control)
-        return guidance.forward_with_cfg(forward, x, t, y, cfg_scale, self.base.guided_channels)
+        return guidance.forward_with_cfg(forward, x, t, y, cfg_scale, self.guided_channels)

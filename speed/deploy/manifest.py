@@ -5,6 +5,8 @@
       "onnx": "0004000.onnx",                 file name, beside this JSON
       "checkpoint": {"file": ..., "step": 4000, "weights": "ema" | "model"},
       "inputs": ["x", "t", "y", "guidance_scale"], "output": "model_output",
+                                              (the graph's input names in order; a model with
+                                              more inputs has them before guidance_scale)
       "objective": "gaussian" | "interpolant",
       "time_input": "int64" | "float32",      t: original timesteps, or time_scale * t
     a Gaussian diffusion's denoiser:
@@ -20,7 +22,14 @@
       "image": {"channels": C, "side": h, "pixel_side": H, "autoencoder": name,
                 "latent_scale": s},           x is [N, C, h, h]; pixels = decode(x) for latents
       "classes": {"num_classes": K, "null_label": K or null, "names": [...] or null},
-      "guidance": {"folded": true, "input": "guidance_scale", "guided_channels": g} or null,
+      "guidance": {"folded": true, "input": "guidance_scale", "guided_channels": g,
+                   "null": "label" | "caption"} or null,
+      "conditions": [{"name": ..., "shape": ["N", ...], "dtype": ..., "what": ..., ...}],
+                                              the inputs beyond x, t, y and the guidance scale
+                                              (`speed.deploy.conditions`): a caption's y and
+                                              mask with the text encoder to run, a ControlNet's
+                                              control (transform, folded scale), an upsampler's
+                                              low_res (its degradation); [] for none
       "settings": {"sampler": ..., "num_steps": ..., "eta": ..., "guidance_scale": ...,
                    "clip_denoised": ...},     the run's sampling settings, as defaults
       "export": {"opset": 18, "torch": version, "check_batch": 2, "max_abs_diff": float}
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -83,6 +93,7 @@ def describe(
     output_name: str,
     image: dict,
     class_names: list[str] | None,
+    conditions: Sequence = (),
 ) -> dict:
     """The manifest's model part: schedule, parameterisation, inputs, shapes, classes, guidance.
 
@@ -91,8 +102,10 @@ def describe(
             `Interpolant`: its path, prediction and time scale).
         model: the exported backbone (`num_classes`, `has_null_label`, `guided_channels`).
         image: {"channels", "side", "pixel_side", "autoencoder", "latent_scale"}.
+        conditions: the graph's other inputs (`speed.deploy.conditions.GraphInput`s).
     """
-    null_label = model.num_classes if model.has_null_label else None
+    null_label = model.num_classes if model.has_null_label and model.num_classes else None
+    caption = any(c.caption for c in conditions)
     return {
         "format": FORMAT,
         "inputs": list(graph_inputs),
@@ -106,10 +119,16 @@ def describe(
             "names": list(class_names) if class_names else None,
         },
         "guidance": (
-            {"folded": True, "input": "guidance_scale", "guided_channels": model.guided_channels}
+            {
+                "folded": True,
+                "input": "guidance_scale",
+                "guided_channels": model.guided_channels,
+                "null": "caption" if caption else "label",
+            }
             if "guidance_scale" in graph_inputs
             else None
         ),
+        "conditions": [c.describe() for c in conditions],
     }
 
 

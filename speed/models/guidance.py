@@ -12,7 +12,7 @@ learned variance, or DiT's fourth latent channel) pass through from the model ou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -85,3 +85,15 @@ def forward_with_cfg(
     cond, uncond = eps[: n // 2], eps[n // 2 :]  # slices, not chunk: export keeps N symbolic
     guided = uncond + cfg_scale * (cond - uncond)
     return torch.cat([torch.cat([guided, guided], dim=0), rest], dim=1)
+
+
+def guided_condition(model, condition) -> dict:
+    """The model kwargs of a [cond; uncond] batch: labels [N] then the null label
+    `model.num_classes`, or (a caption condition {"y": [N, L, ...], "mask": [N, L]}) the captions
+    twice with `force_drop_ids` 0 then 1 (the null caption). Returns tensors of 2N rows."""
+    if not isinstance(condition, Mapping):
+        return {"y": torch.cat([condition, torch.full_like(condition, model.num_classes)])}
+    n = condition["y"].shape[0]
+    drop = torch.cat([torch.zeros(n), torch.ones(n)]).long().to(condition["y"].device)
+    doubled = {key: torch.cat([value, value]) for key, value in condition.items()}
+    return {**doubled, "force_drop_ids": drop}

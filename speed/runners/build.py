@@ -19,6 +19,7 @@ from speed.adapters import adapter_of_checkpoint
 from speed.config import instantiate
 from speed.config_schema import NODES
 from speed.control import ControlNet
+from speed.data.degradation import Degradation
 from speed.errors import ConfigError
 from speed.generation import config_family
 from speed.models import extract_state_dict, load_checkpoint, load_pretrained
@@ -181,7 +182,7 @@ def build_sampling_model(
     on) and merged into it, so every phase samples a plain backbone; a control branch's file
     (`speed.control`) gives a `ControlledModel` of its base, which samples with control images.
     A caller that gives a model nothing beyond noise, time and labels (`without_conditions`: its
-    name, e.g. "export") gets one line refusing a ControlNet branch (rather than sampling its
+    name, e.g. "the service") gets one line refusing a ControlNet branch (rather than sampling its
     base silently) or a model that needs more inputs (an upsampler's `low_res`). With
     `compile: true` the model's `__call__` is compiled in place (`nn.Module.compile`), so guided
     sampling, whose `forward_with_cfg` calls the model, runs the compiled graph too; its
@@ -235,6 +236,18 @@ def sampling_control(cfg: DictConfig, path) -> ControlNet | None:
     model), with the `control` node's scale and images; None for any other checkpoint."""
     control = addon_of_checkpoint(cfg, load_checkpoint(path, trust=cfg.trust_checkpoint))
     return control if isinstance(control, ControlNet) else None
+
+
+def build_degradation(cfg: DictConfig) -> Degradation:
+    """The `data` node's low-res degradation (`low_size`, `blur_sigma`, `noise_std`) without its
+    images: what a super-resolution model's inputs were made by."""
+    if "low_size" not in cfg.data:
+        raise ConfigError(
+            "data.low_size is not set: a super-resolution model needs the side of its low-res "
+            "inputs (use the data node it was trained with, speed.data.SuperResolution)"
+        )
+    keys = ("low_size", "blur_sigma", "noise_std")
+    return Degradation(**{key: cfg.data[key] for key in keys if key in cfg.data})
 
 
 def build_control(cfg: DictConfig):

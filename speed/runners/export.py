@@ -7,7 +7,11 @@ writes `<experiment_dir>/export/<ckpt-stem>.onnx` (inputs x, t, y, guidance_scal
 batch; guidance folded in: see `speed.deploy.onnx_graph`) and `<ckpt-stem>.json` (schedule,
 parameterisation, shapes, classes, guidance, the run's sampling settings: see
 `speed.deploy.manifest`), after checking that ONNX Runtime's output equals PyTorch's on a random
-batch. One process on the CPU; the export folder is locked for the run.
+batch. A model that takes more (`speed.deploy.conditions`) has more graph inputs, each described
+in the manifest: a caption model's y and mask (embeddings of the `text_encoder` node's frozen
+encoder, or byte ids its own text transformer reads), a ControlNet branch's control image (with
+its base; `control.scale` folded in), a super-resolution model's low_res. One process on the CPU;
+the export folder is locked for the run.
 """
 
 from __future__ import annotations
@@ -15,19 +19,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from speed.config import save_config
+from speed.deploy.conditions import caption_inputs, control_input, low_res_input
 from speed.deploy.manifest import describe, save_manifest
 from speed.deploy.onnx_graph import OPSET, OUTPUT_NAME, DenoiserGraph, export_onnx, max_difference
 from speed.deploy.onnx_sampling import OnnxDenoiser
+from speed.errors import ConfigError
 from speed.generation import scales_of
 from speed.run import RunDir, checkpoint_step, locked
 from speed.runners.build import (
     build_autoencoder,
+    build_degradation,
     build_diffusion,
     build_sampling_model,
+    build_text_encoder,
     dataset_class_names,
+    sampling_control,
 )
 
 CHECK_BATCH = 3  # images in the ONNX Runtime vs PyTorch check (not the export's batch of 2)
@@ -43,11 +52,11 @@ def export(cfg: DictConfig) -> Path:
 
 def _export(cfg: DictConfig, run: RunDir) -> Path:
     autoencoder = build_autoencoder(cfg)
+    text_encoder = build_text_encoder(cfg)
     cpu = torch.device("cpu")
-    model, ckpt_path, spec = build_sampling_model(
-        cfg, autoencoder, cpu, without_conditions="export"
-    )
+    model, ckpt_path, spec = build_sampling_model(cfg, autoencoder, cpu, text_encoder)
     diffusion = build_diffusion(cfg)
+    extras = graph_conditions(cfg, model, ckpt_path, spec, autoencoder, text_encoder)
     stem = ckpt_path.stem
 
     # ---- the manifest, then the graph (its time input as the manifest says) ----
@@ -58,16 +67,12 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
         "autoencoder": autoencoder.name,
         "latent_scale": autoencoder.scale,
     }
+    names = DenoiserGraph(model, extras=extras).input_names
     manifest = describe(
-        diffusion,
-        model,
-        DenoiserGraph(model).input_names,
-        OUTPUT_NAME,
-        image,
-        dataset_class_names(cfg),
+        diffusion, model, names, OUTPUT_NAME, image, dataset_class_names(cfg), extras
     )
     float_time = manifest["time_input"] == "float32"
-    path = export_onnx(model, run.onnx_file(stem), spec.channels, spec.side, float_time)
+    path = export_onnx(model, run.onnx_file(stem), spec.channels, spec.side, float_time, extras)
     manifest.update(
         onnx=path.name,
         checkpoint={
@@ -86,7 +91,8 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
 
     # ---- check: ONNX Runtime against PyTorch ----
     session = OnnxDenoiser(path, manifest)
-    error = max_difference(model, session, spec.channels, spec.side, CHECK_BATCH, float_time)
+    graph = DenoiserGraph(model, float_time, extras)
+    error = max_difference(graph, session.run, spec.channels, spec.side, CHECK_BATCH)
     manifest["export"] = {
         "opset": OPSET,
         "torch": torch.__version__,
@@ -96,8 +102,32 @@ def _export(cfg: DictConfig, run: RunDir) -> Path:
     json_path = save_manifest(manifest, run.onnx_manifest(stem))
     save_config(cfg, run.config_file("export"))
     print(
-        f"export: wrote {path} and {json_path.name} (ONNX Runtime vs PyTorch, {CHECK_BATCH} "
-        f"images: max |difference| {error:.1e})",
+        f"export: wrote {path} (inputs {', '.join(names)}) and {json_path.name} (ONNX Runtime "
+        f"vs PyTorch, {CHECK_BATCH} images: max |difference| {error:.1e})",
         flush=True,
     )
     return path
+
+
+def graph_conditions(cfg: DictConfig, model, ckpt_path, spec, autoencoder, text_encoder) -> list:
+    """The graph inputs `model` takes beyond x, t, y (`speed.deploy.conditions`): a caption's y
+    and mask, a ControlNet's control image, an upsampler's low_res."""
+    extras = []
+    if text_encoder.reads_text:
+        node = OmegaConf.to_container(cfg.text_encoder, resolve=True)
+        extras += caption_inputs(text_encoder, node)
+    control = sampling_control(cfg, ckpt_path)
+    if control is not None:
+        latent = autoencoder.latent_channels is not None
+        extras.append(control_input(control, spec.channels, spec.side, latent))
+    conditions = tuple(getattr(model, "conditions", ()))
+    if "low_res" in conditions:
+        degradation = build_degradation(cfg)
+        extras.append(low_res_input(model, degradation.low_size, vars(degradation)))
+    unknown = [name for name in conditions if name != "low_res"]
+    if unknown:
+        raise ConfigError(
+            f"export: {ckpt_path} is a {type(model).__name__}, which also needs "
+            f"{', '.join(unknown)}, an input the export cannot describe; sample it with -p sample"
+        )
+    return extras

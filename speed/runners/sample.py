@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from speed.config import save_config
-from speed.data.degradation import Degradation, bicubic_resize
+from speed.data.degradation import bicubic_resize
 from speed.data.super_res import read_low_res
 from speed.generation import (
     condition_rows,
@@ -41,6 +41,7 @@ from speed.run.outputs import grid_settings, outputs_of
 from speed.runners.build import (
     build_autoencoder,
     build_dataset,
+    build_degradation,
     build_diffusion,
     build_reference_dataset,
     build_sampling_model,
@@ -161,8 +162,7 @@ def _low_res_inputs(cfg: DictConfig, spec):
         labels = pairs.labels[: len(items)] if pairs.labels is not None else None
         names = [f"held_out_{i:06d}.png" for i in range(len(items))]
         return names, low, torch.stack([x for x, _ in items]), labels
-    keys = ("low_size", "blur_sigma", "noise_std")  # the data's degradation, without its images
-    degradation = Degradation(**{key: cfg.data[key] for key in keys if key in cfg.data})
+    degradation = build_degradation(cfg)
     names, low, references = read_low_res(cfg.low_res, spec.channels, spec.side, degradation)
     rows = grid_rows(cfg, spec.num_classes)  # a class-conditional upsampler: sample_classes
     labels = torch.tensor([rows[i % len(rows)] for i in range(len(low))]) if rows else None

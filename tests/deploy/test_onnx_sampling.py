@@ -34,7 +34,7 @@ class GaussianDenoiser:
             "parameterisation": parameterisation,
         }
 
-    def __call__(self, x, t, y=None, guidance_scale=1.0):
+    def __call__(self, x, t, y=None, guidance_scale=1.0, conditions=None):
         a = ABAR[t].reshape(-1, 1, 1, 1)
         eps = np.sqrt(1 - a) * (x - np.sqrt(a) * MU) / (a * S**2 + 1 - a)
         x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)

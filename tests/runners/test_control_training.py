@@ -3,7 +3,8 @@ at initialisation the built model is its base exactly; the run trains and saves 
 resumes exactly (with EMA, with SpeeD's diffusion.faster, and under strategy=fsdp on two ranks,
 which equal one process); sampling shows each row's control
 image before its samples, scale 0 is the base; inference samples under the data's edge maps and
-stores them; another base (and export) is refused in one line."""
+stores them; another base is refused in one line (the export takes control images:
+tests/runners/test_export_conditions.py)."""
 
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from speed.runners.build import (
     build_sampling_model,
     data_spec,
 )
-from speed.runners.export import export
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
@@ -232,8 +232,6 @@ def test_another_base_is_refused_in_one_line(tmp_path, tiny_overrides, tiny_dit,
         sample(control_cfg(tiny_overrides, tiny_dit, run, 1, other, "sample"))
     with pytest.raises(ConfigError, match="sha256"):
         train(control_cfg(tiny_overrides, tiny_dit, run, 2, other, "train", "resume=true"))
-    with pytest.raises(ConfigError, match="no control-image input"):
-        export(control_cfg(tiny_overrides, tiny_dit, run, 1, base_ckpt, "sample"))
     # The service and the page take no control image either: refused, never the base silently.
     with pytest.raises(ConfigError, match="the service: .* is a ControlNet branch"):
         Engine(run)

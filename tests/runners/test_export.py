@@ -46,7 +46,10 @@ def test_export_writes_the_ema_graph_and_its_manifest(
     }
     assert manifest["classes"]["num_classes"] == manifest["classes"]["null_label"] == 10
     assert manifest["classes"]["names"][0] == "bear"
-    assert manifest["guidance"] == {"folded": True, "input": "guidance_scale", "guided_channels": 1}
+    assert manifest["guidance"] == {
+        "folded": True, "input": "guidance_scale", "guided_channels": 1, "null": "label"
+    }  # fmt: skip
+    assert manifest["conditions"] == []
     assert manifest["settings"] == {
         "sampler": "ddim",
         "num_steps": 3,

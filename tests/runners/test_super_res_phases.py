@@ -14,7 +14,6 @@ from speed.config import ConfigError, load_config
 from speed.data.degradation import bicubic_resize
 from speed.models import SuperResUNet, load_checkpoint
 from speed.runners.build import build_dataset
-from speed.runners.export import export
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
@@ -76,9 +75,9 @@ def test_train_sample_and_inference(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "4 held-out pairs" in printed and "bicubic" in printed
 
-    # Export, the service and the page give a model no low-res input: one line each.
+    # The service and the page give a model no low-res input: one line each (the export
+    # takes one: tests/runners/test_export_conditions.py).
     for consumer, build in (
-        ("export", lambda: export(load_config(CONFIG, "export", overrides(run)))),
         ("the service", lambda: Engine(run)),
         ("the page", lambda: RunStudio(run)),
     ):

@@ -18,6 +18,7 @@ from speed.config import load_config
 from speed.data.captions import read_captions
 from speed.errors import ConfigError
 from speed.models import load_checkpoint
+from speed.runners.build import build_autoencoder, build_sampling_model
 from speed.runners.inference import inference
 from speed.runners.sample import sample
 from speed.runners.train import train
@@ -185,12 +186,15 @@ def test_bf16_training_step_is_finite(tmp_path, overrides, single_thread):
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
-def test_label_only_commands_refuse_a_text_model_in_one_line(tmp_path, overrides, main, capsys):
+def test_label_only_callers_refuse_a_text_model_in_one_line(tmp_path, overrides):
+    """A caller that builds the model without its text encoder (a benchmark drawing labels) is
+    refused (the export phase takes captions: tests/runners/test_export_conditions.py)."""
     config = str(CONFIGS / "base.yaml")
     run = tmp_path / "run"
     train(load_config(config, "train", overrides(run, steps=1) + ["sample_every=0"]))
-    assert main(["-c", config, "-p", "export", *overrides(run, steps=1)]) == 2
-    assert "draws class labels only" in capsys.readouterr().err
+    cfg = load_config(config, "sample", overrides(run, steps=1))
+    with pytest.raises(ConfigError, match="draws class labels only"):
+        build_sampling_model(cfg, build_autoencoder(cfg), torch.device("cpu"))
 
 
 def test_the_cache_stores_t5_embeddings_and_training_reads_them(
