@@ -138,6 +138,29 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(
     assert sample(cfg).is_file()
 
 
+@pytest.mark.slow
+def test_fsdp_two_ranks_equal_one_process_with_a_unet_adapter(
+    tmp_path, demo_config, tiny_overrides
+):
+    """LoRA on the UNet's attention and projection layers, inside its sharded blocks: two ranks
+    compute one process's update and the file holds the adapter only."""
+    base = train(load_config(demo_config, "train", tiny_overrides(tmp_path / "ub", 1)))
+
+    def overrides(run, *extra):
+        common = ["sample_every=0", "data.random_flip=false", "global_batch_size=4", *ADAPTER]
+        return tiny_overrides(tmp_path / run, 2) + common + [f"adapter.base={base}", *extra]
+
+    torchrun(demo_config, overrides("two", "strategy=fsdp"))
+    two = load_checkpoint(tmp_path / "two/train/checkpoints/0000002.pt")
+    one = load_checkpoint(train(load_config(demo_config, "train", overrides("one"))))
+    assert two["adapter"] == one["adapter"] and two["opt"] is None
+    assert set(two["model"]) == set(one["model"])
+    assert two["model"] and all("lora_" in name for name in two["model"])
+    assert any(t.abs().sum() > 0 for n, t in two["model"].items() if "lora_B" in n)
+    for name, tensor in one["model"].items():
+        torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
 def test_adapter_trains_under_bf16_with_float32_weights(
     tmp_path, dit_config, tiny_overrides, tiny_dit, base_ckpt
 ):
