@@ -7,7 +7,8 @@ stochastic sampler come from it (`speed.utils.seeding.randn_rows`), so an image 
 on the other images of its batch, and a request batched with others gets, in float32 on the
 CPU, the pixels it gets alone (tests/serve/test_engine.py checks it bit for bit). A
 text-to-image model takes a prompt per image in place of a class: the run's text encoder
-(`speed.text`) encodes a batch's prompts, which condition the model as labels do.
+(`speed.text`) encodes a batch's prompts, which condition the model as labels do (with the onnx
+backend too: the encoder stays in PyTorch and its output feeds the graph's y and mask).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from speed.config_schema import out_of_range
+from speed.deploy.conditions import caption_inputs
 from speed.diffusion.samplers.common import check_num_steps
 from speed.errors import ConfigError, MissingFileError
 from speed.generation import family_samplers, generate, sampler_from_config, scales_of
@@ -109,17 +111,16 @@ class Engine:
         self.diffusion = build_diffusion(cfg)
         text_encoder = build_text_encoder(cfg).to(self.device)
         self.reads_text = text_encoder.reads_text
-        if backend == "onnx" and self.reads_text:
-            raise ConfigError(
-                "--backend onnx: the ONNX graph takes class labels only, and this run's model "
-                f"reads text ({text_encoder.name}); serve it with --backend fp32, bf16 or compile"
-            )
         model, _, self.spec = build_sampling_model(
             cfg, self.autoencoder, self.device, text_encoder, without_conditions="the service"
         )
         if backend == "onnx":
             float_time = self.diffusion.family == "interpolant"
-            model = onnx_model(model, self.spec, float_time, run.onnx_file(stem))
+            extras = ()
+            if self.reads_text:  # a caption's y and mask, should the graph be exported here
+                node = OmegaConf.to_container(cfg.text_encoder, resolve=True)
+                extras = caption_inputs(text_encoder, node)
+            model = onnx_model(model, self.spec, float_time, run.onnx_file(stem), extras=extras)
         self.model, self.precision = model, BACKENDS[backend]
         self.denoiser = FixedRowsDenoiser(model, rows)
         self.decoder = FixedRowsDecoder(self.autoencoder, rows)

@@ -54,12 +54,7 @@ class FixedRowsDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y=None, **kwargs) -> torch.Tensor:
         """kwargs: the model's other inputs of N rows each (a caption condition's `mask` and
         `force_drop_ids`), sliced with x."""
-        names = list(kwargs)
-
-        def call(x, t, y, *rest):
-            return self.model(x, t, y, **dict(zip(names, rest)))
-
-        return in_rows(call, self.rows)(x, t, y, *kwargs.values())
+        return self._in_rows(self.model, x, t, y, kwargs)
 
     def forward_with_cfg(self, x, t, y, cfg_scale: float, **kwargs) -> torch.Tensor:
         """As the model's own (`speed.models.guidance.forward_with_cfg`): both halves of the
@@ -68,10 +63,26 @@ class FixedRowsDenoiser:
         if folded is None:
             channels = self.model.guided_channels
             return guidance.forward_with_cfg(self, x, t, y, cfg_scale, channels, **kwargs)
+        # the graph adds the null label or caption itself: it reads the conditional half only,
+        # whose force_drop_ids are all 0
+        kwargs.pop("force_drop_ids", None)
         half = x.shape[0] // 2
-        run = in_rows(lambda a, b, c: folded(a, b, c, cfg_scale), self.rows)
-        out = run(x[:half], t[:half], y[:half])
+        first = {name: value[:half] for name, value in kwargs.items()}
+
+        def run(x, t, y, **rest):
+            return folded(x, t, y, cfg_scale, **rest)
+
+        out = self._in_rows(run, x[:half], t[:half], y[:half], first)
         return torch.cat([out, out])
+
+    def _in_rows(self, fn: Callable, x, t, y, kwargs: dict) -> torch.Tensor:
+        """`fn(x, t, y, **kwargs)` on slices of exactly `rows` rows of every input."""
+        names = list(kwargs)
+
+        def call(x, t, y, *rest):
+            return fn(x, t, y, **dict(zip(names, rest)))
+
+        return in_rows(call, self.rows)(x, t, y, *kwargs.values())
 
 
 class FixedRowsDecoder:

@@ -1,7 +1,9 @@
 """python -m speed.serve.loadtest URL [--concurrency 1 2 4 8] [--requests 32] [--label batched]:
 drive a running service with concurrent POST /generate requests (an asyncio client on httpx) and
 report, per concurrency, QPS, latency percentiles p50/p95/p99, images/s and the mean images per
-batch the service reported (X-Batch-Images).
+batch the service reported (X-Batch-Images). Without `--body` each request is one image of the
+run's kind, as GET /options describes it: a prompt for a text-to-image run, class 0 for a
+class-conditional one, no condition for an unconditional one (`default_body`).
 
 Each concurrency level is `--requests` requests from that many clients in a closed loop (a client
 sends its next request when its last answer arrived), after `--warmup` requests. Results go to
@@ -23,9 +25,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from speed.errors import report_user_error
+from speed.serve.client import ServeClient, ServeRequestError
 from speed.utils.machine import device_name
 
-DEFAULT_BODY = {"classes": 0, "count": 1, "sampler": "ddim", "num_steps": 10, "format": "npz"}
+DEFAULT_SETTINGS = {"count": 1, "sampler": "ddim", "num_steps": 10, "format": "npz"}
+DEFAULT_PROMPT = "a dog left of a cat"  # a caption of the text-to-image demo (animals_text)
+
+
+def default_body(options: dict) -> dict:
+    """The body sent without --body, chosen by the service's GET /options: DEFAULT_SETTINGS
+    with DEFAULT_PROMPT for a text-to-image run (`prompts: true`), class 0 for a
+    class-conditional one, nothing more for an unconditional one."""
+    if options["prompts"]:
+        return {"prompt": DEFAULT_PROMPT, **DEFAULT_SETTINGS}
+    return {"classes": 0, **DEFAULT_SETTINGS} if options["classes"] else dict(DEFAULT_SETTINGS)
 
 
 async def one_level(
@@ -67,9 +81,8 @@ async def one_level(
     }
 
 
-async def load_test(args: argparse.Namespace) -> list[dict]:
+async def load_test(args: argparse.Namespace, body: dict) -> list[dict]:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    body = json.loads(args.body)
     await one_level(args.url, body, 1, args.warmup, headers)
     levels = []
     for concurrency in args.concurrency:
@@ -127,7 +140,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--requests", type=int, default=32, help="requests per level")
     parser.add_argument("--warmup", type=int, default=2, help="requests sent first, not counted")
-    parser.add_argument("--body", default=json.dumps(DEFAULT_BODY), help="POST /generate JSON")
+    parser.add_argument(
+        "--body",
+        help="POST /generate JSON (default: one image, 10 DDIM steps, npz, of class 0 or, when "
+        "GET /options says prompts: true, of a prompt)",
+    )
     parser.add_argument("--label", default="service", help="this run's name in --out")
     parser.add_argument("--token", help="bearer token, when the service needs one")
     parser.add_argument("--out", default="benchmarks/results/serve_loadtest.json")
@@ -141,19 +158,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    print(HEADER + "\n" + "|---" * 8 + "|", flush=True)
     try:
-        levels = asyncio.run(load_test(args))
+        if args.body is None:
+            client = ServeClient(args.url, args.token)
+            body = default_body(client.options())
+            client.close()
+        else:
+            body = json.loads(args.body)
+        print(f"body {json.dumps(body)}\n{HEADER}\n" + "|---" * 8 + "|", flush=True)
+        levels = asyncio.run(load_test(args, body))
     except httpx.TransportError as error:
         print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
         return 2
+    except ServeRequestError as error:  # GET /options: refused, or no service there
+        return report_user_error(error)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     machine = device_name()
     results[args.label] = {
         "machine": f"{machine} {args.note}".strip(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "body": args.body,
+        "body": json.dumps(body),
         "levels": levels,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

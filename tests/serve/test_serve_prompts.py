@@ -101,11 +101,6 @@ def test_a_prompt_to_a_class_model_is_one_line(engine):
         engine.job(classes=1, prompt=CAT)
 
 
-def test_onnx_refuses_a_text_model_in_one_line(tiny_text_run):
-    with pytest.raises(ConfigError, match="takes class labels only.*reads text"):
-        Engine(tiny_text_run[0], backend="onnx")
-
-
 def test_a_png_for_a_prompt_is_the_engines_picture(http, text_engine):
     options = http.get("/options").json()
     assert options["prompts"] is True and options["classes"] == []
