@@ -25,7 +25,7 @@ from torch import nn
 
 from speed.models import masking
 from speed.models.dit import DiT, DiTBlock, FinalLayer, modulate, paper_size, size_registry
-from speed.models.layers import sincos_pos_embed_2d
+from speed.models.transformer_parts import fill_sincos, xavier_linears, zero_layers
 
 
 class DecoderLayer(nn.Module):
@@ -124,20 +124,16 @@ class MaskDiT(DiT):
     def _initialize_decoder(self) -> None:
         """As the encoder: Xavier linears, sin-cos positions, adaLN-Zero; the decoder projection
         and the output layer start at zero, the mask token at N(0, 0.02) (as MaskDiT does)."""
-        for module in (self.decoder_layer, self.decoder_blocks, self.final_layer):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.xavier_uniform_(layer.weight)
-                    nn.init.zeros_(layer.bias)
-        table = sincos_pos_embed_2d(self.decoder_pos_embed.shape[-1], *self.grid_size)
-        self.decoder_pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
+        xavier_linears(self.decoder_layer, self.decoder_blocks, self.final_layer)
+        fill_sincos(self.decoder_pos_embed, self.grid_size)
         nn.init.normal_(self.mask_token, std=0.02)
-        zeroed = [block.adaLN_modulation[-1] for block in self.decoder_blocks]
-        zeroed += [self.decoder_layer.adaLN_modulation[-1], self.decoder_layer.linear]
-        zeroed += [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]
-        for layer in zeroed:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_layers(
+            *(block.adaLN_modulation[-1] for block in self.decoder_blocks),
+            self.decoder_layer.adaLN_modulation[-1],
+            self.decoder_layer.linear,
+            self.final_layer.adaLN_modulation[-1],
+            self.final_layer.linear,
+        )
 
     def mask_ratio_at(self, step: int) -> float:
         """The training mask ratio at optimizer step `step` (0 from `unmask_at_step` on)."""
