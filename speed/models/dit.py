@@ -266,15 +266,17 @@ def size_registry(cls, family: str, describe: str) -> dict:
 
 
 def paper_size(
-    name: str, registry: dict, family: str, *, patch_size, depth, hidden_size, num_heads
+    registry: dict, family: str, *, name: str, patch_size, depth, hidden_size, num_heads, **others
 ) -> dict:
-    """The size arguments of the registered `name` (e.g. "DiT-XL/2"), each one given (not None)
-    overriding the paper's."""
+    """The constructor arguments of a builder's call: the size arguments of the registered `name`
+    (e.g. "DiT-XL/2"), each one given (not None) overriding the paper's, and `others` as given.
+    A builder passes its arguments whole: `DiT(**paper_size(DiT_models, "DiT", **locals()))`."""
     if name not in registry:
         raise ValueError(f"unknown {family} model name {name!r}; choose one of {sorted(registry)}")
     size, patch = name[len(family) + 1 :].split("/")
     default_depth, default_hidden, default_heads = DIT_SIZES[size]
     return {
+        **others,
         "patch_size": int(patch) if patch_size is None else patch_size,
         "hidden_size": default_hidden if hidden_size is None else hidden_size,
         "depth": default_depth if depth is None else depth,
@@ -310,18 +312,4 @@ def build_dit(
 
     Config-friendly: `model: {_target_: speed.models.dit.build_dit, name: DiT-S/4, depth: 6}`.
     """
-    sizes = paper_size(
-        name, DiT_models, "DiT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return DiT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-    )
+    return DiT(**paper_size(DiT_models, "DiT", **locals()))

@@ -229,24 +229,4 @@ def build_maskdit(
 
     Config-friendly: `model: {_target_: speed.models.maskdit.build_maskdit, name: MaskDiT-S/4}`.
     """
-    sizes = paper_size(
-        name, MaskDiT_models, "MaskDiT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return MaskDiT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        mask_ratio=mask_ratio,
-        mae_loss_coef=mae_loss_coef,
-        unmask_at_step=unmask_at_step,
-        decoder_hidden_size=decoder_hidden_size,
-        decoder_depth=decoder_depth,
-        decoder_num_heads=decoder_num_heads,
-    )
+    return MaskDiT(**paper_size(MaskDiT_models, "MaskDiT", **locals()))

@@ -324,21 +324,4 @@ def build_mdt(
 
     Config-friendly: `model: {_target_: speed.models.mdt.build_mdt, name: MDT-S/2}`.
     """
-    sizes = paper_size(
-        name, MDT_models, "MDT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return MDT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        decode_layer=decode_layer,
-        mask_ratio=mask_ratio,
-        mask_ratio_jitter=mask_ratio_jitter,
-    )
+    return MDT(**paper_size(MDT_models, "MDT", **locals()))

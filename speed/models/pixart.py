@@ -308,22 +308,4 @@ def build_pixart(
 
     Config-friendly: `model: {_target_: speed.models.pixart.build_pixart, name: PixArt-S/2}`.
     """
-    sizes = paper_size(
-        name, PixArt_models, "PixArt",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return PixArt(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        caption_channels=caption_channels,
-        max_length=max_length,
-        caption_dropout_prob=caption_dropout_prob,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        vocab_size=vocab_size,
-        text_depth=text_depth,
-        text_heads=text_heads,
-    )
+    return PixArt(**paper_size(PixArt_models, "PixArt", **locals()))
