@@ -15,16 +15,8 @@ import torch
 from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
+from speed.models import transformer_parts as parts
 from speed.models.layers import attention, timestep_embedding
-from speed.models.transformer_parts import (
-    PatchBackbone,
-    fill_sincos,
-    init_patch_embed,
-    init_timestep_embedder,
-    patch_grid_size,
-    xavier_linears,
-    zero_layers,
-)
 
 # Paper sizes: name -> (depth, hidden_size, num_heads); each comes with patch sizes 2, 4, 8.
 DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
@@ -135,7 +127,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class DiT(PatchBackbone):
+class DiT(parts.PatchBackbone):
     """Diffusion transformer over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -170,7 +162,7 @@ class DiT(PatchBackbone):
         grad_checkpointing: bool = False,
         cfg_channels: int | str = 3,
     ):
-        height, width = patch_grid_size(input_size, patch_size, hidden_size, num_heads)
+        height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
         if in_channels < 1 or num_classes < 0:
             raise ValueError(
                 f"need in_channels >= 1, num_classes >= 0; got {in_channels}, {num_classes}"
@@ -206,13 +198,13 @@ class DiT(PatchBackbone):
     def initialize_weights(self) -> None:
         """Xavier-uniform linears (and patch projection), N(0, 0.02) embeddings, sin-cos
         positions, and adaLN-Zero: every modulation and the output layer start at zero."""
-        xavier_linears(self)
-        fill_sincos(self.pos_embed, self.grid_size)
-        init_patch_embed(self.x_embedder)
+        parts.xavier_linears(self)
+        parts.fill_sincos(self.pos_embed, self.grid_size)
+        parts.init_patch_embed(self.x_embedder)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        init_timestep_embedder(self.t_embedder)
-        zero_layers(
+        parts.init_timestep_embedder(self.t_embedder)
+        parts.zero_layers(
             *(block.adaLN_modulation[-1] for block in self.blocks),
             self.final_layer.adaLN_modulation[-1],
             self.final_layer.linear,

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from speed.models import masking
+from speed.models import transformer_parts as parts
 from speed.models.dit import DiT, DiTBlock, FinalLayer, modulate, paper_size, size_registry
-from speed.models.transformer_parts import fill_sincos, xavier_linears, zero_layers
 
 
 class DecoderLayer(nn.Module):
@@ -124,10 +124,10 @@ class MaskDiT(DiT):
     def _initialize_decoder(self) -> None:
         """As the encoder: Xavier linears, sin-cos positions, adaLN-Zero; the decoder projection
         and the output layer start at zero, the mask token at N(0, 0.02) (as MaskDiT does)."""
-        xavier_linears(self.decoder_layer, self.decoder_blocks, self.final_layer)
-        fill_sincos(self.decoder_pos_embed, self.grid_size)
+        parts.xavier_linears(self.decoder_layer, self.decoder_blocks, self.final_layer)
+        parts.fill_sincos(self.decoder_pos_embed, self.grid_size)
         nn.init.normal_(self.mask_token, std=0.02)
-        zero_layers(
+        parts.zero_layers(
             *(block.adaLN_modulation[-1] for block in self.decoder_blocks),
             self.decoder_layer.adaLN_modulation[-1],
             self.decoder_layer.linear,

@@ -29,6 +29,7 @@ from timm.models.vision_transformer import PatchEmbed
 from torch import nn
 
 from speed.models import masking
+from speed.models import transformer_parts as parts
 from speed.models.dit import (
     DiT,
     DiTBlock,
@@ -40,14 +41,6 @@ from speed.models.dit import (
     size_registry,
 )
 from speed.models.layers import attention
-from speed.models.transformer_parts import (
-    PatchBackbone,
-    fill_sincos,
-    init_patch_embed,
-    init_timestep_embedder,
-    xavier_linears,
-    zero_layers,
-)
 
 
 class RelativePositionBias(nn.Module):
@@ -121,7 +114,7 @@ class MDTBlock(DiTBlock):
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
-class MDT(PatchBackbone):
+class MDT(parts.PatchBackbone):
     """MDTv2 over patches of a [N, in_channels, H, W] input.
 
     Args: as DiT's (`speed.models.dit.DiT`), and
@@ -212,14 +205,14 @@ class MDT(PatchBackbone):
     def initialize_weights(self) -> None:
         """DiT's initialisation (Xavier linears, sin-cos positions, adaLN-Zero, zero output
         layer) for every block, and N(0, 0.02) for the mask token, as MDTv2 does."""
-        xavier_linears(self)
-        fill_sincos(self.pos_embed, self.grid_size)
-        fill_sincos(self.decoder_pos_embed, self.grid_size)
-        init_patch_embed(self.x_embedder)
+        parts.xavier_linears(self)
+        parts.fill_sincos(self.pos_embed, self.grid_size)
+        parts.fill_sincos(self.decoder_pos_embed, self.grid_size)
+        parts.init_patch_embed(self.x_embedder)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        init_timestep_embedder(self.t_embedder)
-        zero_layers(
+        parts.init_timestep_embedder(self.t_embedder)
+        parts.zero_layers(
             *(block.adaLN_modulation[-1] for block in self.shard_units()),
             self.final_layer.adaLN_modulation[-1],
             self.final_layer.linear,

@@ -25,18 +25,10 @@ from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
 from speed.models import guidance
+from speed.models import transformer_parts as parts
 from speed.models.dit import Attention, TimestepEmbedder, paper_size, size_registry
 from speed.models.layers import attention
 from speed.models.text_transformer import TextTransformer
-from speed.models.transformer_parts import (
-    PatchBackbone,
-    fill_sincos,
-    init_patch_embed,
-    init_timestep_embedder,
-    patch_grid_size,
-    xavier_linears,
-    zero_layers,
-)
 
 tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
 
@@ -125,7 +117,7 @@ class CaptionEmbedder(nn.Module):
         return self.y_proj(caption)
 
 
-class PixArt(PatchBackbone):
+class PixArt(parts.PatchBackbone):
     """Caption-conditioned DiT over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -166,7 +158,7 @@ class PixArt(PatchBackbone):
         text_depth: int = 4,
         text_heads: int = 4,
     ):
-        height, width = patch_grid_size(input_size, patch_size, hidden_size, num_heads)
+        height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
         if caption_channels < 1 or max_length < 1:
             raise ValueError(
                 f"need caption_channels >= 1 and max_length >= 1, got {caption_channels}, "
@@ -209,14 +201,18 @@ class PixArt(PatchBackbone):
         positions, zero cross-attention outputs and output layer (each block starts as DiT's
         self-attention + MLP block)."""
         # the text transformer keeps its own initialisation
-        xavier_linears(*(child for name, child in self.named_children() if name != "text_encoder"))
-        fill_sincos(self.pos_embed, self.grid_size)
-        init_patch_embed(self.x_embedder)
-        init_timestep_embedder(self.t_embedder)
+        parts.xavier_linears(
+            *(child for name, child in self.named_children() if name != "text_encoder")
+        )
+        parts.fill_sincos(self.pos_embed, self.grid_size)
+        parts.init_patch_embed(self.x_embedder)
+        parts.init_timestep_embedder(self.t_embedder)
         nn.init.normal_(self.t_block[1].weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        zero_layers(*(block.cross_attn.proj for block in self.blocks), self.final_layer.linear)
+        parts.zero_layers(
+            *(block.cross_attn.proj for block in self.blocks), self.final_layer.linear
+        )
 
     def caption(self, y, mask, n: int, force_drop_ids):
         """(caption embeddings [N, L, caption_channels], mask [N, L]) with dropped captions (and
