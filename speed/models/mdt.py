@@ -126,6 +126,7 @@ class MDT(parts.PatchBackbone):
     shard_unit_types = (MDTBlock,)
     input_name = "MDT"
     adapter_targets = DiT.adapter_targets  # LoRA's default layers: blocks' attention and MLP
+    _condition = DiT._condition  # c = t_emb + y_emb [N, D]
 
     def __init__(
         self,
@@ -272,9 +273,7 @@ class MDT(parts.PatchBackbone):
         """
         self._check_input(x)
         tokens = self.x_embedder(x) + self.pos_embed  # [N, L, D]
-        c = self.t_embedder(t)
-        labels = self.labels(y, t, force_drop_ids)
-        c = c if labels is None else c + self.y_embedder(labels)  # [N, D]
+        c = self._condition(t, y, force_drop_ids)  # [N, D]
         out = self._pass(tokens, c)
         if mask_noise is None:
             if self.training and torch.is_grad_enabled():  # every parameter gets a gradient

@@ -24,7 +24,6 @@ import torch
 from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
-from speed.models import guidance
 from speed.models import transformer_parts as parts
 from speed.models.dit import Attention, TimestepEmbedder, paper_size, size_registry
 from speed.models.layers import attention
@@ -133,6 +132,7 @@ class PixArt(parts.PatchBackbone):
     """
 
     shard_unit_types = (PixArtBlock,)
+    guidance_needs = "a PixArt trained with caption dropout (caption_dropout_prob > 0)"
     input_name = "PixArt"
     # Layers LoRA adapts by default (speed.adapters): every block's attention and MLP linears.
     adapter_targets = (
@@ -261,17 +261,6 @@ class PixArt(parts.PatchBackbone):
             x = self.run_block(block, x, caption, t0, bias)  # [N, T, D]
         x = self.final_layer(x, t)  # [N, T, p * p * out_channels]
         return self.unpatchify(x)  # [N, out_channels, H, W]
-
-    def forward_with_cfg(self, x, t, y, cfg_scale, mask=None, force_drop_ids=None):
-        """Classifier-free guidance on a [cond; uncond] batch: y and mask repeat the captions,
-        `force_drop_ids` is 0 for the first half and 1 for the second (the null caption)."""
-        if not self.has_null_label:
-            raise ValueError(
-                "classifier-free guidance needs a PixArt trained with caption dropout "
-                "(caption_dropout_prob > 0)"
-            )
-        forward = functools.partial(self, mask=mask, force_drop_ids=force_drop_ids)
-        return guidance.forward_with_cfg(forward, x, t, y, cfg_scale, self.guided_channels)
 
 
 PixArt_models = size_registry(
