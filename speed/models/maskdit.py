@@ -25,22 +25,16 @@ from torch import nn
 
 from speed.models import masking
 from speed.models import transformer_parts as parts
-from speed.models.dit import DiT, DiTBlock, FinalLayer, modulate, paper_size, size_registry
+from speed.models.dit import DiT, DiTBlock, FinalLayer, paper_size, size_registry
 
 
-class DecoderLayer(nn.Module):
-    """adaLN-modulated LayerNorm of the encoder tokens, then Linear to the decoder width."""
+class DecoderLayer(FinalLayer):
+    """adaLN-modulated LayerNorm of the encoder tokens, then Linear to the decoder width: DiT's
+    final layer with one decoder_hidden_size-wide "pixel" per token. x [N, T, D], c [N, D] ->
+    [N, T, decoder_hidden_size] (the LayerNorm holds no weights, so the keys stay MaskDiT's)."""
 
     def __init__(self, hidden_size: int, decoder_hidden_size: int):
-        super().__init__()
-        self.norm_decoder = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(hidden_size, decoder_hidden_size)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x [N, T, D], c [N, D] -> [N, T, decoder_hidden_size]."""
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_decoder(x), shift, scale))
+        super().__init__(hidden_size, 1, decoder_hidden_size)
 
 
 class MaskDiT(DiT):
