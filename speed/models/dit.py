@@ -127,6 +127,24 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
+def init_dit_weights(model: nn.Module, blocks) -> None:
+    """DiT's initialisation of a DiT-shaped `model` (`x_embedder`, `pos_embed`, `t_embedder`,
+    `y_embedder` or None, `final_layer`): Xavier-uniform linears and patch projection, sin-cos
+    positions, N(0, 0.02) label table and timestep MLP, and adaLN-Zero: the modulation of each of
+    `blocks` and of the final layer, and the output layer, start at zero."""
+    parts.xavier_linears(model)
+    parts.fill_sincos(model.pos_embed, model.grid_size)
+    parts.init_patch_embed(model.x_embedder)
+    if model.y_embedder is not None:
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    parts.init_timestep_embedder(model.t_embedder)
+    parts.zero_layers(
+        *(block.adaLN_modulation[-1] for block in blocks),
+        model.final_layer.adaLN_modulation[-1],
+        model.final_layer.linear,
+    )
+
+
 class DiT(parts.PatchBackbone):
     """Diffusion transformer over patches of a [N, in_channels, H, W] input.
 
@@ -198,17 +216,7 @@ class DiT(parts.PatchBackbone):
     def initialize_weights(self) -> None:
         """Xavier-uniform linears (and patch projection), N(0, 0.02) embeddings, sin-cos
         positions, and adaLN-Zero: every modulation and the output layer start at zero."""
-        parts.xavier_linears(self)
-        parts.fill_sincos(self.pos_embed, self.grid_size)
-        parts.init_patch_embed(self.x_embedder)
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        parts.init_timestep_embedder(self.t_embedder)
-        parts.zero_layers(
-            *(block.adaLN_modulation[-1] for block in self.blocks),
-            self.final_layer.adaLN_modulation[-1],
-            self.final_layer.linear,
-        )
+        init_dit_weights(self, self.blocks)
 
     def _condition(
         self, t: torch.Tensor, y: torch.Tensor | None, force_drop_ids: torch.Tensor | None

@@ -36,6 +36,7 @@ from speed.models.dit import (
     FinalLayer,
     LabelEmbedder,
     TimestepEmbedder,
+    init_dit_weights,
     modulate,
     paper_size,
     size_registry,
@@ -206,18 +207,8 @@ class MDT(parts.PatchBackbone):
     def initialize_weights(self) -> None:
         """DiT's initialisation (Xavier linears, sin-cos positions, adaLN-Zero, zero output
         layer) for every block, and N(0, 0.02) for the mask token, as MDTv2 does."""
-        parts.xavier_linears(self)
-        parts.fill_sincos(self.pos_embed, self.grid_size)
+        init_dit_weights(self, self.shard_units())
         parts.fill_sincos(self.decoder_pos_embed, self.grid_size)
-        parts.init_patch_embed(self.x_embedder)
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        parts.init_timestep_embedder(self.t_embedder)
-        parts.zero_layers(
-            *(block.adaLN_modulation[-1] for block in self.shard_units()),
-            self.final_layer.adaLN_modulation[-1],
-            self.final_layer.linear,
-        )
         nn.init.normal_(self.mask_token, std=0.02)
 
     def training_inputs(self, step: int, batch_size: int, generator: torch.Generator) -> dict:
