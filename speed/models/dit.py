@@ -204,9 +204,10 @@ class DiT(parts.PatchBackbone):
         self.y_embedder = (
             LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
         )
-        num_patches = self.grid_size[0] * self.grid_size[1]
         # Fixed sin-cos table, stored as a frozen parameter like the official model.
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )

@@ -93,7 +93,6 @@ class MaskDiT(DiT):
                 f"decoder_hidden_size {decoder_hidden_size} must be divisible by "
                 f"decoder_num_heads {decoder_num_heads}, decoder_depth >= 0 (got {decoder_depth})"
             )
-        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.num_keep = masking.mask_ratio_keep(self.num_tokens, mask_ratio)
         self.mask_ratio = mask_ratio
         self.mae_loss_coef = mae_loss_coef

@@ -173,7 +173,6 @@ class MDT(parts.PatchBackbone):
             cfg_channels=cfg_channels,
             grad_checkpointing=grad_checkpointing,
         )
-        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         masking.mask_ratio_keep(self.num_tokens, mask_ratio)
         self.mask_ratio = mask_ratio
         self.mask_ratio_jitter = mask_ratio_jitter

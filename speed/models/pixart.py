@@ -188,8 +188,9 @@ class PixArt(parts.PatchBackbone):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, max_length)
-        num_patches = self.grid_size[0] * self.grid_size[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             [PixArtBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )

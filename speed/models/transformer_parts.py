@@ -35,7 +35,8 @@ class PatchBackbone(ConditionalBackbone):
 
     Args: `input_size` (H, W), `patch_size`, `in_channels` and `learn_sigma` (2 * in_channels
     output channels) as DiT's; the rest are `ConditionalBackbone`'s. Sets `input_size`,
-    `patch_size`, `grid_size` (H / p, W / p), `in_channels`, `learn_sigma`, `out_channels`.
+    `patch_size`, `grid_size` (H / p, W / p), `num_tokens` (H W / p^2), `in_channels`,
+    `learn_sigma`, `out_channels`.
     """
 
     input_name = "PatchBackbone"  # how input shape errors name the model
@@ -54,6 +55,7 @@ class PatchBackbone(ConditionalBackbone):
         self.input_size = (height, width)
         self.patch_size = patch_size
         self.grid_size = (height // patch_size, width // patch_size)
+        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.in_channels = in_channels
         self.learn_sigma = learn_sigma
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
