@@ -1,6 +1,7 @@
 """Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`), the caption-conditioned
 PixArt-alpha DiT (`pixart.py`) and the ADM UNet (`unet.py`, with ADM's super-resolution variant
-`SuperResUNet`), with shared guidance and loading.
+`SuperResUNet`), with shared guidance and loading; the transformers share their patch grid and
+DiT's initialisation pieces through `transformer_parts.py`.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)

@@ -36,6 +36,11 @@ class ConditionalBackbone(nn.Module):
 
     # Block classes FSDP shards as separate units (one all-gather / reduce-scatter per block).
     shard_unit_types: tuple[type[nn.Module], ...] = ()
+    # The model `forward_with_cfg` asks for when there is no null label ({name}: the class).
+    guidance_needs = (
+        "a class-conditional {name} trained with label dropout (num_classes > 0, "
+        "class_dropout_prob > 0)"
+    )
 
     def __init__(
         self,
@@ -108,9 +113,7 @@ class ConditionalBackbone(nn.Module):
         """Classifier-free guidance on a [cond; uncond] batch x [N, C, H, W], N even (see
         `speed.models.guidance.forward_with_cfg`); `kwargs`: the model's other inputs."""
         if not self.has_null_label:
-            raise ValueError(
-                f"classifier-free guidance needs a class-conditional {type(self).__name__} "
-                "trained with label dropout (num_classes > 0, class_dropout_prob > 0)"
-            )
+            needs = self.guidance_needs.format(name=type(self).__name__)
+            raise ValueError(f"classifier-free guidance needs {needs}")
         # Through __call__, so module hooks (FSDP's weight gathering) run.
         return guidance.forward_with_cfg(self, x, t, y, cfg_scale, self.guided_channels, **kwargs)

@@ -15,8 +15,8 @@ import torch
 from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
-from speed.models.conditional import ConditionalBackbone
-from speed.models.layers import attention, sincos_pos_embed_2d, timestep_embedding
+from speed.models import transformer_parts as parts
+from speed.models.layers import attention, timestep_embedding
 
 # Paper sizes: name -> (depth, hidden_size, num_heads); each comes with patch sizes 2, 4, 8.
 DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
@@ -127,7 +127,25 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class DiT(ConditionalBackbone):
+def init_dit_weights(model: nn.Module, blocks) -> None:
+    """DiT's initialisation of a DiT-shaped `model` (`x_embedder`, `pos_embed`, `t_embedder`,
+    `y_embedder` or None, `final_layer`): Xavier-uniform linears and patch projection, sin-cos
+    positions, N(0, 0.02) label table and timestep MLP, and adaLN-Zero: the modulation of each of
+    `blocks` and of the final layer, and the output layer, start at zero."""
+    parts.xavier_linears(model)
+    parts.fill_sincos(model.pos_embed, model.grid_size)
+    parts.init_patch_embed(model.x_embedder)
+    if model.y_embedder is not None:
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    parts.init_timestep_embedder(model.t_embedder)
+    parts.zero_layers(
+        *(block.adaLN_modulation[-1] for block in blocks),
+        model.final_layer.adaLN_modulation[-1],
+        model.final_layer.linear,
+    )
+
+
+class DiT(parts.PatchBackbone):
     """Diffusion transformer over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -143,6 +161,7 @@ class DiT(ConditionalBackbone):
     """
 
     shard_unit_types = (DiTBlock,)
+    input_name = "DiT"
     # Layers LoRA adapts by default (speed.adapters): every block's attention and MLP linears.
     adapter_targets = r".*blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])"
 
@@ -161,29 +180,21 @@ class DiT(ConditionalBackbone):
         grad_checkpointing: bool = False,
         cfg_channels: int | str = 3,
     ):
-        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-        if height % patch_size or width % patch_size:
-            raise ValueError(
-                f"input_size {height}x{width} is not divisible by patch_size {patch_size}"
-            )
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
         if in_channels < 1 or num_classes < 0:
             raise ValueError(
                 f"need in_channels >= 1, num_classes >= 0; got {in_channels}, {num_classes}"
             )
         super().__init__(
+            input_size=(height, width),
+            patch_size=patch_size,
+            in_channels=in_channels,
+            learn_sigma=learn_sigma,
             num_classes=num_classes,
             class_dropout_prob=class_dropout_prob,
-            in_channels=in_channels,
             cfg_channels=cfg_channels,
             grad_checkpointing=grad_checkpointing,
         )
-        self.input_size = (height, width)
-        self.patch_size = patch_size
-        self.in_channels = in_channels
-        self.learn_sigma = learn_sigma
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.num_heads = num_heads
 
         self.x_embedder = PatchEmbed(
@@ -193,10 +204,10 @@ class DiT(ConditionalBackbone):
         self.y_embedder = (
             LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
         )
-        self.grid_size = (height // patch_size, width // patch_size)
-        num_patches = self.grid_size[0] * self.grid_size[1]
         # Fixed sin-cos table, stored as a frozen parameter like the official model.
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )
@@ -206,43 +217,7 @@ class DiT(ConditionalBackbone):
     def initialize_weights(self) -> None:
         """Xavier-uniform linears (and patch projection), N(0, 0.02) embeddings, sin-cos
         positions, and adaLN-Zero: every modulation and the output layer start at zero."""
-
-        def basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-
-        self.apply(basic_init)
-        table = sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size)
-        self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
-        weight = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, T, p * p * C] tokens -> [N, C, H, W] image."""
-        p, c = self.patch_size, self.out_channels
-        h, w = self.grid_size
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        x = torch.einsum("nhwpqc->nchpwq", x)
-        return x.reshape(x.shape[0], c, h * p, w * p)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(
-                f"DiT expects input [N, {self.in_channels}, {self.input_size[0]}, "
-                f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
-            )
+        init_dit_weights(self, self.blocks)
 
     def _condition(
         self, t: torch.Tensor, y: torch.Tensor | None, force_drop_ids: torch.Tensor | None
@@ -292,15 +267,17 @@ def size_registry(cls, family: str, describe: str) -> dict:
 
 
 def paper_size(
-    name: str, registry: dict, family: str, *, patch_size, depth, hidden_size, num_heads
+    registry: dict, family: str, *, name: str, patch_size, depth, hidden_size, num_heads, **others
 ) -> dict:
-    """The size arguments of the registered `name` (e.g. "DiT-XL/2"), each one given (not None)
-    overriding the paper's."""
+    """The constructor arguments of a builder's call: the size arguments of the registered `name`
+    (e.g. "DiT-XL/2"), each one given (not None) overriding the paper's, and `others` as given.
+    A builder passes its arguments whole: `DiT(**paper_size(DiT_models, "DiT", **locals()))`."""
     if name not in registry:
         raise ValueError(f"unknown {family} model name {name!r}; choose one of {sorted(registry)}")
     size, patch = name[len(family) + 1 :].split("/")
     default_depth, default_hidden, default_heads = DIT_SIZES[size]
     return {
+        **others,
         "patch_size": int(patch) if patch_size is None else patch_size,
         "hidden_size": default_hidden if hidden_size is None else hidden_size,
         "depth": default_depth if depth is None else depth,
@@ -336,18 +313,4 @@ def build_dit(
 
     Config-friendly: `model: {_target_: speed.models.dit.build_dit, name: DiT-S/4, depth: 6}`.
     """
-    sizes = paper_size(
-        name, DiT_models, "DiT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return DiT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-    )
+    return DiT(**paper_size(DiT_models, "DiT", **locals()))

@@ -24,23 +24,17 @@ import torch
 from torch import nn
 
 from speed.models import masking
-from speed.models.dit import DiT, DiTBlock, FinalLayer, modulate, paper_size, size_registry
-from speed.models.layers import sincos_pos_embed_2d
+from speed.models import transformer_parts as parts
+from speed.models.dit import DiT, DiTBlock, FinalLayer, paper_size, size_registry
 
 
-class DecoderLayer(nn.Module):
-    """adaLN-modulated LayerNorm of the encoder tokens, then Linear to the decoder width."""
+class DecoderLayer(FinalLayer):
+    """adaLN-modulated LayerNorm of the encoder tokens, then Linear to the decoder width: DiT's
+    final layer with one decoder_hidden_size-wide "pixel" per token. x [N, T, D], c [N, D] ->
+    [N, T, decoder_hidden_size] (the LayerNorm holds no weights, so the keys stay MaskDiT's)."""
 
     def __init__(self, hidden_size: int, decoder_hidden_size: int):
-        super().__init__()
-        self.norm_decoder = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(hidden_size, decoder_hidden_size)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x [N, T, D], c [N, D] -> [N, T, decoder_hidden_size]."""
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_decoder(x), shift, scale))
+        super().__init__(hidden_size, 1, decoder_hidden_size)
 
 
 class MaskDiT(DiT):
@@ -99,7 +93,6 @@ class MaskDiT(DiT):
                 f"decoder_hidden_size {decoder_hidden_size} must be divisible by "
                 f"decoder_num_heads {decoder_num_heads}, decoder_depth >= 0 (got {decoder_depth})"
             )
-        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.num_keep = masking.mask_ratio_keep(self.num_tokens, mask_ratio)
         self.mask_ratio = mask_ratio
         self.mae_loss_coef = mae_loss_coef
@@ -124,20 +117,16 @@ class MaskDiT(DiT):
     def _initialize_decoder(self) -> None:
         """As the encoder: Xavier linears, sin-cos positions, adaLN-Zero; the decoder projection
         and the output layer start at zero, the mask token at N(0, 0.02) (as MaskDiT does)."""
-        for module in (self.decoder_layer, self.decoder_blocks, self.final_layer):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.xavier_uniform_(layer.weight)
-                    nn.init.zeros_(layer.bias)
-        table = sincos_pos_embed_2d(self.decoder_pos_embed.shape[-1], *self.grid_size)
-        self.decoder_pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
+        parts.xavier_linears(self.decoder_layer, self.decoder_blocks, self.final_layer)
+        parts.fill_sincos(self.decoder_pos_embed, self.grid_size)
         nn.init.normal_(self.mask_token, std=0.02)
-        zeroed = [block.adaLN_modulation[-1] for block in self.decoder_blocks]
-        zeroed += [self.decoder_layer.adaLN_modulation[-1], self.decoder_layer.linear]
-        zeroed += [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]
-        for layer in zeroed:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        parts.zero_layers(
+            *(block.adaLN_modulation[-1] for block in self.decoder_blocks),
+            self.decoder_layer.adaLN_modulation[-1],
+            self.decoder_layer.linear,
+            self.final_layer.adaLN_modulation[-1],
+            self.final_layer.linear,
+        )
 
     def mask_ratio_at(self, step: int) -> float:
         """The training mask ratio at optimizer step `step` (0 from `unmask_at_step` on)."""
@@ -233,24 +222,4 @@ def build_maskdit(
 
     Config-friendly: `model: {_target_: speed.models.maskdit.build_maskdit, name: MaskDiT-S/4}`.
     """
-    sizes = paper_size(
-        name, MaskDiT_models, "MaskDiT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return MaskDiT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        mask_ratio=mask_ratio,
-        mae_loss_coef=mae_loss_coef,
-        unmask_at_step=unmask_at_step,
-        decoder_hidden_size=decoder_hidden_size,
-        decoder_depth=decoder_depth,
-        decoder_num_heads=decoder_num_heads,
-    )
+    return MaskDiT(**paper_size(MaskDiT_models, "MaskDiT", **locals()))

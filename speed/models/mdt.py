@@ -29,18 +29,19 @@ from timm.models.vision_transformer import PatchEmbed
 from torch import nn
 
 from speed.models import masking
-from speed.models.conditional import ConditionalBackbone
+from speed.models import transformer_parts as parts
 from speed.models.dit import (
     DiT,
     DiTBlock,
     FinalLayer,
     LabelEmbedder,
     TimestepEmbedder,
+    init_dit_weights,
     modulate,
     paper_size,
     size_registry,
 )
-from speed.models.layers import attention, sincos_pos_embed_2d
+from speed.models.layers import attention
 
 
 class RelativePositionBias(nn.Module):
@@ -114,7 +115,7 @@ class MDTBlock(DiTBlock):
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
-class MDT(ConditionalBackbone):
+class MDT(parts.PatchBackbone):
     """MDTv2 over patches of a [N, in_channels, H, W] input.
 
     Args: as DiT's (`speed.models.dit.DiT`), and
@@ -124,7 +125,9 @@ class MDT(ConditionalBackbone):
     """
 
     shard_unit_types = (MDTBlock,)
+    input_name = "MDT"
     adapter_targets = DiT.adapter_targets  # LoRA's default layers: blocks' attention and MLP
+    _condition = DiT._condition  # c = t_emb + y_emb [N, D]
 
     def __init__(
         self,
@@ -161,20 +164,16 @@ class MDT(ConditionalBackbone):
                 f"{mask_ratio}, {mask_ratio_jitter}"
             )
         super().__init__(
+            input_size=(height, width),
+            patch_size=patch_size,
+            in_channels=in_channels,
+            learn_sigma=learn_sigma,
             num_classes=num_classes,
             class_dropout_prob=class_dropout_prob,
-            in_channels=in_channels,
             cfg_channels=cfg_channels,
             grad_checkpointing=grad_checkpointing,
         )
-        self.input_size = (height, width)
-        self.grid_size = (height // patch_size, width // patch_size)
-        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         masking.mask_ratio_keep(self.num_tokens, mask_ratio)
-        self.patch_size = patch_size
-        self.in_channels = in_channels
-        self.learn_sigma = learn_sigma
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.mask_ratio = mask_ratio
         self.mask_ratio_jitter = mask_ratio_jitter
 
@@ -207,36 +206,9 @@ class MDT(ConditionalBackbone):
     def initialize_weights(self) -> None:
         """DiT's initialisation (Xavier linears, sin-cos positions, adaLN-Zero, zero output
         layer) for every block, and N(0, 0.02) for the mask token, as MDTv2 does."""
-
-        def basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-
-        self.apply(basic_init)
-        table = torch.from_numpy(sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size))
-        self.pos_embed.data.copy_(table.float().unsqueeze(0))
-        self.decoder_pos_embed.data.copy_(table.float().unsqueeze(0))
-        weight = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.shard_units():
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_dit_weights(self, self.shard_units())
+        parts.fill_sincos(self.decoder_pos_embed, self.grid_size)
         nn.init.normal_(self.mask_token, std=0.02)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, L, p * p * C] tokens -> [N, C, H, W] image."""
-        p, c = self.patch_size, self.out_channels
-        h, w = self.grid_size
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
     def training_inputs(self, step: int, batch_size: int, generator: torch.Generator) -> dict:
         """The masked pass's kwargs for one step: per-sample noise and the step's visible count,
@@ -289,15 +261,9 @@ class MDT(ConditionalBackbone):
         run on the same input: {"output": unmasked pass, "masked_output": masked pass}, the
         training output `GaussianDiffusion.training_losses` sums the losses of.
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(
-                f"MDT expects input [N, {self.in_channels}, {self.input_size[0]}, "
-                f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
-            )
+        self._check_input(x)
         tokens = self.x_embedder(x) + self.pos_embed  # [N, L, D]
-        c = self.t_embedder(t)
-        labels = self.labels(y, t, force_drop_ids)
-        c = c if labels is None else c + self.y_embedder(labels)  # [N, D]
+        c = self._condition(t, y, force_drop_ids)  # [N, D]
         out = self._pass(tokens, c)
         if mask_noise is None:
             if self.training and torch.is_grad_enabled():  # every parameter gets a gradient
@@ -340,21 +306,4 @@ def build_mdt(
 
     Config-friendly: `model: {_target_: speed.models.mdt.build_mdt, name: MDT-S/2}`.
     """
-    sizes = paper_size(
-        name, MDT_models, "MDT",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return MDT(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        class_dropout_prob=class_dropout_prob,
-        num_classes=num_classes,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        decode_layer=decode_layer,
-        mask_ratio=mask_ratio,
-        mask_ratio_jitter=mask_ratio_jitter,
-    )
+    return MDT(**paper_size(MDT_models, "MDT", **locals()))

@@ -24,10 +24,9 @@ import torch
 from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
-from speed.models import guidance
-from speed.models.conditional import ConditionalBackbone
+from speed.models import transformer_parts as parts
 from speed.models.dit import Attention, TimestepEmbedder, paper_size, size_registry
-from speed.models.layers import attention, sincos_pos_embed_2d
+from speed.models.layers import attention
 from speed.models.text_transformer import TextTransformer
 
 tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
@@ -117,7 +116,7 @@ class CaptionEmbedder(nn.Module):
         return self.y_proj(caption)
 
 
-class PixArt(ConditionalBackbone):
+class PixArt(parts.PatchBackbone):
     """Caption-conditioned DiT over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -133,6 +132,8 @@ class PixArt(ConditionalBackbone):
     """
 
     shard_unit_types = (PixArtBlock,)
+    guidance_needs = "a PixArt trained with caption dropout (caption_dropout_prob > 0)"
+    input_name = "PixArt"
     # Layers LoRA adapts by default (speed.adapters): every block's attention and MLP linears.
     adapter_targets = (
         r".*blocks\.\d+\.(attn\.(qkv|proj)|cross_attn\.(q_linear|kv_linear|proj)|mlp\.fc[12])"
@@ -157,31 +158,23 @@ class PixArt(ConditionalBackbone):
         text_depth: int = 4,
         text_heads: int = 4,
     ):
-        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-        if height % patch_size or width % patch_size:
-            raise ValueError(
-                f"input_size {height}x{width} is not divisible by patch_size {patch_size}"
-            )
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
         if caption_channels < 1 or max_length < 1:
             raise ValueError(
                 f"need caption_channels >= 1 and max_length >= 1, got {caption_channels}, "
                 f"{max_length}"
             )
         super().__init__(
+            input_size=(height, width),
+            patch_size=patch_size,
+            in_channels=in_channels,
+            learn_sigma=learn_sigma,
             num_classes=0,
             class_dropout_prob=caption_dropout_prob,
-            in_channels=in_channels,
             cfg_channels=cfg_channels,
             grad_checkpointing=grad_checkpointing,
         )
         self.has_null_label = caption_dropout_prob > 0  # the null caption
-        self.input_size = (height, width)
-        self.patch_size = patch_size
-        self.in_channels = in_channels
-        self.learn_sigma = learn_sigma
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.max_length = max_length
 
         self.text_encoder = (
@@ -195,9 +188,9 @@ class PixArt(ConditionalBackbone):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, max_length)
-        self.grid_size = (height // patch_size, width // patch_size)
-        num_patches = self.grid_size[0] * self.grid_size[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             [PixArtBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )
@@ -208,37 +201,19 @@ class PixArt(ConditionalBackbone):
         """PixArt-alpha's: Xavier-uniform linears, N(0, 0.02) timestep and caption MLPs, sin-cos
         positions, zero cross-attention outputs and output layer (each block starts as DiT's
         self-attention + MLP block)."""
-
-        def basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-
-        for name, child in self.named_children():
-            if name != "text_encoder":  # the text transformer keeps its own initialisation
-                child.apply(basic_init)
-        table = sincos_pos_embed_2d(self.pos_embed.shape[-1], *self.grid_size)
-        self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
-        weight = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        # the text transformer keeps its own initialisation
+        parts.xavier_linears(
+            *(child for name, child in self.named_children() if name != "text_encoder")
+        )
+        parts.fill_sincos(self.pos_embed, self.grid_size)
+        parts.init_patch_embed(self.x_embedder)
+        parts.init_timestep_embedder(self.t_embedder)
         nn.init.normal_(self.t_block[1].weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.cross_attn.proj.weight)
-            nn.init.zeros_(block.cross_attn.proj.bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, T, p * p * C] tokens -> [N, C, H, W] image."""
-        p, c = self.patch_size, self.out_channels
-        h, w = self.grid_size
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        x = torch.einsum("nhwpqc->nchpwq", x)
-        return x.reshape(x.shape[0], c, h * p, w * p)
+        parts.zero_layers(
+            *(block.cross_attn.proj for block in self.blocks), self.final_layer.linear
+        )
 
     def caption(self, y, mask, n: int, force_drop_ids):
         """(caption embeddings [N, L, caption_channels], mask [N, L]) with dropped captions (and
@@ -274,11 +249,7 @@ class PixArt(ConditionalBackbone):
         """x [N, C, H, W], timesteps t [N], caption y [N, L, caption_channels] (token ids [N, L]
         with a model-held text transformer; None = the null caption), mask [N, L] bool (None =
         all tokens) -> [N, out_channels, H, W]."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(
-                f"PixArt expects input [N, {self.in_channels}, {self.input_size[0]}, "
-                f"{self.input_size[1]}], got {list(x.shape)}; set in_channels / input_size"
-            )
+        self._check_input(x)
         n = x.shape[0]
         x = self.x_embedder(x) + self.pos_embed  # [N, T, D]
         t = self.t_embedder(t)  # [N, D]
@@ -291,17 +262,6 @@ class PixArt(ConditionalBackbone):
             x = self.run_block(block, x, caption, t0, bias)  # [N, T, D]
         x = self.final_layer(x, t)  # [N, T, p * p * out_channels]
         return self.unpatchify(x)  # [N, out_channels, H, W]
-
-    def forward_with_cfg(self, x, t, y, cfg_scale, mask=None, force_drop_ids=None):
-        """Classifier-free guidance on a [cond; uncond] batch: y and mask repeat the captions,
-        `force_drop_ids` is 0 for the first half and 1 for the second (the null caption)."""
-        if not self.has_null_label:
-            raise ValueError(
-                "classifier-free guidance needs a PixArt trained with caption dropout "
-                "(caption_dropout_prob > 0)"
-            )
-        forward = functools.partial(self, mask=mask, force_drop_ids=force_drop_ids)
-        return guidance.forward_with_cfg(forward, x, t, y, cfg_scale, self.guided_channels)
 
 
 PixArt_models = size_registry(
@@ -334,22 +294,4 @@ def build_pixart(
 
     Config-friendly: `model: {_target_: speed.models.pixart.build_pixart, name: PixArt-S/2}`.
     """
-    sizes = paper_size(
-        name, PixArt_models, "PixArt",
-        patch_size=patch_size, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-    )  # fmt: skip
-    return PixArt(
-        input_size=input_size,
-        in_channels=in_channels,
-        **sizes,
-        mlp_ratio=mlp_ratio,
-        caption_channels=caption_channels,
-        max_length=max_length,
-        caption_dropout_prob=caption_dropout_prob,
-        learn_sigma=learn_sigma,
-        grad_checkpointing=grad_checkpointing,
-        cfg_channels=cfg_channels,
-        vocab_size=vocab_size,
-        text_depth=text_depth,
-        text_heads=text_heads,
-    )
+    return PixArt(**paper_size(PixArt_models, "PixArt", **locals()))
