@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from phases import REPO, main_py, train
 
 from speed.data.animals import ANIMAL_CLASSES
 from speed.models import load_checkpoint
-from speed.run import latest_checkpoint
 from speed.utils.images import save_png, upscale
 from speed.utils.machine import device_name
 
-REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = "configs/image/animals/base.yaml"
 LORA_CONFIG = "configs/image/animals/lora.yaml"
 HELD_OUT = "zebra"
@@ -53,19 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=REPO / "runs/adapt")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/adapt")
     return parser.parse_args(argv)
-
-
-def main_py(config: str, phase: str, *overrides: str) -> None:
-    command = [sys.executable, str(REPO / "main.py"), "-c", config, "-p", phase, *overrides]
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
-
-
-def train(config: str, run: Path, *overrides: str) -> Path:
-    """Train (or resume, or find finished) the run in `run`; its last checkpoint."""
-    common = [f"experiment_dir={run}", "wandb=disabled", "tensorboard=false"]
-    main_py(config, "train", *common, *overrides, "resume=true")
-    return latest_checkpoint(run / "train/checkpoints")
 
 
 def zebras(config: str, run: Path, samples: int, *overrides: str) -> Path:
