@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from models_forward import time_stage, written_out_attention
+from models_forward import load_average, run_header, time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.config import load_config
@@ -35,7 +33,6 @@ from speed.runners.build import (
     build_model,
     data_spec,
 )
-from speed.utils.machine import device_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
@@ -143,22 +140,19 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    meta = {
-        "device": device_name(args.device),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "batch_size": args.batch_size,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    meta = run_header(
+        args.device,
+        args.threads,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
     rows = []
     for name in args.cases:
         rows.append(measure(name, args.batch_size, device, args.warmup, args.repeats))
         median = statistics.median(rows[-1]["seconds"])
         print(f"{name:20s} {rows[-1]['gflops_per_step']:8.2f} GFLOP  {median:.4f} s/step")
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
     report = markdown(rows, meta)
     print(report)
     stem = args.out or RESULTS / f"masked_step_{device.type}"

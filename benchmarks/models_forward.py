@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -46,6 +47,25 @@ def parse_args() -> argparse.Namespace:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded: how shared the machine was."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def run_header(device: str, threads: int, **settings) -> dict:
+    """What a timing table says about its run: the device in words, threads, torch, the
+    benchmark's `settings`, the load average before (add `loadavg_after` at the end) and the
+    date."""
+    return {
+        "device": device_name(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        **settings,
+        "loadavg_before": load_average(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def time_stage(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
@@ -141,20 +161,12 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    meta = {
-        "device": device_name(args.device),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "batch_size": args.batch_size,
-        "input_size": args.input_size,
-        "in_channels": args.in_channels,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "note": args.note,
-    }
+    meta = run_header(
+        args.device, args.threads, batch_size=args.batch_size, input_size=args.input_size,
+        in_channels=args.in_channels, warmup=args.warmup, repeats=args.repeats, note=args.note,
+    )  # fmt: skip
     rows = [bench_model(name, args, device) for name in args.models]
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
 
     table = markdown(rows, meta)
     print(table, end="")

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from models_forward import time_stage, written_out_attention
+from models_forward import load_average, run_header, time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import T5Config, T5EncoderModel
 
 from speed.config import load_config
 from speed.diffusion import create_diffusion
 from speed.models.pixart import build_pixart
-from speed.utils.machine import device_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
@@ -180,19 +177,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    meta = {
-        "device": device_name("cpu"),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "batch_size": args.batch_size,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    meta = run_header(
+        "cpu", args.threads, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats
+    )
     flops = published_flops()
     rows = [timed_case(s, args.batch_size, args.warmup, args.repeats) for s in args.sizes]
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
     report = markdown(rows, flops, meta)
     print(report)
     stem = args.out or RESULTS / "text_encoder_cost_cpu"
