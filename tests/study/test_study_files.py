@@ -28,10 +28,13 @@ def test_the_flow_study_compares_what_its_header_says(in_repo):
     built = {
         run.params["method"]: instantiate(cfg.diffusion)
         for run, cfg in zip(sweep.runs, load_run_configs(sweep))
-        if run.params["seed"] == 0
+        if run.params["seed"] == 0 and study.methods[run.params["method"]].same_as is None
     }
-    assert type(built["ddpm"]).__name__ == "SpacedDiffusion"  # DDPM, respaced for sampling
-    kinds = {m: type(built[m].timestep_sampler.distribution).__name__ for m in built if m != "ddpm"}
+    masked = "studies/masked_dit.yaml"
+    copies = {m.name: (str(m.same_as.study), m.same_as.method) for m in study.methods.values()
+              if m.same_as}  # fmt: skip
+    assert copies == {"ddpm": (masked, "baseline"), "maskdit_speed": (masked, "maskdit_speed")}
+    kinds = {m: type(built[m].timestep_sampler.distribution).__name__ for m in built}
     assert kinds == {
         "sit": "UniformTime",
         "sit_logit_normal": "LogitNormalTime",
