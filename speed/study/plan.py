@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from speed.config import load_config
 from speed.errors import ConfigError
@@ -31,6 +32,14 @@ from speed.utils.atomic import atomic_write
 from speed.utils.machine import device_name
 
 Setting = tuple[tuple[str, Any], ...]
+# The config keys that name where a run is written: the one place two studies' copies of a run may
+# differ (`check_same_as`).
+WHERE_KEYS = ("experiment_dir",)
+# The score keys of optional probes: they add a field to a record (PROBE_FIELDS) and change none of
+# its scores, so two studies sharing runs may differ there; a copy keeps a probe only where this
+# study asks for it.
+PROBE_FIELDS = {"noise_seeds": "noise_probe", "region_images": "region_losses"}
+PROBE_KEYS = tuple(PROBE_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +250,9 @@ def probed_runs(study: Study, runs: dict, records: dict, methods=None) -> dict[s
 
 def open_study(path, runs_dir=None):
     """(study, sweep, runs, records) of the study file at `path` (`runs_dir`: its runs folder, if
-    not the file's)."""
+    not the file's), its copied methods checked to be the other studies' runs."""
     study = load_study(path)
+    check_same_as(study)
     if runs_dir is not None:
         study = dataclasses.replace(study, runs_dir=Path(runs_dir))
     sweep = study_sweep(study)
@@ -255,3 +265,89 @@ def probed_or_refuse(study: Study, runs: dict, records: dict, methods=None) -> d
     if not probed:
         raise ConfigError(f"no finished first-seed run to probe in {study.records_dir}")
     return probed
+
+
+# ---- methods whose runs are another study's (same_as) ----
+
+
+def copy_sources(study: Study) -> dict[tuple, Path]:
+    """(method, setting, seed) of each run of a `same_as` method -> the path of the record of the
+    other study's run it is (present or not yet)."""
+    sources = {}
+    for method, other, source in _same_as_methods(study):
+        for setting in study.settings:
+            for seed in method.seeds:
+                run = _sweep_run(other, source, setting, seed, fixed_words(other))
+                sources[(method.name, setting, seed)] = other.records_dir / f"{run.name}.json"
+    return sources
+
+
+def check_same_as(study: Study) -> None:
+    """Refuse (one line naming the key) a `same_as` method whose runs would not be the other
+    study's: both studies' score blocks must be equal but for PROBE_KEYS, and each run's training
+    config, composed as either study would train it, equal but for WHERE_KEYS."""
+    for method, other, source in _same_as_methods(study):
+        where = f"methods.{method.name}.same_as"
+        there = f"{other.path}'s {source.name}"
+        diff = first_difference(_score_keys(study), _score_keys(other))
+        if diff:
+            key, here, theirs = diff
+            raise ConfigError(
+                f"{where}: score.{key} is {here!r} here and {theirs!r} in {other.path}: its "
+                "records were scored otherwise"
+            )
+        for setting in study.settings:
+            for seed in method.seeds:
+                mine = _train_keys(_sweep_run(study, method, setting, seed, fixed_words(study)))
+                theirs = _train_keys(_sweep_run(other, source, setting, seed, fixed_words(other)))
+                diff = first_difference(mine, theirs)
+                if diff:
+                    raise ConfigError(
+                        f"{where}: seed {seed} would train with {diff[0]}={diff[1]!r} here and "
+                        f"{diff[2]!r} in {there} (only {', '.join(WHERE_KEYS)} may differ)"
+                    )
+
+
+def first_difference(mine: dict, theirs: dict) -> tuple[str, Any, Any] | None:
+    """(key, value here, value there) of the first key, in order, where two flat dicts differ
+    (a missing key's value: '<absent>')."""
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key, "<absent>"), theirs.get(key, "<absent>")
+        if a != b:
+            return key, a, b
+    return None
+
+
+def _same_as_methods(study: Study) -> Iterator[tuple[Method, Study, Method]]:
+    """(method, the other study, its method) of each `same_as` method."""
+    others: dict[Path, Study] = {}
+    for method in study.methods.values():
+        if method.same_as is not None:
+            path = method.same_as.study
+            if path not in others:
+                others[path] = load_study(path)
+            yield method, others[path], others[path].methods[method.same_as.method]
+
+
+def _train_keys(run: SweepRun) -> dict[str, Any]:
+    """A run's composed training config as dotted keys, without WHERE_KEYS."""
+    cfg = load_config(run.config, "train", [*run.overrides, "experiment_dir=same_as"])
+    values = _flat(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in values.items() if k.split(".")[0] not in WHERE_KEYS}
+
+
+def _score_keys(study: Study) -> dict[str, Any]:
+    """A study's score block as dotted keys (curves by name), without PROBE_KEYS."""
+    score = {k: v for k, v in dataclasses.asdict(study.score).items() if k not in PROBE_KEYS}
+    score["curves"] = {curve.pop("name"): curve for curve in score["curves"]}
+    return _flat(score)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

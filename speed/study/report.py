@@ -139,6 +139,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
             f"Noise of a score ({probe['metric']} of run {probe['run']}, "
             f"{len(probe['values'])} sampling seeds): {values}; std {probe['std']:.2f}.",
         ]
+    lines += _copied_lines(study, records)
     return "\n".join(lines) + "\n"
 
 
@@ -220,3 +221,17 @@ def _own_samplers(study: Study) -> str:
         if m.sampler
     ]
     return "".join(f" ({text})" for text in own)
+
+
+def _copied_lines(study: Study, records: dict) -> list[str]:
+    """'ddpm: the runs of studies/masked_dit.yaml's baseline (copied records)' for each `same_as`
+    method, with the seeds still waiting for that study's records."""
+    lines = []
+    for m in (m for m in study.methods.values() if m.same_as):
+        have = {r["seed"] for r in records.values() if r.get("method") == m.name}
+        waiting = [str(seed) for seed in m.seeds if seed not in have]
+        wait = f"; seed(s) {', '.join(waiting)} wait for that study" if waiting else ""
+        lines.append(
+            f"{m.name}: the runs of {m.same_as.study}'s {m.same_as.method} (copied records{wait})"
+        )
+    return [text for line in lines for text in ("", line)]

@@ -27,7 +27,8 @@ STUDY_KEYS = (
     "name", "base", "methods", "reference", "seeds", "fairness", "budget", "score", "overrides",
     "runs", "records", "report", "run_names",
 )  # fmt: skip
-METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned", "sampler")
+METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned", "sampler", "same_as")
+SAME_AS_KEYS = ("study", "method")
 FAIRNESS_KEYS = ("grid", "shared_seeds")
 BUDGET_KEYS = ("steps", "seconds")
 SCORE_KEYS = (
@@ -54,6 +55,16 @@ class Method:
     seeds: tuple[int, ...]
     tuned: bool
     sampler: tuple[tuple[str, Any], ...] = ()  # sampling keys over score.sampler's (its own family)
+    same_as: SameAs | None = None  # its runs are another study's method's: their records copied
+
+
+@dataclasses.dataclass(frozen=True)
+class SameAs:
+    """A method whose runs are another study's: `method` of the study file `study`. Its config,
+    overrides and sampler are that method's; its records are copies of that study's."""
+
+    study: Path
+    method: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +148,13 @@ class Study:
         return [s for s in self.run_steps(final) if s % curve.every == 0 or s == final]
 
 
-def load_study(path: str | Path) -> Study:
-    """The study file at `path`, checked."""
+def load_study(path: str | Path, resolve: bool = True) -> Study:
+    """The study file at `path`, checked (`resolve=False`: its `same_as` methods are left
+    unread, as when another study's file is read for one of them)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"study file not found: {path}")
-    return parse_study(_read_yaml(path), path)
+    return parse_study(_read_yaml(path), path, resolve)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -153,7 +165,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
 
 
-def parse_study(raw: Any, path: Path) -> Study:
+def parse_study(raw: Any, path: Path, resolve: bool = True) -> Study:
     top = _mapping(raw, "the study file", STUDY_KEYS, required=("base", "methods", "budget"))
     name = str(top.get("name", path.stem))
     base = _file(top["base"], "base")
@@ -161,11 +173,19 @@ def parse_study(raw: Any, path: Path) -> Study:
     methods_raw = _mapping(top["methods"], "methods")
     if not methods_raw:
         raise ConfigError("methods: name at least one method (name: {key: value, ...})")
-    methods = {str(n): _method(str(n), m, base, seeds) for n, m in methods_raw.items()}
+    methods = {
+        str(n): _method(str(n), m, base, seeds, path, resolve) for n, m in methods_raw.items()
+    }
     reference = str(top.get("reference", next(iter(methods))))
     if reference not in methods:
         raise ConfigError(f"reference: {reference!r} is not a method; one of {list(methods)}")
     grid, shared_seeds = _fairness(top.get("fairness", "shared"))
+    for method in methods.values():
+        if resolve and method.same_as and (grid or load_study(method.same_as.study, False).grid):
+            raise ConfigError(
+                f"methods.{method.name}.same_as: a copied method needs fairness: shared in both "
+                "studies (the runs of a grid depend on each study's own choices)"
+            )
     for method in methods.values():
         if grid and method.tuned and seeds[0] not in method.seeds:
             raise ConfigError(
@@ -214,7 +234,9 @@ def parse_study(raw: Any, path: Path) -> Study:
 # ---- the parts ----
 
 
-def _method(name: str, raw: Any, base: Path, seeds: tuple[int, ...]) -> Method:
+def _method(
+    name: str, raw: Any, base: Path, seeds: tuple[int, ...], path: Path, resolve: bool = True
+) -> Method:
     """A method: a mapping of overrides, an overlay file, or the full form with METHOD_KEYS."""
     where = f"methods.{name}"
     if isinstance(raw, str):
@@ -225,6 +247,8 @@ def _method(name: str, raw: Any, base: Path, seeds: tuple[int, ...]) -> Method:
     if not any(key in raw for key in METHOD_KEYS):
         raw = {"overrides": raw}
     full = _mapping(raw, where, METHOD_KEYS)
+    if "same_as" in full:
+        return _same_as(name, full, seeds, path, resolve)
     values = _mapping(full.get("overrides", {}), f"{where}.overrides")
     if "overlay" in full:  # the overlay's top-level nodes, then the overrides (they win)
         overlay = _file(full["overlay"], f"{where}.overlay")
@@ -248,6 +272,49 @@ def _method(name: str, raw: Any, base: Path, seeds: tuple[int, ...]) -> Method:
         tuned=bool(full.get("tuned", True)),
         sampler=tuple(sampler.items()),
     )
+
+
+def _same_as(name: str, full: dict, seeds: tuple[int, ...], path: Path, resolve: bool) -> Method:
+    """A method whose runs are another study's method's (`same_as: {study: FILE, method: NAME}`):
+    its config, overrides and sampler are that method's, its seeds (default: this study's) must be
+    among that method's."""
+    where = f"methods.{name}"
+    extra = [key for key in full if key not in ("same_as", "seeds")]
+    if extra:
+        raise ConfigError(
+            f"{where}: a same_as method takes its config, overrides and sampler from the other "
+            f"study's method; remove {', '.join(extra)} (or drop same_as and train it here)"
+        )
+    ref = _mapping(full["same_as"], f"{where}.same_as", SAME_AS_KEYS, required=SAME_AS_KEYS)
+    same_as = SameAs(Path(str(ref["study"])), str(ref["method"]))
+    method_seeds = _ints(full.get("seeds", list(seeds)), f"{where}.seeds")
+    if not set(method_seeds) <= set(seeds):
+        raise ConfigError(f"{where}.seeds: {list(method_seeds)} must be among seeds {list(seeds)}")
+    if not resolve:  # another study's copied method: only the name is needed
+        return Method(name, path, (), (), method_seeds, True, (), same_as)
+    if not same_as.study.is_file():
+        raise ConfigError(f"{where}.same_as.study: no study file {same_as.study}")
+    if same_as.study.resolve() == path.resolve():
+        raise ConfigError(f"{where}.same_as.study: {same_as.study} is this study's own file")
+    other = load_study(same_as.study, resolve=False)
+    if same_as.method not in other.methods:
+        raise ConfigError(
+            f"{where}.same_as.method: {same_as.method!r} is not a method of {same_as.study}; "
+            f"one of {list(other.methods)}"
+        )
+    source = other.methods[same_as.method]
+    if source.same_as is not None:
+        raise ConfigError(
+            f"{where}.same_as: {same_as.study}'s {same_as.method} is itself a copy of "
+            f"{source.same_as.study}'s {source.same_as.method}; name that one"
+        )
+    missing = [s for s in method_seeds if s not in source.seeds]
+    if missing:
+        raise ConfigError(
+            f"{where}: seed {missing[0]} is not run by {same_as.study}'s {same_as.method} (its "
+            f"seeds {list(source.seeds)}); list this method's seeds among them"
+        )
+    return dataclasses.replace(source, name=name, seeds=method_seeds, same_as=same_as)
 
 
 def _fairness(raw: Any) -> tuple[dict[str, tuple], bool]:

@@ -232,8 +232,8 @@ def method_configs(study: Study, runs: dict[tuple, StudyRun]) -> dict[str, DictC
 
 def loss_weighting(cfg: DictConfig) -> str | None:
     """How the method's training loss is weighted over t (None: unweighted)."""
-    sampler = instantiate(cfg.diffusion).timestep_sampler
-    return None if sampler.weights is None else sampler.weighting.describe()
+    weighting = instantiate(cfg.diffusion).timestep_sampler.weighting
+    return None if weighting.name == "none" else weighting.describe()
 
 
 def warnings(study: Study, configs: dict, weighting: dict, methods: dict, records: dict) -> list:

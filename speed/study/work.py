@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ from speed.errors import Interrupted
 from speed.run import DONE, RunDir, RunLock, list_checkpoints, phase_state
 from speed.runners.train import train
 from speed.study.plan import (
+    PROBE_FIELDS,
     StudyRun,
+    copy_sources,
     final_step,
     load_records,
     machine,
@@ -35,6 +38,7 @@ from speed.sweep.state import record_sweep, set_status
 from speed.utils.logging import read_metrics
 
 CLAIM_FILE = ".study-claim"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StudyInterrupted(Exception):
@@ -126,6 +130,48 @@ def training_seconds(rows: list[dict], steps: list[int]) -> dict[int, float]:
     return out
 
 
+# ---- runs of another study (same_as) ----
+
+
+def copied_record(study: Study, run: StudyRun, source: Path) -> dict:
+    """The other study's record at `source` as this study's run `run`: its name and method, and
+    `copied_from` (the source's path from the repository's root); probes this study does not ask
+    for are left out."""
+    record = json.loads(Path(source).read_text())
+    record.update(name=run.name, method=run.method, copied_from=repo_path(source))
+    for key, field in PROBE_FIELDS.items():
+        if not getattr(study.score, key):
+            record.pop(field, None)
+    return record
+
+
+def repo_path(path: Path) -> str:
+    """`path` from the repository's root (absolute when outside it)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def copy_ready(study: Study, todo: list[StudyRun], sources: dict, told: set) -> list[StudyRun]:
+    """Write the record of each `same_as` run in `todo` whose source record exists; say once per
+    run which wait for theirs. Returns the runs still waiting."""
+    waiting = []
+    for run in (r for r in todo if r.key in sources):
+        source = sources[run.key]
+        if source.is_file():
+            path = write_record(study.records_dir, copied_record(study, run, source))
+            print(f"   copied {repo_path(source)} to {path}", flush=True)
+            continue
+        waiting.append(run)
+        if run.key not in told:
+            told.add(run.key)
+            same_as = study.methods[run.method].same_as
+            print(
+                f"waiting for {same_as.study}'s {same_as.method} seed {run.seed}: run that study",
+                flush=True,
+            )
+    return waiting
+
+
 # ---- the study ----
 
 
@@ -149,14 +195,23 @@ def work(study: Study, sweep: Sweep, scorer: Scorer, shard: tuple[int, int] = (0
     """Do this worker's share of the study until nothing is left; returns the runs it did."""
     runs = study_runs(study, sweep)
     probed = runs[(study.reference, study.settings[0], study.methods[study.reference].seeds[0])]
+    sources, told = copy_sources(study), set()
     done = 0
     while True:
         records = load_records(study.records_dir)
         todo, waiting = pending(study, runs, records)
+        copies = copy_ready(study, todo, sources, told)  # never trained here
+        todo = [r for r in todo if r.key not in sources]
         mine = worker_share(todo, sweep, shard)
         run = next((r for r in mine if claim(r.sweep_run.run_dir(sweep.sweep_dir))), None)
         if run is None:
             if not todo and not waiting:
+                if copies:
+                    print(
+                        f"{len(copies)} run(s) wait for other studies' records (above): run "
+                        "those studies, then this command again to copy them",
+                        flush=True,
+                    )
                 return done
             time.sleep(poll_seconds)  # the rest is claimed or waits on other workers' runs
             continue

@@ -54,6 +54,12 @@ def tiny_study_dict(folder: Path) -> dict:
 
 
 @pytest.fixture
+def tiny_study_raw():
+    """fn(folder) -> the tiny study as a dict (before it is written)."""
+    return tiny_study_dict
+
+
+@pytest.fixture
 def tiny_study():
     def write(folder: Path, **changes) -> Path:
         study = {**tiny_study_dict(folder), **changes}

@@ -7,6 +7,7 @@ import pytest
 
 from speed.config import instantiate
 from speed.study.plan import open_study
+from speed.study.summary import loss_weighting
 from speed.sweep.expand import load_run_configs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,10 +29,13 @@ def test_the_flow_study_compares_what_its_header_says(in_repo):
     built = {
         run.params["method"]: instantiate(cfg.diffusion)
         for run, cfg in zip(sweep.runs, load_run_configs(sweep))
-        if run.params["seed"] == 0
+        if run.params["seed"] == 0 and study.methods[run.params["method"]].same_as is None
     }
-    assert type(built["ddpm"]).__name__ == "SpacedDiffusion"  # DDPM, respaced for sampling
-    kinds = {m: type(built[m].timestep_sampler.distribution).__name__ for m in built if m != "ddpm"}
+    masked = "studies/masked_dit.yaml"
+    copies = {m.name: (str(m.same_as.study), m.same_as.method) for m in study.methods.values()
+              if m.same_as}  # fmt: skip
+    assert copies == {"ddpm": (masked, "baseline"), "maskdit_speed": (masked, "maskdit_speed")}
+    kinds = {m: type(built[m].timestep_sampler.distribution).__name__ for m in built}
     assert kinds == {
         "sit": "UniformTime",
         "sit_logit_normal": "LogitNormalTime",
@@ -39,3 +43,20 @@ def test_the_flow_study_compares_what_its_header_says(in_repo):
         "sit_repa": "UniformTime",
     }
     assert dict(study.methods["sit"].sampler) == {"sampler": "heun", "num_steps": 13}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_a_committed_study_names_each_method_loss_weighting(path, in_repo):
+    """The report's weighting line reads discrete and continuous-time samplers alike (a flow
+    sampler has no per-step weight table)."""
+    study, sweep, _, _ = open_study(path)
+    described = {
+        run.params["method"]: loss_weighting(cfg)
+        for run, cfg in zip(sweep.runs, load_run_configs(sweep))
+    }
+    for method, cfg in zip([r.params["method"] for r in sweep.runs], load_run_configs(sweep)):
+        weighting = cfg.diffusion.get("weighting")
+        assert (described[method] is None) == (weighting in (None, "none")), method
+    if path.stem == "flow_dit":
+        assert described["sit_speed"].startswith("speed (lam=")
+        assert described["sit"] is None
