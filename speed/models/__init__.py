@@ -1,7 +1,8 @@
 """Backbones: DiT (`dit.py`), MaskDiT (`maskdit.py`), MDT (`mdt.py`), the caption-conditioned
-PixArt-alpha DiT (`pixart.py`) and the ADM UNet (`unet.py`, with ADM's super-resolution variant
-`SuperResUNet`), with shared guidance and loading; the transformers share their patch grid and
-DiT's initialisation pieces through `transformer_parts.py`.
+PixArt-alpha DiT (`pixart.py`), the ADM UNet (`unet.py`, with ADM's super-resolution variant
+`SuperResUNet`) and its caption-conditioned form `TextUNet` (`text_unet.py`; caption handling
+shared with PixArt in `captions.py`), with shared guidance and loading; the transformers share
+their patch grid and DiT's initialisation pieces through `transformer_parts.py`.
 
 Both subclass `ConditionalBackbone` (`conditional.py`): `forward(x, t, y=None)`,
 `forward_with_cfg(x, t, y, cfg_scale)`, the null label (`has_null_label`, `class_dropout_prob`)
@@ -37,6 +38,7 @@ from speed.models.loading import (
 from speed.models.maskdit import MaskDiT, MaskDiT_models, build_maskdit
 from speed.models.mdt import MDT, MDT_models, build_mdt
 from speed.models.pixart import PixArt, PixArt_models, build_pixart
+from speed.models.text_unet import TextUNet
 from speed.models.unet import SuperResUNet, UNetModel
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "PixArt",
     "PixArt_models",
     "SuperResUNet",
+    "TextUNet",
     "UNetModel",
     "build_dit",
     "build_maskdit",

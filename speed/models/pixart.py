@@ -25,9 +25,15 @@ from timm.models.vision_transformer import Mlp, PatchEmbed
 from torch import nn
 
 from speed.models import transformer_parts as parts
+from speed.models.captions import (
+    CaptionConditioned,
+    attended,
+    check_caption_arguments,
+    padding_bias,
+    text_transformer,
+)
 from speed.models.dit import Attention, TimestepEmbedder, paper_size, size_registry
 from speed.models.layers import attention
-from speed.models.text_transformer import TextTransformer
 
 tanh_gelu = functools.partial(nn.GELU, approximate="tanh")
 
@@ -37,21 +43,16 @@ def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> t
     return x * (1 + scale) + shift
 
 
-def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """mask [N, L] bool (True = attend) -> additive bias [N, 1, 1, L] (0 or -inf)."""
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    return bias.masked_fill(~mask, float("-inf"))[:, None, None, :]
-
-
 class MultiHeadCrossAttention(nn.Module):
     """Image tokens x [N, T, D] attend to caption tokens y [N, L, D] (PixArt's layout:
-    `q_linear`, `kv_linear`, `proj`)."""
+    `q_linear`, `kv_linear`, `proj`); with `context_dim`, y is [N, L, context_dim] (LDM's
+    cross-attention, `speed.models.text_unet`)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.q_linear = nn.Linear(dim, dim)
-        self.kv_linear = nn.Linear(dim, 2 * dim)
+        self.kv_linear = nn.Linear(context_dim or dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ class CaptionEmbedder(nn.Module):
         return self.y_proj(caption)
 
 
-class PixArt(parts.PatchBackbone):
+class PixArt(CaptionConditioned, parts.PatchBackbone):
     """Caption-conditioned DiT over patches of a [N, in_channels, H, W] input.
 
     Args:
@@ -159,11 +160,7 @@ class PixArt(parts.PatchBackbone):
         text_heads: int = 4,
     ):
         height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
-        if caption_channels < 1 or max_length < 1:
-            raise ValueError(
-                f"need caption_channels >= 1 and max_length >= 1, got {caption_channels}, "
-                f"{max_length}"
-            )
+        check_caption_arguments(caption_channels, max_length)
         super().__init__(
             input_size=(height, width),
             patch_size=patch_size,
@@ -177,10 +174,8 @@ class PixArt(parts.PatchBackbone):
         self.has_null_label = caption_dropout_prob > 0  # the null caption
         self.max_length = max_length
 
-        self.text_encoder = (
-            TextTransformer(vocab_size, max_length, caption_channels, text_depth, text_heads)
-            if vocab_size
-            else None
+        self.text_encoder = text_transformer(
+            vocab_size, max_length, caption_channels, text_depth, text_heads
         )
         self.x_embedder = PatchEmbed(
             (height, width), patch_size, in_channels, hidden_size, bias=True
@@ -215,28 +210,10 @@ class PixArt(parts.PatchBackbone):
             *(block.cross_attn.proj for block in self.blocks), self.final_layer.linear
         )
 
-    def caption(self, y, mask, n: int, force_drop_ids):
-        """(caption embeddings [N, L, caption_channels], mask [N, L]) with dropped captions (and
-        all of them when y is None) replaced by the null caption, which attends to all L tokens.
-        Drops where `force_drop_ids == 1` when given, else each with `class_dropout_prob` in
-        training."""
-        null = self.y_embedder.y_embedding[None].expand(n, -1, -1)
-        full = torch.ones(n, self.max_length, dtype=torch.bool, device=null.device)
-        if y is None:
-            return null, full
-        if y.shape[1] != self.max_length:
-            raise ValueError(f"PixArt expects {self.max_length} caption tokens, got {y.shape[1]}")
-        mask = full if mask is None else mask.bool()
-        if self.text_encoder is not None:
-            y = self.text_encoder(y, mask | ~mask.any(1, keepdim=True))
-        if force_drop_ids is not None:
-            drop = force_drop_ids.to(null.device) == 1
-        elif self.training and self.class_dropout_prob > 0:
-            drop = torch.rand(n, device=null.device) < self.class_dropout_prob
-        else:
-            return y, mask
-        y = torch.where(drop[:, None, None], null.to(y.dtype), y)
-        return y, mask | drop[:, None]
+    @property
+    def null_caption(self) -> torch.Tensor:
+        """The null caption [L, caption_channels] (`y_embedder.y_embedding`)."""
+        return self.y_embedder.y_embedding
 
     def forward(
         self,
@@ -257,7 +234,7 @@ class PixArt(parts.PatchBackbone):
         caption, mask = self.caption(y, mask, n, force_drop_ids)
         caption = self.y_embedder(caption)  # [N, L, D]
         # An empty caption (no token) attends to all its tokens rather than to none.
-        bias = padding_bias(mask | ~mask.any(1, keepdim=True), caption.dtype)  # [N, 1, 1, L]
+        bias = padding_bias(attended(mask), caption.dtype)  # [N, 1, 1, L]
         for block in self.blocks:
             x = self.run_block(block, x, caption, t0, bias)  # [N, T, D]
         x = self.final_layer(x, t)  # [N, T, p * p * out_channels]

@@ -58,12 +58,23 @@ class TimestepBlock(nn.Module):
     """A module whose forward takes the timestep embedding as a second argument."""
 
 
-class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
-    """Sequential that passes `emb` to the children that are TimestepBlocks."""
+class ContextBlock(nn.Module):
+    """A module whose forward takes the model's context (e.g. caption tokens and their attention
+    bias, `speed.models.text_unet`) after x."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+
+class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
+    """Sequential that passes `emb` to the children that are TimestepBlocks and `context` to the
+    ContextBlocks (LDM's order)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+            if isinstance(layer, TimestepBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, ContextBlock):
+                x = layer(x, *context)
+            else:
+                x = layer(x)
         return x
 
 
@@ -353,7 +364,7 @@ class UNetModel(ConditionalBackbone):
             return ResBlock(ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, **updown)
 
         def attn_block(ch, heads):
-            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order)
+            return self.attention_block(ch, heads, num_head_channels, use_new_attention_order)
 
         # Encoder: num_res_blocks (ResBlock [+ attention]) per level, then a 2x downsampling.
         ch = input_ch = int(channel_mult[0] * model_channels)
@@ -407,6 +418,12 @@ class UNetModel(ConditionalBackbone):
         if use_fp16:
             self.convert_to_fp16()
 
+    def attention_block(
+        self, channels: int, num_heads: int, num_head_channels: int, new_order: bool
+    ) -> nn.Module:
+        """The attention block at an attention resolution (a subclass may give another)."""
+        return AttentionBlock(channels, num_heads, num_head_channels, new_order)
+
     def _convert_torso(self, dtype: torch.dtype) -> None:
         """Cast the conv weights of the encoder, middle and decoder (guided-diffusion's fp16)."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
@@ -449,21 +466,29 @@ class UNetModel(ConditionalBackbone):
         """x [N, C, H, W], timesteps t [N], labels y [N] (ignored if unconditional)
         -> [N, out_channels, H, W]. `force_drop_ids` [N] (1 = use the null label) replaces the
         random label dropout of training, so the caller controls it."""
+        self._check_input(x)
+        emb = self._embed(t, y, force_drop_ids)  # [N, 4 * model_channels]
+        return self._unet(x, emb)
+
+    def _check_input(self, x: torch.Tensor) -> None:
         f = self.downsample_factor
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % f or x.shape[3] % f:
             raise ValueError(
                 f"UNet expects input [N, {self.in_channels}, H, W] with H and W divisible by {f} "
                 f"(2^(len(channel_mult) - 1)), got {list(x.shape)}"
             )
-        emb = self._embed(t, y, force_drop_ids)  # [N, 4 * model_channels]
+
+    def _unet(self, x: torch.Tensor, emb: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
+        """Encoder, middle and decoder on x [N, C, H, W] with the embedding emb [N, E] (and the
+        ContextBlocks' `context`) -> [N, out_channels, H, W]."""
         skips = []
         h = x.type(self.dtype)
         for block in self.input_blocks:
-            h = self.run_block(block, h, emb)
+            h = self.run_block(block, h, emb, *context)
             skips.append(h)
-        h = self.run_block(self.middle_block, h, emb)
+        h = self.run_block(self.middle_block, h, emb, *context)
         for block in self.output_blocks:
-            h = self.run_block(block, torch.cat([h, skips.pop()], dim=1), emb)
+            h = self.run_block(block, torch.cat([h, skips.pop()], dim=1), emb, *context)
         return self.out(h.type(x.dtype))  # [N, out_channels, H, W]
 
 

@@ -1,6 +1,7 @@
 """The export phase on models that take more than noise, time and labels, each a tiny run from
-YAML exported through `-p export`: a text-to-image PixArt (byte ids its own text transformer
-reads), a ControlNet branch over its DiT base, and a class-conditional super-resolution UNet.
+YAML exported through `-p export`: a text-to-image PixArt and UNet (byte ids their own text
+transformer reads), a ControlNet branch over its DiT base, and a class-conditional
+super-resolution UNet.
 
 The trained checkpoints' weights are re-drawn (0.1 N(0, 1), as tests/deploy's tiny models) so
 that a zero-initialised layer (PixArt's cross-attention outputs, a ControlNet's projections)
@@ -166,6 +167,23 @@ def test_text_to_image_export_takes_byte_ids_and_mask(tmp_path, tiny_overrides, 
     onnx = repr(str(run / "export/0000001.onnx"))
     exec(compile(snippet.replace(documented, onnx), str(DOC), "exec"), names)
     assert names["x0"].shape == (8, 1, 56, 56) and -1 <= names["x0"].min() < names["x0"].max() <= 1
+
+
+def test_text_unet_export_takes_byte_ids_and_mask(tmp_path, tiny_overrides, main):
+    """The caption-conditioned UNet (configs/image/animals_text/unet.yaml) exports as PixArt."""
+    config = str(REPO / "configs/image/animals_text/unet.yaml")
+    tiny = ["model.channel_mult=[1,2]", "model.attention_resolutions=[2]",
+            "model.caption_channels=16", "model.text_depth=1", "model.text_heads=2",
+            "data.num_pairs=64"]  # fmt: skip
+    overrides = tiny_overrides(tmp_path / "run", 1) + tiny + ["sample_every=0"]
+    redrawn(train(load_config(config, "train", overrides)))
+    session = exported(main, config, overrides)
+    assert session.manifest["inputs"] == ["x", "t", "y", "mask", "guidance_scale"]
+    cfg, model = pytorch_model(config, overrides, text=True)
+    caption = build_text_encoder(cfg).condition(["a cat left of a zebra", "a dog", ""], "cpu")
+    x, t = noisy(torch.Generator().manual_seed(0), 1, 56)
+    drop = {"force_drop_ids": torch.ones(3, dtype=torch.long)}
+    check_guidance(session, model, x, t, caption, {**caption, **drop}, {})
 
 
 def test_t5_conditioned_export_takes_caption_embeddings(
