@@ -13,9 +13,11 @@ prompt's animals (chance 0.01; real composed pairs 0.91).
 
     python benchmarks/text_demo.py                          # resumes: finished work is kept
     python benchmarks/text_demo.py --seeds 0 1 2 --steps 4800 --every 1200
+    python benchmarks/text_demo.py --config configs/image/animals_text/unet.yaml  # the UNet
 
-Writes benchmarks/results/text_demo.{json,md}, text_demo.png (pair accuracy against training
-step, seen and held-out, seed mean and spread) and text_demo_samples.png (the last checkpoint of
+Writes benchmarks/results/text_demo.{json,md} (another config: text_demo_<its name>.*, its runs in
+runs/text_demo_<its name>), text_demo.png (pair accuracy against training step, seen and
+held-out, seed mean and spread) and text_demo_samples.png (the last checkpoint of
 each method, first seed: one row per prompt of the first four seen and four held-out pairs).
 """
 
@@ -47,25 +49,30 @@ SPLITS = ("seen", "held_out")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=CONFIG, help="the demo config (e.g. its unet.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--steps", type=int, default=4800, help="training steps of every run")
     parser.add_argument("--every", type=int, default=1200, help="checkpoint and score interval")
     parser.add_argument("--samples", type=int, default=400, help="images per checkpoint")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs/text_demo")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/text_demo")
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/text_demo[_name]")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/...")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    name = "text_demo" + ("" if args.config == CONFIG else f"_{Path(args.config).stem}")
+    args.runs = args.runs or REPO / "runs" / name
+    args.out = args.out or REPO / "benchmarks/results" / name
+    return args
 
 
-def score(run: Path, step: int, samples: int) -> dict:
+def score(config: str, run: Path, step: int, samples: int) -> dict:
     """Pair alignment of `samples` images of the run's checkpoint at `step` (kept beside them)."""
     npz = run / f"inference/{step:07d}.npz"
     out = npz.with_suffix(".alignment.json")
     if not out.is_file():
         if not npz.is_file():
             main_py(
-                CONFIG, "inference", f"experiment_dir={run}", f"prompts_file={PROMPTS}",
+                config, "inference", f"experiment_dir={run}", f"prompts_file={PROMPTS}",
                 f"num_samples={samples}", f"ckpt_path={run}/train/checkpoints/{step:07d}.pt",
             )  # fmt: skip
         command = [sys.executable, "-m", "evaluations.text_alignment", str(npz)]
@@ -83,13 +90,13 @@ def collect(args) -> dict:
             if not args.report:
                 overrides = [f"seed={seed}", f"max_training_steps={args.steps}"]
                 overrides += [f"ckpt_every={args.every}", "sample_every=0", *METHODS[method]]
-                train(CONFIG, run, *overrides)
+                train(args.config, run, *overrides)
             steps = range(args.every, args.steps + 1, args.every)
             scores = {}
             for step in steps:
                 have = (run / f"inference/{step:07d}.alignment.json").is_file()
                 if have or not args.report:
-                    scores[step] = score(run, step, args.samples)
+                    scores[step] = score(args.config, run, step, args.samples)
             if scores:
                 last = run / f"train/checkpoints/{max(scores):07d}.pt"
                 seconds = float(load_checkpoint(last).get("train_seconds", float("nan")))
@@ -106,7 +113,8 @@ def markdown(meta: dict, results: dict) -> str:
     lines = [
         "# The text-to-image demo: does the text steer?",
         "",
-        f"`{meta['command']}` on {meta['machine']}, {meta['date']}. {meta['samples']} images per "
+        f"`{meta['command']}` (config `{meta['config']}`) on {meta['machine']}, {meta['date']}. "
+        f"{meta['samples']} images per "
         f"checkpoint over the 20 prompts of {PROMPTS} (10 seen pairs, 10 held out); pair "
         "accuracy by the domain classifier (chance 0.01, real pairs 0.91); seed mean +- std "
         "(seeds in brackets).",
@@ -180,7 +188,7 @@ def main(argv=None) -> int:
         "machine": f"{device_name()}, torch {torch.__version__}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "samples": args.samples,
-        "config": CONFIG,
+        "config": args.config,
         "methods": {m: METHODS[m] for m in results},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
