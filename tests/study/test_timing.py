@@ -247,6 +247,7 @@ def test_write_report_reads_timing_json_beside_the_records(
     study = dataclasses.replace(study, report=tmp_path / "report" / "unet")
     report.write_report(study, runs, plan.load_records(study.records_dir), "cmd")
     assert "Wall-clock speed-ups use" not in (tmp_path / "report/unet.md").read_text()
+    assert "timing" not in json.loads((tmp_path / "report/unet.json").read_text())
     timed = _timing({"baseline": {0: 1.0}, "speed_paper": {0: 1.0, 100: 3.0}})
     (study.records_dir / "timing.json").write_text(json.dumps(timed))
     assert plan.load_records(study.records_dir).keys() == records.keys()
@@ -254,3 +255,5 @@ def test_write_report_reads_timing_json_beside_the_records(
     text = (tmp_path / "report/unet.md").read_text()
     assert "Wall-clock speed-ups use the timing measured on cpu (Test CPU" in text
     assert "| seed 0: 0.75x | 0.75 (1/1 reach) |" in text
+    data = json.loads((tmp_path / "report/unet.json").read_text())
+    assert data["timing"]["methods"]["speed_paper"]["sec_per_step"] == {"0": 1.0, "100": 3.0}
