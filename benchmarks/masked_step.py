@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from models_forward import load_average, run_header, time_stage, written_out_attention
+from models_forward import time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.config import load_config
@@ -33,6 +33,7 @@ from speed.runners.build import (
     build_model,
     data_spec,
 )
+from speed.utils.machine import load_average, run_header
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"

@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from speed.models import DiT_models
-from speed.utils.machine import device_name
+from speed.utils.machine import load_average, run_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,25 +45,6 @@ def parse_args() -> argparse.Namespace:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages, rounded: how shared the machine was."""
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def run_header(device: str, threads: int, **settings) -> dict:
-    """What a timing table says about its run: the device in words, threads, torch, the
-    benchmark's `settings`, the load average before (add `loadavg_after` at the end) and the
-    date."""
-    return {
-        "device": device_name(device),
-        "threads": threads,
-        "torch": torch.__version__,
-        **settings,
-        "loadavg_before": load_average(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def time_stage(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ from speed.deploy.onnx_sampling import OnnxDenoiser, ddim_sample
 from speed.generation import generate, grid_noise
 from speed.run import RunDir, latest_checkpoint
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
-from speed.utils.machine import device_name
+from speed.utils.machine import load_average, run_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GUIDANCE = 2.0
@@ -92,13 +90,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     cfg, model, autoencoder, diffusion, spec, session = load(args)
     b = args.batch_size
-    meta = {
-        "device": device_name("cpu"),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__,
-        "date": str(date.today()),
-        "loadavg_before": os.getloadavg()[0],
+    meta = run_header("cpu", args.threads, onnxruntime=__import__("onnxruntime").__version__)
+    meta |= {
         "model": f"{cfg.model._target_} ({sum(p.numel() for p in model.parameters()):,} params)",
         "batch_size": b,
         "guidance_scale": GUIDANCE,
@@ -132,7 +125,7 @@ def main(argv=None) -> None:
         out["onnxruntime"] = ddim_sample(session, noise.numpy(), y, **options)
 
     sampling = alternate({"pytorch": torch_ddim, "onnxruntime": onnx_ddim}, args.repeats)
-    meta["loadavg_after"] = os.getloadavg()[0]
+    meta["loadavg_after"] = load_average()
 
     # ---- report ----
     rows = [
@@ -157,8 +150,8 @@ def main(argv=None) -> None:
     caption = (
         f"{meta['model']}, batch {b}, guidance {GUIDANCE:g} folded in, {meta['device']}, "
         f"{args.threads} threads, torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, "
-        f"{meta['date']}; load average before/after {meta['loadavg_before']:.1f} / "
-        f"{meta['loadavg_after']:.1f}; median of {args.repeats} alternating rounds. DDIM images "
+        f"{meta['date']}; load average before/after {meta['loadavg_before'][0]:.1f} / "
+        f"{meta['loadavg_after'][0]:.1f}; median of {args.repeats} alternating rounds. DDIM images "
         f"of the two runtimes differ by at most {meta['ddim_max_abs_diff']:.1e}. {args.note}"
     )
     table = "\n".join(lines)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from speed.runners.build import (
 )
 from speed.runners.inference import SAMPLER_STREAM, image_noise, sample_labels
 from speed.utils.images import to_uint8
-from speed.utils.machine import device_name
+from speed.utils.machine import load_average, run_header
 from speed.utils.seeding import derived_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -303,27 +302,24 @@ def benchmark(args: argparse.Namespace) -> int:
     )
     reference = source_stats(reference, extractor, progress=False)
 
-    meta = {
-        "device": device_name(args.device),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join(["python", "benchmarks/sampling.py", *sys.argv[1:]]),
-        "quick": args.quick,
-        "checkpoint": str(ckpt),
-        "params": sum(p.numel() for p in model.parameters()),
-        "channels": spec.channels,
-        "side": spec.side,
-        "num": args.num,
-        "guidance_scale": args.guidance_scale,
-        "batch_size": args.batch_size,
-        "reference": reference_name,
-        "features": args.features,
-        "extractor_note": extractor.name,
-        "seed": cfg.seed,
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "note": args.note,
-    }
+    meta = run_header(
+        args.device,
+        args.threads,
+        command=" ".join(["python", "benchmarks/sampling.py", *sys.argv[1:]]),
+        quick=args.quick,
+        checkpoint=str(ckpt),
+        params=sum(p.numel() for p in model.parameters()),
+        channels=spec.channels,
+        side=spec.side,
+        num=args.num,
+        guidance_scale=args.guidance_scale,
+        batch_size=args.batch_size,
+        reference=reference_name,
+        features=args.features,
+        extractor_note=extractor.name,
+        seed=cfg.seed,
+        note=args.note,
+    )
     noise = image_noise(spec.channels, spec.side, cfg.seed, range(args.num)).to(device)
     labels = sample_labels(cfg, spec.num_classes, args.num)
     labels = None if labels is None else torch.from_numpy(labels).to(device)
@@ -339,7 +335,7 @@ def benchmark(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         clip_denoised=cfg.clip_denoised,
     )
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
     score(rows, reference, extractor, None if labels is None else labels.cpu().numpy())
     for row in rows:
         del row["images"]

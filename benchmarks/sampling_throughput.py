@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +41,7 @@ from speed.runners.build import (
     build_sampling_model,
 )
 from speed.runners.inference import image_noise, sample_labels
-from speed.utils.machine import cpu_isa, device_name
+from speed.utils.machine import cpu_isa, load_average, run_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs/image/animals"
@@ -224,20 +222,17 @@ def markdown(results: dict[str, list[dict]], meta: dict) -> str:
 def benchmark(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    meta = {
-        "device": device_name(args.device),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join(["python", "benchmarks/sampling_throughput.py", *sys.argv[1:]]),
-        "batch_size": args.batch_size,
-        "repeats": args.repeats,
-        "guidance_scale": args.guidance_scale,
-        "params": {},
-        "weights": {},
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "note": args.note,
-    }
+    meta = run_header(
+        args.device,
+        args.threads,
+        command=" ".join(["python", "benchmarks/sampling_throughput.py", *sys.argv[1:]]),
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        guidance_scale=args.guidance_scale,
+        params={},
+        weights={},
+        note=args.note,
+    )
     results = {}
     for name in args.models:
         ckpt = args.ckpt.get(name)
@@ -256,7 +251,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         for r in rows:
             del r["images"]
         results[name] = rows
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
     return {"meta": meta, "results": results}
 
 

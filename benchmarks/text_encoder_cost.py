@@ -28,13 +28,14 @@ import statistics
 from pathlib import Path
 
 import torch
-from models_forward import load_average, run_header, time_stage, written_out_attention
+from models_forward import time_stage, written_out_attention
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import T5Config, T5EncoderModel
 
 from speed.config import load_config
 from speed.diffusion import create_diffusion
 from speed.models.pixart import build_pixart
+from speed.utils.machine import load_average, run_header
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"

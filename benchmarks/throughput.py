@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from speed.diffusion import create_diffusion
 from speed.models import UNetModel, build_dit
 from speed.runners.build import fused_kwargs
-from speed.utils.machine import cpu_isa, device_name
+from speed.utils.machine import cpu_isa, load_average, run_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENT_SHAPE = (4, 32, 32)  # SD-VAE latents of 256x256 images
@@ -441,21 +439,18 @@ def main() -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA device; run on a GPU or use cpu")
-    meta = {
-        "device": device_name(args.device),
-        "device_type": args.device,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
-        "quick": args.quick,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "memory_method": memory_method(args.device),
-        "adm_unet": ADM_LATENT_UNET,
-        "note": args.note,
-    }
+    meta = run_header(
+        args.device,
+        args.threads,
+        device_type=args.device,
+        command=" ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
+        quick=args.quick,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        memory_method=memory_method(args.device),
+        adm_unet=ADM_LATENT_UNET,
+        note=args.note,
+    )
     peak = peak_flops(meta["device"], args.peak_tflops) if args.device == "cuda" else None
     meta["peak_flops"] = peak
     cases = selected_cases(args)
@@ -466,7 +461,7 @@ def main() -> None:
         rows.append(row)
         done = row.get("error") or f"{row['sec_per_step']:.3f} s/step"
         print(f"{case.model} batch {case.batch_size} {case.mode}: {done}", flush=True)
-    meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    meta["loadavg_after"] = load_average()
     paths = optimized_paths(rows)
 
     table = markdown(rows, paths, meta)

@@ -72,16 +72,22 @@ STEP_NOISE_STREAM = 2  # derived_seed stream of the per-step training randomness
 CAPTION_STREAM = 3  # derived_seed stream of the per-step caption draws
 
 
-def train(cfg: DictConfig) -> Path:
+def train(cfg: DictConfig, start_step: int = 0) -> Path:
     """Run the train phase described by the resolved config; returns the last checkpoint path.
-    The train folder is locked for the run (a second run into it is refused)."""
+    The train folder is locked for the run (a second run into it is refused).
+
+    `start_step`: a fresh run (no checkpoint to resume) begins at this optimizer step from its
+    initial weights, as if it had trained that far: the step counter, the lr schedule, the
+    timestep sampler's and the model's step-dependent stages (MaskDiT's `unmask_at_step`) and the
+    per-step randomness all see it. For timing a later stage of training
+    (`python -m speed.study STUDY.yaml --time`); 0 is the ordinary start."""
     dist = init_distributed()
     run = RunDir.of(cfg)
     with locked(run.train, enabled=dist.is_main):
-        return _train(cfg, dist, run)
+        return _train(cfg, dist, run, start_step)
 
 
-def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
+def _train(cfg: DictConfig, dist, run: RunDir, start_step: int = 0) -> Path:
     if cfg.strategy == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("strategy=fsdp trains in fp32 or bf16; set precision=bf16 (or fp32)")
     if cfg.adapter.rank and cfg.ckpt_path:
@@ -94,6 +100,16 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
+    if start_step and resume_paths:
+        raise ConfigError(
+            f"train: start_step={start_step} begins a fresh run, but {run.checkpoints} holds "
+            "checkpoints to resume; use an empty run folder"
+        )
+    if start_step < 0 or (start_step and start_step >= cfg.max_training_steps):
+        raise ConfigError(
+            f"train: start_step={start_step} must lie in [0, max_training_steps="
+            f"{cfg.max_training_steps})"
+        )
     if not resume_paths and dist.is_main:
         claim_train_dir(run, cfg.overwrite)
     barrier()
@@ -104,6 +120,8 @@ def _train(cfg: DictConfig, dist, run: RunDir) -> Path:
     # ---- Objects, then their state (after the objects: restoring sets the RNG states). ----
     init_weights = None if resume_paths else cfg.ckpt_path
     job = _build(cfg, dist, init_weights, trust=cfg.trust_checkpoint)
+    if start_step:
+        _start_at(job.state, start_step)
     if resume_paths:
         loaded = load_newest_good(
             job.state,
@@ -250,6 +268,18 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         state, dataset, autoencoder, spec, text_encoder, diffusion, data_sampler, loader,
         micro_batch, control,
     )  # fmt: skip
+
+
+def _start_at(state: TrainState, step: int) -> None:
+    """Put a fresh state at optimizer step `step`: the step counter, and the lr schedule's
+    position and learning rates (as if it had been stepped `step` times)."""
+    state.step = step
+    scheduler = state.lr_scheduler
+    scheduler.last_epoch = step
+    lrs = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, dist) -> torch.nn.Module:

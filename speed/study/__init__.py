@@ -7,6 +7,7 @@ scoring.py    curves and final scores of a run, cached per checkpoint
 work.py       claim, train (resuming), score and record runs; workers share a study
 summary.py    seed means, speed-ups in steps and seconds, bootstrap intervals, warnings
 report.py     the Markdown and JSON report; figures.py its PNG
+timing.py     each method's seconds per step on this box, for the wall-clock speed-ups (--time)
 regions.py    probe: held-out loss per tenth of t at every checkpoint (-m speed.study.regions)
 handoff.py    probe: one model above a timestep, another below (-m speed.study.handoff)
 samples.py    the final samples of each method side by side (-m speed.study.samples)

@@ -4,6 +4,7 @@
     python -m speed.study studies/speed_unet.yaml --shard 0/2 &      # or two workers sharing it
     python -m speed.study studies/speed_unet.yaml --shard 1/2 &
     python -m speed.study studies/speed_unet.yaml --report           # the report so far
+    python -m speed.study studies/speed_unet.yaml --time --threads 1 # each method's s/step here
 
 A stopped study (Ctrl-C, a killed worker, a lost machine) resumes with the same command: finished
 runs are never redone, unfinished ones continue from their last checkpoint, and scores are cached
@@ -23,6 +24,7 @@ from speed.errors import ConfigError
 from speed.study.plan import open_study
 from speed.study.report import write_report
 from speed.study.scoring import Scorer
+from speed.study.timing import time_study
 from speed.study.work import StudyInterrupted, work
 
 
@@ -34,6 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: the file's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     parser.add_argument("--poll", type=float, default=60.0, help="seconds between looks for work")
+    parser.add_argument(
+        "--time", action="store_true", help="time every method here: <records>/timing.json"
+    )
+    parser.add_argument("--time-steps", type=int, default=4, help="optimizer steps per round")
+    parser.add_argument("--time-rounds", type=int, default=3, help="timed rounds (the median)")
+    parser.add_argument("--time-warmup", type=int, default=2, help="untimed steps first")
     return parser.parse_args(argv)
 
 
@@ -52,6 +60,13 @@ def study_main(args: argparse.Namespace, command: str) -> int:
         torch.set_num_threads(args.threads)
     shard = parse_shard(args.shard)
     study, sweep, runs, records = open_study(args.study, args.runs)
+    if args.time:
+        if min(args.time_steps, args.time_rounds) < 1 or args.time_warmup < 0:
+            raise ConfigError("--time-steps and --time-rounds must be >= 1, --time-warmup >= 0")
+        time_study(study, sweep, command, args.time_steps, args.time_rounds, args.time_warmup)
+        if records:
+            write_report(study, runs, records, command)
+        return 0
     if not args.report:
         try:
             work(study, sweep, Scorer(study, sweep), shard, args.poll)

@@ -218,9 +218,13 @@ def setting_text(setting) -> str:
     )
 
 
+TIMING_FILE = "timing.json"  # beside the records: the methods' costs on one box (--time)
+
+
 def load_records(folder: Path) -> dict[str, dict]:
-    """Run name -> finished record, of every record in `folder`."""
-    records = (json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json")))
+    """Run name -> finished record, of every record in `folder` (not its `timing.json`)."""
+    paths = [p for p in sorted(Path(folder).glob("*.json")) if p.name != TIMING_FILE]
+    records = (json.loads(p.read_text()) for p in paths)
     return {record["name"]: record for record in records}
 
 

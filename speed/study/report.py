@@ -13,6 +13,7 @@ from speed.study.figures import plot
 from speed.study.plan import machine, setting_text
 from speed.study.spec import Study
 from speed.study.summary import summarize
+from speed.study.timing import load_timing
 
 
 def _fmt(value, spec=".1f") -> str:
@@ -47,7 +48,7 @@ def _speedup_table(speedups: dict) -> list[str]:
     ]
     for method, s in speedups.items():
         steps = _speedup_cells(s)
-        seconds = _speedup_cells(s["seconds"])
+        seconds = ["-", "-"] if s["seconds"] is None else _speedup_cells(s["seconds"])
         lines.append(
             f"| {method} | {' | '.join(steps)} | {_fmt(s['of_mean_curves'], '.2f')} | "
             f"{seconds[0]} | {seconds[1]} |"
@@ -75,7 +76,7 @@ def _methods_table(study: Study, summary: dict, methods: dict, chosen: dict) -> 
     return lines
 
 
-def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
+def markdown(study: Study, summary: dict, records: dict, command: str, timing=None) -> str:
     machines = sorted({r["machine"] for r in records.values() if "machine" in r})
     dates = sorted({r["date"] for r in records.values() if "date" in r})
     score = study.score
@@ -101,6 +102,8 @@ def markdown(study: Study, summary: dict, records: dict, command: str) -> str:
         f"{score.reference_images} real images. Speed-up: training needed to reach the reference "
         f"method's final {curve} {metric}, same seed.",
     ]  # fmt: skip
+    if timing is not None:
+        lines += ["", _timing_text(timing)]
     if summary["warnings"]:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in summary["warnings"]]
     lines += ["", *_methods_table(study, summary, summary["methods"], summary["chosen"])]
@@ -175,6 +178,19 @@ def _runs_table(study: Study, records: dict) -> list[str]:
     return lines
 
 
+def _timing_text(timing: dict) -> str:
+    """The sentence saying whose seconds the wall-clock speed-ups use."""
+    costs = []
+    for method, entry in timing["methods"].items():
+        low, high = min(entry["sec_per_step"].values()), max(entry["sec_per_step"].values())
+        costs.append(f"{method} {low:.3f}" + (f" to {high:.3f}" if high > low else ""))
+    return (
+        f"Wall-clock speed-ups use the timing measured on {timing['machine']} on "
+        f"{timing['date']} by `{timing['command']}` (s/step: {'; '.join(costs)}), not the "
+        "records' own seconds."
+    )
+
+
 def _budget_text(study: Study) -> str:
     if not study.seconds:
         return f"{study.steps} steps"
@@ -186,7 +202,8 @@ def _budget_text(study: Study) -> str:
 
 def write_report(study: Study, runs: dict, records: dict[str, dict], command: str) -> Path:
     """Write `<report>.json` (summary + every record), `.md` and `.png`; returns the stem."""
-    summary = summarize(study, runs, records)
+    timing = load_timing(study)
+    summary = summarize(study, runs, records, timing)
     stem = study.report
     stem.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -198,8 +215,10 @@ def write_report(study: Study, runs: dict, records: dict[str, dict], command: st
         "summary": summary,
         "runs": records,
     }
+    if timing is not None:  # whose seconds the wall-clock speed-ups use
+        data["timing"] = timing
     Path(f"{stem}.json").write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    table = markdown(study, summary, records, command)
+    table = markdown(study, summary, records, command, timing)
     Path(f"{stem}.md").write_text(table)
     plot(study, runs, summary, Path(f"{stem}.png"))
     print(table)

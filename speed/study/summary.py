@@ -24,6 +24,7 @@ from speed.study.plan import (
     setting_text,
 )
 from speed.study.spec import HIGHER_IS_BETTER, Study
+from speed.study.timing import seconds_to
 
 BOOTSTRAP_DRAWS = 10_000
 EMA_INITIAL_SHARE = 0.1  # warn when the sampled EMA still holds this share of the initial weights
@@ -57,9 +58,16 @@ def bootstrap_interval(values, level: float = 0.95, seed: int = 0) -> tuple | No
     return float(low), float(high)
 
 
-def time_curve(record: dict, curve: dict[int, float]) -> dict[float, float] | None:
-    """The curve against wall-clock training seconds: the record's per-checkpoint `seconds`, or
-    step x its mean `sec_per_step` (records written before the per-checkpoint times)."""
+def time_curve(record: dict, curve: dict[int, float], timing=None) -> dict[float, float] | None:
+    """The curve against wall-clock training seconds: with a `timing` (timing.json, this box's
+    seconds per step of each method and interval), the seconds it gives to each step (None for a
+    method it lacks); else the record's per-checkpoint `seconds`, or step x its mean
+    `sec_per_step` (records written before the per-checkpoint times)."""
+    if timing is not None:
+        entry = timing["methods"].get(record["method"])
+        if entry is None:
+            return None
+        return {seconds_to(entry["sec_per_step"], s): v for s, v in curve.items()}
     seconds = record.get("seconds")
     if seconds:
         return {seconds[str(s)]: v for s, v in curve.items() if str(s) in seconds}
@@ -68,9 +76,13 @@ def time_curve(record: dict, curve: dict[int, float]) -> dict[float, float] | No
     return None
 
 
-def seconds_speedup(base: dict, other: dict, metric: str, base_curve, other_curve) -> float | None:
-    """How many times less training time `other` needs to reach the reference's final score."""
-    base_time, other_time = time_curve(base, base_curve), time_curve(other, other_curve)
+def seconds_speedup(
+    base: dict, other: dict, metric: str, base_curve, other_curve, timing=None
+) -> float | None:
+    """How many times less training time `other` needs to reach the reference's final score
+    (`timing`: the seconds of timing.json instead of the records')."""
+    base_time = time_curve(base, base_curve, timing)
+    other_time = time_curve(other, other_curve, timing)
     if not base_time or not other_time:
         return None
     target = base_curve[max(base_curve)]
@@ -124,9 +136,10 @@ def method_summary(study: Study, runs: list[dict]) -> dict:
     }
 
 
-def compare(study: Study, cells: dict, method_setting: dict) -> tuple[dict, dict]:
+def compare(study: Study, cells: dict, method_setting: dict, timing=None) -> tuple[dict, dict]:
     """Seed summaries of the methods (method -> setting) and each one's speed-up over the
-    reference method's run of the same seed, in steps and in seconds."""
+    reference method's run of the same seed, in steps and in seconds (with a `timing`, its
+    seconds; None where it lacks the method or the reference)."""
     curve, metric = study.score.speedup_metric
     methods = {}
     for method, setting in method_setting.items():
@@ -149,7 +162,7 @@ def compare(study: Study, cells: dict, method_setting: dict) -> tuple[dict, dict
             base_curve = as_loss(curve_of(base, curve, metric), metric)
             other_curve = as_loss(curve_of(other, curve, metric), metric)
             steps[seed] = speedup(base_curve, other_curve)
-            seconds[seed] = seconds_speedup(base, other, metric, base_curve, other_curve)
+            seconds[seed] = seconds_speedup(base, other, metric, base_curve, other_curve, timing)
         if not steps:
             continue
         of_means = None
@@ -157,12 +170,20 @@ def compare(study: Study, cells: dict, method_setting: dict) -> tuple[dict, dict
             means = [as_loss(methods[m]["curves"][curve][metric]["mean"], metric)
                      for m in (ref, method)]  # fmt: skip
             of_means = speedup(*means) if means[0] else None
-        speedups[method] = {**spread(steps), "seconds": spread(seconds), "of_mean_curves": of_means}
+        untimed = timing is not None and not {ref, method} <= set(timing["methods"])
+        speedups[method] = {
+            **spread(steps),
+            "seconds": None if untimed else spread(seconds),
+            "of_mean_curves": of_means,
+        }
     return methods, speedups
 
 
-def summarize(study: Study, runs: dict[tuple, StudyRun], records: dict[str, dict]) -> dict:
-    """Everything the report shows, from the finished runs."""
+def summarize(
+    study: Study, runs: dict[tuple, StudyRun], records: dict[str, dict], timing=None
+) -> dict:
+    """Everything the report shows, from the finished runs (`timing`: timing.json, whose seconds
+    the wall-clock speed-ups then use)."""
     cells = by_key(runs, records)
     chosen = chosen_settings(study, cells)
     tuned = [m.name for m in study.methods.values() if m.tuned]
@@ -174,10 +195,10 @@ def summarize(study: Study, runs: dict[tuple, StudyRun], records: dict[str, dict
             method_setting[method.name] = chosen[method.name] or study.settings[0]
         elif common is not None:
             method_setting[method.name] = common
-    methods, speedups = compare(study, cells, method_setting)
+    methods, speedups = compare(study, cells, method_setting, timing)
     shared = None
     if study.shared_seeds and common is not None:
-        shared_methods, shared_speedups = compare(study, cells, {m: common for m in tuned})
+        shared_methods, shared_speedups = compare(study, cells, {m: common for m in tuned}, timing)
         shared = {"setting": dict(common), "methods": shared_methods, "speedup": shared_speedups}
     kind, metric = study.score.choose_by
     configs = method_configs(study, runs)
@@ -199,7 +220,7 @@ def summarize(study: Study, runs: dict[tuple, StudyRun], records: dict[str, dict
         "shared": shared,
         "grid": grid,
         "noise_probe": noise_probe(study, records),
-        "warnings": warnings(study, configs, weighting, methods, records),
+        "warnings": warnings(study, configs, weighting, methods, records, timing),
         "loss_weighting": weighting,
     }
 
@@ -236,9 +257,11 @@ def loss_weighting(cfg: DictConfig) -> str | None:
     return None if weighting.name == "none" else weighting.describe()
 
 
-def warnings(study: Study, configs: dict, weighting: dict, methods: dict, records: dict) -> list:
+def warnings(
+    study: Study, configs: dict, weighting: dict, methods: dict, records: dict, timing=None
+) -> list:
     """Where a result cannot mean anything, one sentence each (`configs`: `method_configs`,
-    `weighting`: method -> `loss_weighting`)."""
+    `weighting`: method -> `loss_weighting`, `timing`: timing.json or None)."""
     found = []
     kind, metric = study.score.choose_by
     finals = [m["final"][kind][metric][0] for m in methods.values()]
@@ -266,7 +289,14 @@ def warnings(study: Study, configs: dict, weighting: dict, methods: dict, record
             + "; the others unweighted): compare the scores, not the losses"
         )
     machines = sorted({r["machine"] for r in records.values() if "machine" in r})
-    if len(machines) > 1:
+    if timing is not None:
+        missing = [m for m in methods if m not in timing["methods"]]
+        if missing:
+            found.append(
+                f"{', '.join(missing)}: not in timing.json, so no wall-clock speed-up is shown; "
+                f"rerun python -m speed.study {study.path} --time"
+            )
+    elif len(machines) > 1:
         found.append(
             f"the runs were timed on {len(machines)} different machines: the wall-clock speed-ups "
             "mix them (the step speed-ups do not)"

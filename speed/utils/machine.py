@@ -1,11 +1,13 @@
 """Naming the machine a measurement ran on: the GPU's name, or the CPU's model, core count and
 vector ISA (2-core CPU boxes of different kinds differ 2.6x in speed, so every timing the
-project records carries this name)."""
+project records carries this name), how loaded it was, and the header a timing table starts
+with (`run_header`, used by the benchmarks and the study's timing pass)."""
 
 from __future__ import annotations
 
 import os
 import platform
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -37,3 +39,27 @@ def device_name(device: str | torch.device = "cpu") -> str:
         return torch.cuda.get_device_name(torch.device(device))
     model = cpu_info("model name") or platform.processor() or platform.machine()
     return f"cpu ({model}, {os.cpu_count()} cores, {cpu_isa()})"
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded: how shared the machine was."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def utc_now() -> str:
+    """The date and time in UTC, to the minute: '2026-12-06 17:40 UTC'."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_header(device: str | torch.device, threads: int, **settings) -> dict:
+    """What a timing table says about its run: the device in words, threads, torch, the
+    measurement's `settings`, the load average before (add `loadavg_after` at the end) and the
+    date."""
+    return {
+        "device": device_name(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        **settings,
+        "loadavg_before": load_average(),
+        "date": utc_now(),
+    }
