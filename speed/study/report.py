@@ -56,12 +56,16 @@ def _speedup_table(speedups: dict) -> list[str]:
     return lines
 
 
-def _methods_table(study: Study, summary: dict, methods: dict, chosen: dict) -> list[str]:
+def _methods_table(
+    study: Study, summary: dict, methods: dict, chosen: dict, timed: bool
+) -> list[str]:
+    """`timed`: the s/step column is the timing's (one box), else the records' mean."""
     finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
     weighting = summary["loss_weighting"]
     head = " | ".join(f"final {kind} {m}" for kind, m in finals)
+    per_step = "s/step (timed)" if timed else "s/step (runs)"
     lines = [
-        f"| method | setting | seeds | {head} | final loss | s/step |",
+        f"| method | setting | seeds | {head} | final loss | {per_step} |",
         "|---|---|---|" + "---|" * len(finals) + "---|---|",
     ]
     for method, m in methods.items():
@@ -82,6 +86,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str, timing=No
     score = study.score
     sampler = " ".join(f"{k}={v}" for k, v in score.sampler.items()) or "the base config's"
     curve, metric = score.speedup_metric
+    timed = timing is not None
     lines = [
         f"# Study `{study.name}`",
         "",
@@ -106,7 +111,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str, timing=No
         lines += ["", _timing_text(timing)]
     if summary["warnings"]:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in summary["warnings"]]
-    lines += ["", *_methods_table(study, summary, summary["methods"], summary["chosen"])]
+    lines += ["", *_methods_table(study, summary, summary["methods"], summary["chosen"], timed)]
     if any(summary["loss_weighting"].values()):
         lines += ["", "(weighted): the training loss is weighted over t "
                   "(" + ", ".join(f"{m}: {w}" for m, w in summary["loss_weighting"].items() if w)
@@ -119,7 +124,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str, timing=No
             f"Every tuned method at the common setting, {setting_text(shared['setting'])} "
             "(speed-up over the reference method's run of the same seed at that setting):",
             "",
-            *_methods_table(study, summary, shared["methods"], {}),
+            *_methods_table(study, summary, shared["methods"], {}, timed),
             "",
             *_speedup_table(shared["speedup"]),
         ]

@@ -136,16 +136,28 @@ def method_summary(study: Study, runs: list[dict]) -> dict:
     }
 
 
+def timed_sec_per_step(study: Study, timing: dict, method: str) -> float | None:
+    """The timing's mean seconds per step of `method` over the study's step budget (stages
+    weighted by their steps); None for a method it did not time or a budget in seconds."""
+    entry = timing["methods"].get(method)
+    if entry is None or not study.steps:
+        return None
+    return seconds_to(entry["sec_per_step"], study.steps) / study.steps
+
+
 def compare(study: Study, cells: dict, method_setting: dict, timing=None) -> tuple[dict, dict]:
     """Seed summaries of the methods (method -> setting) and each one's speed-up over the
     reference method's run of the same seed, in steps and in seconds (with a `timing`, its
-    seconds; None where it lacks the method or the reference)."""
+    seconds, and its s/step in the summaries; None where it lacks the method or the
+    reference)."""
     curve, metric = study.score.speedup_metric
     methods = {}
     for method, setting in method_setting.items():
         runs = [cells[k] for s in study.seeds if (k := (method, setting, s)) in cells]
         if runs:
             methods[method] = {"setting": dict(setting), **method_summary(study, runs)}
+            if timing is not None:  # this box's seconds, not the records' (other machines, loads)
+                methods[method]["sec_per_step"] = timed_sec_per_step(study, timing, method)
     speedups = {}
     ref = study.reference
     if ref not in method_setting:

@@ -209,7 +209,14 @@ def test_report_uses_the_timing_seconds(tmp_path, small_speed_study, make_record
     ) in table
     assert "speed_paper 1.000 to 3.000" in table
     assert "| seed 0: 0.75x | 0.75 (1/1 reach) |" in table
+    # the methods' s/step are the timing's over the 300-step budget: (100 x 1 + 200 x 3) / 300
+    assert result["methods"]["speed_paper"]["sec_per_step"] == pytest.approx(7 / 3)
+    lines = table.splitlines()
+    rows = {line.split(" | ")[0]: line for line in lines if "| optimizer.lr 0.002 |" in line}
+    assert "s/step (timed) |" in table and rows["| speed_paper"].endswith("| 2.333 |")
+    assert rows["| baseline"].endswith("| 1.000 |")
     plain = report.markdown(study, before, records, "cmd")
+    assert "s/step (runs) |" in plain and "| 0.500 |" in plain
     assert "Wall-clock speed-ups use" not in plain and "| seed 0: 1.50x | 1.50 (1/1 reach) |" in (
         plain)  # fmt: skip
 
