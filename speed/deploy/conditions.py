@@ -2,9 +2,9 @@
 caller must know to make it (the manifest's `conditions`):
 
     y, mask   a caption-conditioned model (PixArt, `speed.text`): caption embeddings
-              [N, L, D] float32 of a frozen text encoder (T5, CLIP) the caller runs, or byte ids
-              [N, L] int64 (`ByteTokens`: the model's own text transformer, inside the graph,
-              embeds them); and the token mask [N, L] bool
+              [N, L, D] float32 of a frozen text encoder (T5, CLIP) the caller runs, or token
+              ids [N, L] int64 (`ByteTokens`, `WordTokens`: the model's own text transformer,
+              inside the graph, embeds them); and the token mask [N, L] bool
     control   a ControlNet (`speed.control.ControlledModel`): the control image [N, C, h, w] in
               the model's input space, its control scale folded into the graph
     low_res   a super-resolution model (`speed.models.SuperResUNet`): the low-resolution image
@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-
-BYTE_IDS = "UTF-8 bytes of the caption, byte b as id b + 1, 0 = padding (speed.text.ByteTokens)"
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class GraphInput:
 def caption_inputs(text_encoder, encoder_node: Mapping) -> tuple[GraphInput, GraphInput]:
     """(y, mask) of a caption-conditioned model read through `text_encoder` (a
     `speed.text.TextEncoder`), described by its config node `encoder_node` (`_target_`, `path`,
-    `max_length`, ...): the encoder the caller runs (`condition(captions, "cpu")`), or, for byte
+    `max_length`, ...): the encoder the caller runs (`condition(captions, "cpu")`), or, for token
     ids, the tokenizer."""
     length, node = int(text_encoder.max_length), dict(encoder_node)
     if text_encoder.dim:
@@ -65,7 +63,8 @@ def caption_inputs(text_encoder, encoder_node: Mapping) -> tuple[GraphInput, Gra
         y = GraphInput("y", "float32", (length, int(text_encoder.dim)), caption=True,
                        about={"what": what, "text_encoder": node})  # fmt: skip
     else:
-        what = f"caption token ids: {BYTE_IDS}; the model's text transformer embeds them"
+        ids = text_encoder.ids_about
+        what = f"caption token ids: {ids}; the model's text transformer embeds them"
         y = GraphInput("y", "int64", (length,), caption=True, ids=int(text_encoder.vocab_size),
                        about={"what": what, "text_encoder": node})  # fmt: skip
     mask = GraphInput("mask", "bool", (length,), caption=True,

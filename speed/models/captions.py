@@ -1,8 +1,10 @@
 """What every caption-conditioned backbone (PixArt-alpha's DiT, the text UNet) does with a
 caption before its own layers, written once: the checks on the caption arguments, the text
 transformer it holds when `vocab_size > 0` (token ids in, trained with the model), caption dropout
-to a learned null caption (classifier-free guidance's unconditional branch), and the padding mask
-as an additive attention bias, where an empty caption attends to all its tokens rather than none.
+to a learned null caption (classifier-free guidance's unconditional branch), the padding mask
+as an additive attention bias, where an empty caption attends to all its tokens rather than none,
+and the caption's mean over its tokens (the pooled text a model may add to its timestep
+embedding).
 """
 
 from __future__ import annotations
@@ -77,3 +79,10 @@ class CaptionConditioned:
             return y, mask
         y = torch.where(drop[:, None, None], null.to(y.dtype), y)
         return y, mask | drop[:, None]
+
+    @staticmethod
+    def pooled(caption: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The mean of caption [N, L, C] over its attended tokens (mask [N, L], an empty caption
+        over all) -> [N, C]."""
+        weight = attended(mask).to(caption.dtype)[..., None]  # [N, L, 1]
+        return (caption * weight).sum(1) / weight.sum(1)

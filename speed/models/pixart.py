@@ -13,7 +13,12 @@ Differences from the released model: attention through `scaled_dot_product_atten
 key-padding mask (the release uses xformers' block-diagonal masks); a dropped caption attends to
 all L null tokens in training and sampling alike; DiT's size table names the sizes (PixArt-XL/2
 is DiT-XL/2's width and depth); with `vocab_size > 0` the model holds a small text transformer
-(`text_encoder`, trained with it) and `y` is token ids.
+(`text_encoder`, trained with it) and `y` is token ids; `pooled_caption: true` adds a linear map
+(`y_pool`) of the projected caption's mean over its tokens to the timestep embedding that
+`t_block` and the final layer read, as Stable Diffusion 3 adds its pooled text vector to the
+timestep embedding (Esser et al. 2024, sec. 4; GLIDE's UNet likewise), so the caption modulates
+every block the way DiT's class label does, besides being attended to. PixArt-alpha has no such
+path (off by default).
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ class PixArt(CaptionConditioned, parts.PatchBackbone):
         vocab_size: > 0 holds a `TextTransformer` over token ids 0..vocab_size-1 (trained with
             the model); `y` is then ids [N, L] instead of embeddings.
         text_depth, text_heads: that transformer's layers and heads (width `caption_channels`).
+        pooled_caption: add the pooled caption to the timestep embedding (module docstring).
     """
 
     shard_unit_types = (PixArtBlock,)
@@ -158,6 +164,7 @@ class PixArt(CaptionConditioned, parts.PatchBackbone):
         vocab_size: int = 0,
         text_depth: int = 4,
         text_heads: int = 4,
+        pooled_caption: bool = False,
     ):
         height, width = parts.patch_grid_size(input_size, patch_size, hidden_size, num_heads)
         check_caption_arguments(caption_channels, max_length)
@@ -183,6 +190,7 @@ class PixArt(CaptionConditioned, parts.PatchBackbone):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, max_length)
+        self.y_pool = nn.Linear(hidden_size, hidden_size) if pooled_caption else None
         self.pos_embed = nn.Parameter(
             torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False
         )
@@ -230,9 +238,11 @@ class PixArt(CaptionConditioned, parts.PatchBackbone):
         n = x.shape[0]
         x = self.x_embedder(x) + self.pos_embed  # [N, T, D]
         t = self.t_embedder(t)  # [N, D]
-        t0 = self.t_block(t)  # [N, 6 D], shared by every block
         caption, mask = self.caption(y, mask, n, force_drop_ids)
         caption = self.y_embedder(caption)  # [N, L, D]
+        if self.y_pool is not None:
+            t = t + self.y_pool(self.pooled(caption, mask))
+        t0 = self.t_block(t)  # [N, 6 D], shared by every block
         # An empty caption (no token) attends to all its tokens rather than to none.
         bias = padding_bias(attended(mask), caption.dtype)  # [N, 1, 1, L]
         for block in self.blocks:
@@ -264,6 +274,7 @@ def build_pixart(
     vocab_size: int = 0,
     text_depth: int = 4,
     text_heads: int = 4,
+    pooled_caption: bool = False,
 ) -> PixArt:
     """A PixArt of a DiT paper size by name (e.g. "PixArt-XL/2"); any size argument given
     overrides it. The caption arguments (caption_channels, max_length, vocab_size) come from the

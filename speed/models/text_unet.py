@@ -201,12 +201,6 @@ class TextUNet(CaptionConditioned, UNetModel):
         """The null caption [L, caption_channels] (`y_embedding`)."""
         return self.y_embedding
 
-    def pooled(self, caption: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The mean of caption [N, L, C] over its attended tokens (mask [N, L], an empty caption
-        over all) -> [N, C]."""
-        weight = attended(mask).to(caption.dtype)[..., None]  # [N, L, 1]
-        return (caption * weight).sum(1) / weight.sum(1)
-
     def forward(
         self,
         x: torch.Tensor,

@@ -19,6 +19,9 @@ class ByteTokens(TextEncoder):
 
     name = "bytes"
     vocab_size = 257  # padding + 256 byte values
+    ids_about = (
+        "UTF-8 bytes of the caption, byte b as id b + 1, 0 = padding (speed.text.ByteTokens)"
+    )
 
     def __init__(self, max_length: int = 64):
         super().__init__()

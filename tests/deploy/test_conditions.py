@@ -7,7 +7,7 @@ import torch
 
 from speed.control import ControlNet
 from speed.deploy.conditions import caption_inputs, control_input, low_res_input
-from speed.text import ByteTokens
+from speed.text import ByteTokens, WordTokens
 
 
 def test_byte_ids_and_mask():
@@ -23,6 +23,14 @@ def test_byte_ids_and_mask():
     assert ids.dtype == torch.long and 1 <= ids.min() and ids.max() <= 256  # byte b -> b + 1
     assert ids.max() > 200  # spread over the bytes
     assert on.dtype == torch.bool and on[:, 0].all() and 0.3 < on[:, 1:].float().mean() < 0.7
+
+
+def test_word_ids_name_their_hashing():
+    node = {"_target_": "speed.text.WordTokens"}
+    y, _ = caption_inputs(WordTokens(max_length=8, buckets=64), node)
+    assert y.describe()["shape"] == ["N", 8] and "1 + crc32(utf-8 w) mod buckets" in y.about["what"]
+    ids = y.example(64, torch.Generator().manual_seed(0))
+    assert 1 <= ids.min() and ids.max() <= 64  # ids 1..buckets, 0 is padding
 
 
 def test_frozen_encoder_embeddings():

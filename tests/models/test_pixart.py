@@ -109,6 +109,28 @@ def test_model_held_text_transformer_trains_with_it():
     assert any(k.startswith("text_encoder.") for k in model.state_dict())
 
 
+def test_pooled_caption_joins_the_timestep_embedding():
+    """With `pooled_caption`, t_block and the final layer read t_embedder(t) + y_pool(the mean of
+    the projected caption over its unpadded tokens); without it, t_embedder(t) alone and no
+    y_pool weights."""
+    model = tiny(pooled_caption=True)
+    x, t, y, mask = inputs()
+    seen = []
+    model.t_block.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    out = model(x, t, y, mask)
+    projected = model.y_embedder(y)  # [3, 5, 32]
+    means = torch.stack([projected[i, mask[i]].mean(0) for i in range(3)])
+    torch.testing.assert_close(seen[0], model.t_embedder(t) + model.y_pool(means))
+    assert not torch.allclose(model(x, t, y, torch.ones_like(mask)), out)
+    torch.testing.assert_close(model(x, t, torch.where(mask[..., None], y, 9.0), mask), out)
+    plain = tiny()
+    plain.t_block.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    plain(x, t, y, mask)
+    torch.testing.assert_close(seen[-1], plain.t_embedder(t))
+    assert not any(k.startswith("y_pool") for k in plain.state_dict())
+    assert model.state_dict()["y_pool.weight"].shape == (32, 32)
+
+
 def test_bad_sizes_fail_when_built():
     with pytest.raises(ValueError, match="not divisible by patch_size"):
         build_pixart("PixArt-S/4", input_size=10)

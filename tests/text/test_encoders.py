@@ -1,12 +1,12 @@
 """Text encoders: tiny random T5 and CLIP text models saved with save_pretrained beside a
 tokenizer built offline (tests/conftest.py), loaded through `speed.text`'s real path (local files
-only); and the byte tokens of the jointly trained text transformer."""
+only); and the byte and hashed-word tokens of the jointly trained text transformer."""
 
 import pytest
 import torch
 
 from speed.errors import ConfigError
-from speed.text import ByteTokens, CLIPTextEncoder, Labels, T5TextEncoder
+from speed.text import ByteTokens, CLIPTextEncoder, Labels, T5TextEncoder, WordTokens
 
 
 def test_t5_embeds_like_transformers_with_the_padding_mask(tiny_t5_dir, CAPTIONS):
@@ -66,3 +66,24 @@ def test_byte_tokens_are_bytes_plus_one_padded_with_zero():
     out = tokens.condition(["ab"], torch.device("cpu"))
     assert torch.equal(out["y"], ids[:1]) and tokens.model_arguments()["vocab_size"] == 257
     assert tokens.reads_text and not Labels().reads_text
+
+
+def test_word_tokens_are_one_plus_crc32_of_each_lower_cased_word():
+    tokens = WordTokens(max_length=7, buckets=4096)
+    ids, mask = tokens.tokenize(["A Cat left of a zebra.", "cat,cat"])
+    # crc32: "a" 3904355907, "cat" 2656977832, "left" 2053629800, "of" 124625402,
+    # "zebra" 358047158, "." 248832578, "," 3772416878; id = 1 + crc32 % 4096
+    assert ids.tolist() == [[3652, 937, 1897, 507, 3652, 3511, 579], [937, 879, 937, 0, 0, 0, 0]]
+    assert mask.sum(1).tolist() == [7, 3]
+    assert tokens.tokenize(["a cat left of a zebra . more"])[0].tolist() == ids[:1].tolist()  # cut
+    assert tokens.model_arguments() == {"caption_channels": 0, "vocab_size": 4097, "max_length": 7}
+    cat = tokens.condition(["cat"], torch.device("cpu"))["y"]
+    assert torch.equal(cat[0, :1], torch.tensor([937]))
+
+
+def test_word_tokens_list_the_words_that_share_a_bucket():
+    tokens = WordTokens(buckets=4)  # cat, left -> 1; of, zebra -> 3; a -> 4
+    assert tokens.collisions(["a cat left of a zebra"]) == {1: ["cat", "left"], 3: ["of", "zebra"]}
+    assert WordTokens().collisions(["a cat left of a zebra"]) == {}
+    with pytest.raises(ValueError, match="buckets"):
+        WordTokens(buckets=0)
