@@ -92,10 +92,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def study_model(study_run, sweep, step: int, scorer: Scorer) -> tuple:
     """(inference config, EMA model, data spec) of a study run's checkpoint at `step`, with the
     study's sampling settings (on the CPU)."""
-    run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
+    run_dir = RunDir(study_run.run_dir(sweep))
     guidance = scorer.study.score.guidance
-    words = study_run.sweep_run.words(
-        sweep.sweep_dir,
+    words = study_run.words(
+        sweep,
         [
             f"ckpt_path={run_dir.checkpoint(step)}",
             *scorer.sampling_words(guidance, None, study_run.method),
@@ -230,7 +230,7 @@ def handoff(args: argparse.Namespace) -> int:
     kinds = list(score.final) if final else list(score.final)[:1]
     scorer = Scorer(study, sweep)
     models = {m: study_model(picked[m], sweep, step, scorer) for m in pair}
-    run_dirs = {m: RunDir(picked[m].sweep_run.run_dir(sweep.sweep_dir)) for m in pair}
+    run_dirs = {m: RunDir(picked[m].run_dir(sweep)) for m in pair}
     out_dir = study.runs_dir / "handoff"
     own = final and num == score.final_samples  # the study's own final samples and scores
 

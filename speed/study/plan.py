@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,33 @@ PROBE_KEYS = tuple(PROBE_FIELDS)
 
 @dataclasses.dataclass(frozen=True)
 class StudyRun:
+    """One (method, setting, seed) of a study. `source`: for a `same_as` method, the other study's
+    run it is and that study's sweep folder, where its checkpoints and samples are (its record is
+    copied here under this study's run name)."""
+
     sweep_run: SweepRun
     method: str
     setting: Setting
     seed: int
+    source: tuple[SweepRun, Path] | None = None
 
     @property
     def name(self) -> str:
         return self.sweep_run.name
+
+    def files(self, sweep: Sweep) -> tuple[SweepRun, Path]:
+        """(the run that made this run's files, its sweep folder)."""
+        return self.source or (self.sweep_run, sweep.sweep_dir)
+
+    def run_dir(self, sweep: Sweep) -> Path:
+        """The folder of this run's checkpoints and samples (another study's for a copy)."""
+        run, folder = self.files(sweep)
+        return run.run_dir(folder)
+
+    def words(self, sweep: Sweep, extra: Sequence[str] = ()) -> list[str]:
+        """The command-line words that load this run's config, pointed at its folder."""
+        run, folder = self.files(sweep)
+        return run.words(folder, extra)
 
     @property
     def key(self) -> tuple[str, Setting, int]:
@@ -104,13 +123,18 @@ def _sweep_run(study: Study, method: Method, setting: Setting, seed: int, fixed)
 
 
 def study_runs(study: Study, sweep: Sweep) -> dict[tuple, StudyRun]:
-    """(method, setting, seed) -> the sweep's run."""
+    """(method, setting, seed) -> the sweep's run (with its `source` for a `same_as` method)."""
+    sources = {
+        key: (run, other.runs_dir.resolve() / SWEEP_FOLDER)
+        for key, (run, other) in _copied_runs(study).items()
+    }
     runs = {}
     for sweep_run in sweep.runs:
         params = dict(sweep_run.params)
         method, seed = params.pop("method"), params.pop("seed")
         setting = tuple((key, params[key]) for key in study.grid)
-        runs[(method, setting, seed)] = StudyRun(sweep_run, method, setting, seed)
+        key = (method, setting, seed)
+        runs[key] = StudyRun(sweep_run, method, setting, seed, sources.get(key))
     return runs
 
 
@@ -274,16 +298,25 @@ def probed_or_refuse(study: Study, runs: dict, records: dict, methods=None) -> d
 # ---- methods whose runs are another study's (same_as) ----
 
 
-def copy_sources(study: Study) -> dict[tuple, Path]:
-    """(method, setting, seed) of each run of a `same_as` method -> the path of the record of the
-    other study's run it is (present or not yet)."""
-    sources = {}
+def _copied_runs(study: Study) -> dict[tuple, tuple[SweepRun, Study]]:
+    """(method, setting, seed) of each run of a `same_as` method -> (the other study's run it is,
+    that study)."""
+    copied = {}
     for method, other, source in _same_as_methods(study):
         for setting in study.settings:
             for seed in method.seeds:
                 run = _sweep_run(other, source, setting, seed, fixed_words(other))
-                sources[(method.name, setting, seed)] = other.records_dir / f"{run.name}.json"
-    return sources
+                copied[(method.name, setting, seed)] = (run, other)
+    return copied
+
+
+def copy_sources(study: Study) -> dict[tuple, Path]:
+    """(method, setting, seed) of each run of a `same_as` method -> the path of the record of the
+    other study's run it is (present or not yet)."""
+    return {
+        key: other.records_dir / f"{run.name}.json"
+        for key, (run, other) in _copied_runs(study).items()
+    }
 
 
 def check_same_as(study: Study) -> None:

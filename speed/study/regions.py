@@ -118,12 +118,10 @@ def trajectories(study, sweep, probed: dict, images: int) -> dict[str, dict[int,
     """method -> checkpoint step -> {tenth: loss}."""
     out = {}
     for method, (study_run, _, _) in probed.items():
-        run_dir = RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))
+        run_dir = RunDir(study_run.run_dir(sweep))
         out[method] = {}
         for step in study.run_steps(final_step(study, run_dir.root)):
-            words = study_run.sweep_run.words(
-                sweep.sweep_dir, [f"ckpt_path={run_dir.checkpoint(step)}"]
-            )
+            words = study_run.words(sweep, [f"ckpt_path={run_dir.checkpoint(step)}"])
             out[method][step] = region_losses(study_run.sweep_run.config, words, images)
             print(f"{method} {step}: done", flush=True)
     return out
@@ -214,8 +212,8 @@ def regions(args: argparse.Namespace) -> int:
     study, sweep, runs, records = open_study(args.study, args.runs)
     probed = probed_or_refuse(study, runs, records, args.methods)
     losses = trajectories(study, sweep, probed, args.images)
-    first = next(iter(probed.values()))[0].sweep_run
-    bound = class_mean_bound(first.config, first.words(sweep.sweep_dir), args.bound_images)
+    first = next(iter(probed.values()))[0]
+    bound = class_mean_bound(first.sweep_run.config, first.words(sweep), args.bound_images)
     result = {
         "meta": {
             "study": study.name,

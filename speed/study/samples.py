@@ -58,7 +58,7 @@ def samples(args: argparse.Namespace) -> int:
     real = load_npz(study.runs_dir / f"reference_{study.score.reference_images}.npz")
     panels = [("real images", class_rows(real.images, real.labels, args.per_class))]
     for method, (study_run, setting, _) in probed.items():
-        drawn = load_npz(final_samples(study, RunDir(study_run.sweep_run.run_dir(sweep.sweep_dir))))
+        drawn = load_npz(final_samples(study, RunDir(study_run.run_dir(sweep))))
         final = records[study_run.name]["final"]
         scores = ", ".join(f"{kind} {m} {v:.3g}" for kind, values in final.items()
                            for m, v in values.items() if isinstance(v, float))  # fmt: skip

@@ -133,6 +133,18 @@ def test_identical_runs_pass_and_a_method_keeps_the_sources_config(tmp_path, pai
     }
 
 
+def test_a_copied_runs_files_are_the_other_studys(tmp_path, pair):
+    """The probes (samples, regions, handoff) read a copied method's checkpoints and samples where
+    the other study trained it; its record keeps this study's run name."""
+    study, sweep, runs, _ = open_study(pair())
+    run = runs[("copy", (), 1)]
+    other_sweep = (tmp_path / "other" / "runs").resolve() / "sweep"  # its runs: folder
+    assert run.run_dir(sweep) == other_sweep / "method=lr1e-3,seed=1"
+    assert run.words(sweep, ["x=1"])[-2:] == ["x=1", f"experiment_dir={run.run_dir(sweep)}"]
+    assert run.name == "method=copy,seed=1" and run.sweep_run.run_dir(sweep.sweep_dir) != (
+        run.run_dir(sweep))  # fmt: skip
+
+
 def test_a_differing_override_is_named(tmp_path, pair, tiny_study_raw):
     raw = tiny_study_raw(tmp_path)
     path = pair(overrides={**raw["overrides"], "data.batch_size": 8})
