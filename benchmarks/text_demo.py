@@ -16,9 +16,11 @@ prompt's animals (chance 0.01; real composed pairs 0.91).
     python benchmarks/text_demo.py --config configs/image/animals_text/unet.yaml  # the UNet
 
 Writes benchmarks/results/text_demo.{json,md} (another config: text_demo_<its name>.*, its runs in
-runs/text_demo_<its name>), text_demo.png (pair accuracy against training step, seen and
-held-out, seed mean and spread) and text_demo_samples.png (the last checkpoint of
-each method, first seed: one row per prompt of the first four seen and four held-out pairs).
+runs/text_demo_<its name>), keeping the runs an earlier command recorded there that this one did
+not redo (each with its own command, machine and date), text_demo.png (pair accuracy against
+training step, seen and held-out, seed mean and spread) and text_demo_samples.png (the last
+checkpoint of each method whose images are here, first seed: one row per prompt of the first
+four seen and four held-out pairs).
 """
 
 from __future__ import annotations
@@ -104,6 +106,36 @@ def collect(args) -> dict:
     return results
 
 
+def recorded(path: Path) -> dict:
+    """The results an earlier command wrote to `path` (none if absent), seeds and steps as ints,
+    each run with its command, machine and date (a file from before runs carried their own: the
+    file's)."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    runs = {}
+    for method, seeds in data["results"].items():
+        for seed, run in seeds.items():
+            run["scores"] = {int(step): pairs for step, pairs in run["scores"].items()}
+            for key in ("command", "machine", "date"):
+                run.setdefault(key, data[key])
+            runs.setdefault(method, {})[int(seed)] = run
+    return runs
+
+
+def merged(old: dict, new: dict, provenance: dict, report: bool) -> dict:
+    """`old` with every (method, seed) run of `new` put in its place, stamped with `provenance`
+    (this command, machine, date) unless `report` finds the run recorded: it made nothing."""
+    out = {method: dict(seeds) for method, seeds in old.items()}
+    for method, seeds in new.items():
+        for seed, run in seeds.items():
+            before = out.get(method, {}).get(seed)
+            keep = report and before is not None
+            stamp = {k: before[k] for k in provenance} if keep else provenance
+            out.setdefault(method, {})[seed] = {**run, **stamp}
+    return out
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
@@ -142,6 +174,10 @@ def markdown(meta: dict, results: dict) -> str:
     seconds = {m: [r["train_seconds"] for r in runs.values()] for m, runs in results.items()}
     lines += ["", "Training seconds to the last step, per seed: " + "; ".join(
         f"{m} " + ", ".join(f"{s:.0f}" for s in v) for m, v in seconds.items()) + "."]  # fmt: skip
+    lines += ["", "Runs:", ""] + [
+        f"- {method} seed {seed}: `{run['command']}`, {run['machine']}, {run['date']}"
+        for method, runs in results.items() for seed, run in sorted(runs.items())
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -167,26 +203,35 @@ def curves(results: dict, path: Path) -> None:
 
 
 def samples_picture(args, results: dict, path: Path) -> None:
-    """Per method (first seed, last scored step): 4 seen then 4 held-out prompts, a row each."""
+    """Per method (first seed, last scored step) whose images are here: 4 seen then 4 held-out
+    prompts, a row each. Without any, an earlier picture stays."""
     prompts = Path(REPO / PROMPTS).read_text().splitlines()
     rows = [*range(4), *range(10, 14)]
     tiles = []
     for method, runs in results.items():
         seed = min(runs)
         step = max(runs[seed]["scores"])
-        images = np.load(args.runs / f"{method}_seed{seed}/inference/{step:07d}.npz")["arr_0"]
+        npz = args.runs / f"{method}_seed{seed}/inference/{step:07d}.npz"
+        if not npz.is_file():
+            continue  # recorded by an earlier command on another checkout
+        images = np.load(npz)["arr_0"]
         for row in rows:  # image i has prompt i mod P
             tiles += [images[i] for i in range(row, len(images), len(prompts))][:8]
-    save_png(upscale(make_grid(np.stack(tiles), nrow=8), 2), path)
+    if tiles:
+        save_png(upscale(make_grid(np.stack(tiles), nrow=8), 2), path)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = collect(args)
-    meta = {
+    provenance = {
         "command": " ".join(["python benchmarks/text_demo.py", *(argv or sys.argv[1:])]),
         "machine": f"{device_name()}, torch {torch.__version__}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    old = recorded(args.out.with_suffix(".json"))
+    results = merged(old, collect(args), provenance, args.report)
+    meta = {
+        **provenance,
         "samples": args.samples,
         "config": args.config,
         "methods": {m: METHODS[m] for m in results},
