@@ -36,10 +36,11 @@ def caption_probe(model, text_encoder, captions: list[str], timesteps: list[int]
     "difference": {t: [K] RMS difference to c_0's prediction}}."""
     condition = text_encoder.condition(captions, torch.device("cpu"))
     y, mask = condition["y"], condition["mask"]
-    embedded = model.text_encoder(y, mask) if getattr(model, "text_encoder", None) else y
+    count = len(captions)
+    kept = torch.zeros(count, dtype=torch.long)  # no caption dropped
+    embedded, _ = model.caption(y, mask, count, kept)  # what the model attends to
     flat = embedded[:, :tokens].flatten(1).float()
     flat = flat / flat.norm(dim=1, keepdim=True)
-    count = len(captions)
     x = torch.randn((1, channels, side, side), generator=torch.Generator().manual_seed(seed))
     result = {"cosine": (flat @ flat.T).tolist(), "rms": {}, "difference": {}}
     for t in timesteps:

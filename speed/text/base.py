@@ -48,6 +48,25 @@ class TextEncoder(nn.Module):
         }
 
 
+class ModelTokens(TextEncoder):
+    """Token ids the model's own text transformer embeds (`dim` 0): subclasses give
+    `token_ids(caption)` (ids >= 1); `tokenize` cuts them to `max_length` and pads with 0, and
+    `forward` passes the ids on unchanged."""
+
+    def token_ids(self, caption: str) -> list[int]:
+        raise NotImplementedError
+
+    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
+        for row, caption in enumerate(captions):
+            tokens = self.token_ids(caption)[: self.max_length]
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        return ids, ids != 0
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor):
+        return ids, mask
+
+
 class Labels(nn.Module):
     """No text: the data's class labels (or none, for an unconditional model) go to the model as
     `y` unchanged."""

@@ -4,12 +4,10 @@ so text-to-image runs on a machine with no pretrained weights. Id 0 is padding; 
 
 from __future__ import annotations
 
-import torch
-
-from speed.text.base import TextEncoder
+from speed.text.base import ModelTokens
 
 
-class ByteTokens(TextEncoder):
+class ByteTokens(ModelTokens):
     """Captions -> byte ids [N, max_length] and mask; `forward` passes the ids on unchanged
     (`dim` 0): the model's own `text_encoder` (speed.models.text_transformer) embeds them.
 
@@ -29,12 +27,5 @@ class ByteTokens(TextEncoder):
             raise ValueError(f"text_encoder.max_length must be >= 1, got {max_length}")
         self.max_length = max_length
 
-    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
-        for row, caption in enumerate(captions):
-            data = list(caption.encode("utf-8")[: self.max_length])
-            ids[row, : len(data)] = torch.tensor(data, dtype=torch.long) + 1
-        return ids, ids != 0
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor):
-        return ids, mask
+    def token_ids(self, caption: str) -> list[int]:
+        return [byte + 1 for byte in caption.encode("utf-8")]

@@ -13,9 +13,7 @@ from __future__ import annotations
 import re
 import zlib
 
-import torch
-
-from speed.text.base import TextEncoder
+from speed.text.base import ModelTokens
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")  # runs of letters and digits; any other mark alone
 
@@ -25,7 +23,7 @@ def words(caption: str) -> list[str]:
     return _WORD.findall(caption.lower())
 
 
-class WordTokens(TextEncoder):
+class WordTokens(ModelTokens):
     """Captions -> hashed word ids [N, max_length] and mask; `forward` passes the ids on unchanged
     (`dim` 0): the model's own `text_encoder` (speed.models.text_transformer) embeds them.
 
@@ -52,12 +50,8 @@ class WordTokens(TextEncoder):
     def word_id(self, word: str) -> int:
         return 1 + zlib.crc32(word.encode("utf-8")) % self.buckets
 
-    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
-        for row, caption in enumerate(captions):
-            tokens = [self.word_id(w) for w in words(caption)[: self.max_length]]
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        return ids, ids != 0
+    def token_ids(self, caption: str) -> list[int]:
+        return [self.word_id(w) for w in words(caption)]
 
     def collisions(self, captions: list[str]) -> dict[int, list[str]]:
         """{id: its words} for every id that two or more of the captions' words share."""
@@ -66,6 +60,3 @@ class WordTokens(TextEncoder):
             for word in words(caption):
                 by_id.setdefault(self.word_id(word), set()).add(word)
         return {i: sorted(ws) for i, ws in by_id.items() if len(ws) > 1}
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor):
-        return ids, mask
