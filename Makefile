@@ -7,6 +7,8 @@ RUNS   := runs/animals
 
 ABLATIONS := config=glob([base,faster,ablations/*],exclude=[ablations/weight_only,ablations/lam06])
 STEPS  ?= 2000
+# pytest-xdist processes for make test: one per core; TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= auto
 
 .PHONY: install test lint demo ablations gpu-check clean
 
@@ -24,7 +26,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) main.py -c $(DEMO) -p train overwrite=true

@@ -7,6 +7,7 @@ metric tests a tiny deterministic feature extractor, its numpy twin and small ra
 sets."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,14 @@ TINY_TEXT = [
 ]  # fmt: skip
 # What the tiny text encoders' word-level tokenizer is trained on.
 TOKENIZER_CAPTIONS = ["a cat left of a zebra", "a dog", "an elephant right of a bear and a cow"]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs `-n auto`), each worker process takes an equal share of
+    the cores for its intra-op threads, so N workers do not start N x cores threads."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 @pytest.fixture(scope="session")
