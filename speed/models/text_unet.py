@@ -67,11 +67,13 @@ class SpatialTransformer(ContextBlock):
     """LDM's SpatialTransformer: x [N, C, H, W] + proj_out(blocks(proj_in(norm(x)))) over the
     H * W positions, `proj_out` zero-initialised (the block starts as the identity)."""
 
-    def __init__(self, channels: int, num_heads: int, context_dim: int, depth: int = 1):
+    def __init__(
+        self, channels: int, num_heads: int, context_dim: int, depth: int = 1, norm_groups: int = 32
+    ):
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.proj_in = nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
             [TransformerBlock(channels, num_heads, context_dim) for _ in range(depth)]
@@ -93,7 +95,8 @@ class TextUNet(CaptionConditioned, UNetModel):
     Args (the UNet's, as `speed.models.UNetModel`): image_size, in_channels, model_channels,
         out_channels, num_res_blocks, attention_resolutions (where the SpatialTransformers go),
         dropout, channel_mult, conv_resample, num_heads, num_head_channels, num_heads_upsample,
-        use_scale_shift_norm, resblock_updown, learn_sigma, cfg_channels, grad_checkpointing.
+        use_scale_shift_norm, resblock_updown, learn_sigma, cfg_channels, grad_checkpointing,
+        norm_groups.
     Caption (as `speed.models.PixArt`; the runner fills caption_channels, max_length and
     vocab_size from the `text_encoder` node):
         caption_channels: width of the caption embeddings (the text transformer's with ids).
@@ -133,6 +136,7 @@ class TextUNet(CaptionConditioned, UNetModel):
         learn_sigma: bool = False,
         cfg_channels: int | str = "all",
         grad_checkpointing: bool = False,
+        norm_groups: int = 32,
         caption_channels: int = 4096,
         max_length: int = 120,
         caption_dropout_prob: float = 0.1,
@@ -171,6 +175,7 @@ class TextUNet(CaptionConditioned, UNetModel):
             class_dropout_prob=caption_dropout_prob,
             cfg_channels=cfg_channels,
             grad_checkpointing=grad_checkpointing,
+            norm_groups=norm_groups,
         )
         # the model's input and output are the image's, not the patches'
         self.patch_size = patch_size
@@ -194,7 +199,9 @@ class TextUNet(CaptionConditioned, UNetModel):
         """A SpatialTransformer with the UNet's head count (a fixed head width if
         num_head_channels != -1)."""
         heads = channels // num_head_channels if num_head_channels != -1 else num_heads
-        return SpatialTransformer(channels, heads, self.caption_channels, self.transformer_depth)
+        return SpatialTransformer(
+            channels, heads, self.caption_channels, self.transformer_depth, self.norm_groups
+        )
 
     @property
     def null_caption(self) -> torch.Tensor:

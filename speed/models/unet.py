@@ -42,9 +42,14 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.to(self.weight.dtype)).type(x.dtype)
 
 
-def normalization(channels: int) -> nn.Module:
-    """GroupNorm with 32 groups (`channels` must be a multiple of 32)."""
-    return GroupNorm32(32, channels)
+def normalization(channels: int, groups: int = 32) -> nn.Module:
+    """GroupNorm with `groups` groups (guided-diffusion's 32; `channels` must be a multiple)."""
+    if channels % groups:
+        raise ValueError(
+            f"{channels} channels do not split into model.norm_groups={groups} groups: "
+            "set model.norm_groups to a divisor of every level's width"
+        )
+    return GroupNorm32(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -125,12 +130,15 @@ class ResBlock(TimestepBlock):
         use_scale_shift_norm: bool = False,
         up: bool = False,
         down: bool = False,
+        norm_groups: int = 32,
     ):
         super().__init__()
         self.out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.in_layers = nn.Sequential(
-            normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
+            normalization(channels, norm_groups),
+            nn.SiLU(),
+            nn.Conv2d(channels, self.out_channels, 3, padding=1),
         )
         self.updown = up or down
         if up:
@@ -142,7 +150,7 @@ class ResBlock(TimestepBlock):
         emb_out = 2 * self.out_channels if use_scale_shift_norm else self.out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
         self.out_layers = nn.Sequential(
-            normalization(self.out_channels),
+            normalization(self.out_channels, norm_groups),
             nn.SiLU(),
             nn.Dropout(p=dropout),
             zero_module(nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)),
@@ -185,6 +193,7 @@ class AttentionBlock(nn.Module):
         num_heads: int = 1,
         num_head_channels: int = -1,
         use_new_attention_order: bool = False,
+        norm_groups: int = 32,
     ):
         super().__init__()
         if num_head_channels != -1:
@@ -198,7 +207,7 @@ class AttentionBlock(nn.Module):
         self.num_heads = num_heads
         self.use_new_attention_order = use_new_attention_order
         self.fused = True
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
@@ -292,6 +301,8 @@ class UNetModel(ConditionalBackbone):
         cfg_channels: leading channels mixed by `forward_with_cfg` ("all" or an int).
         grad_checkpointing: recompute each block in the backward pass (training only); DiT's
             name of the switch, so a config sets `model.grad_checkpointing` for either backbone.
+        norm_groups: GroupNorm groups in every block (guided-diffusion's 32, diffusers'
+            `norm_num_groups`); fewer let a level be narrower than 32 channels.
     """
 
     shard_unit_types = (ResBlock, AttentionBlock)
@@ -324,6 +335,7 @@ class UNetModel(ConditionalBackbone):
         class_dropout_prob: float = 0.0,
         cfg_channels: int | str = "all",
         grad_checkpointing: bool = False,
+        norm_groups: int = 32,
     ):
         super().__init__(
             num_classes=num_classes or 0,
@@ -345,6 +357,7 @@ class UNetModel(ConditionalBackbone):
         self.image_size = image_size
         self.in_channels = in_channels
         self.model_channels = model_channels
+        self.norm_groups = norm_groups
         self.learn_sigma = learn_sigma
         self.out_channels = out_channels or in_channels * (2 if learn_sigma else 1)
         self.attention_resolutions = attention_downsample_rates(
@@ -361,7 +374,10 @@ class UNetModel(ConditionalBackbone):
             self.label_emb = nn.Embedding(self.label_rows, time_embed_dim)
 
         def res_block(ch_in, ch_out, **updown):
-            return ResBlock(ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, **updown)
+            return ResBlock(
+                ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, **updown,
+                norm_groups=norm_groups,
+            )  # fmt: skip
 
         def attn_block(ch, heads):
             return self.attention_block(ch, heads, num_head_channels, use_new_attention_order)
@@ -411,7 +427,7 @@ class UNetModel(ConditionalBackbone):
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
         self.out = nn.Sequential(
-            normalization(ch),
+            normalization(ch, norm_groups),
             nn.SiLU(),
             zero_module(nn.Conv2d(input_ch, self.out_channels, 3, padding=1)),
         )
@@ -422,7 +438,7 @@ class UNetModel(ConditionalBackbone):
         self, channels: int, num_heads: int, num_head_channels: int, new_order: bool
     ) -> nn.Module:
         """The attention block at an attention resolution (a subclass may give another)."""
-        return AttentionBlock(channels, num_heads, num_head_channels, new_order)
+        return AttentionBlock(channels, num_heads, num_head_channels, new_order, self.norm_groups)
 
     def _convert_torso(self, dtype: torch.dtype) -> None:
         """Cast the conv weights of the encoder, middle and decoder (guided-diffusion's fp16)."""

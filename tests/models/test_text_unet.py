@@ -151,6 +151,14 @@ def test_pixel_patches_keep_the_image_interface():
         tiny(image_size=9, patch_size=2)
 
 
+def test_norm_groups_reach_the_spatial_transformers():
+    model = tiny(model_channels=16, num_head_channels=8, norm_groups=4)
+    blocks = [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+    assert blocks and all(b.norm.num_groups == 4 for b in blocks)
+    out = model(*inputs())
+    assert out.shape == (3, 4, 8, 8) and torch.isfinite(out).all()
+
+
 def test_shard_units_and_gradient_checkpointing():
     model = tiny()
     units = model.shard_units()

@@ -285,6 +285,18 @@ def test_bad_sizes_fail_with_clear_errors():
         tiny_unet(dims=3)
 
 
+def test_norm_groups_reach_every_group_norm_and_allow_narrow_levels():
+    norms = lambda m: [x for x in m.modules() if isinstance(x, torch.nn.GroupNorm)]  # noqa: E731
+    assert {n.num_groups for n in norms(tiny_unet())} == {32}  # guided-diffusion's default
+    narrow = tiny_unet(model_channels=16, num_head_channels=8, norm_groups=8)
+    assert {n.num_groups for n in norms(narrow)} == {8}
+    assert len(norms(narrow)) == len(norms(tiny_unet()))  # out, ResBlocks and attention alike
+    x = torch.randn(2, 3, 16, 16)
+    assert narrow(x, torch.tensor([1, 500]), torch.tensor([0, 2])).shape == (2, 6, 16, 16)
+    with pytest.raises(ValueError, match="16 channels do not split into model.norm_groups=32"):
+        tiny_unet(model_channels=16, num_head_channels=8)
+
+
 def test_use_fp16_converts_the_torso_convs():
     model = tiny_unet(use_fp16=True)
     assert model.input_blocks[1][0].in_layers[2].weight.dtype == torch.float16
