@@ -137,7 +137,8 @@ class LogitNormalTime(TimeDistribution):
     def unit_density(self, u):
         logit = np.log(u) - np.log1p(-u)
         gauss = np.exp(-0.5 * ((logit - self.mean) / self.std) ** 2)
-        return gauss / (self.std * math.sqrt(2 * math.pi) * u * (1 - u))
+        value = gauss / (self.std * math.sqrt(2 * math.pi) * u * (1 - u))
+        return np.where((u > 0) & (u < 1), value, 0.0)  # its limit at both ends is 0
 
     def describe(self):
         return f"{self.name} (mean={self.mean:g}, std={self.std:g})"
@@ -162,8 +163,10 @@ class LogNormalTime(TimeDistribution):
     def unit_density(self, u):
         log_sigma = -0.5 * self.path.log_snr(u)
         gauss = np.exp(-0.5 * ((log_sigma - self.mean) / self.std) ** 2)
-        slope = np.abs(np.gradient(log_sigma, u)) if u.size > 1 else np.nan
-        return gauss / (self.std * math.sqrt(2 * math.pi)) * slope
+        path = self.path  # d ln(sigma / alpha) / du = sigma' / sigma - alpha' / alpha
+        slope = np.abs(path.d_sigma(u) / path.sigma(u) - path.d_alpha(u) / path.alpha(u))
+        value = gauss / (self.std * math.sqrt(2 * math.pi)) * slope
+        return np.where(np.isfinite(log_sigma), value, 0.0)  # its limit at both ends is 0
 
     def describe(self):
         return f"{self.name} (P_mean={self.mean:g}, P_std={self.std:g})"

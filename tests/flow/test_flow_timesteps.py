@@ -52,6 +52,19 @@ def test_logit_normal_and_lognormal_formulas():
     assert abs(log_ratio.mean() + 1.2) < 0.01 and abs(log_ratio.std() - 1.2) < 0.01
 
 
+@pytest.mark.parametrize("name", sorted(TIME_DISTRIBUTIONS))
+def test_density_is_finite_at_the_ends_and_integrates_to_one(name):
+    """On a train_eps = 0 path (linear, velocity) the density is evaluated at t = 0 and 1 too;
+    the logit-normal's and lognormal's limit there is 0 (they once gave nan)."""
+    sampler = build_time_sampler(LinearPath(), 0.0, 1.0, sampling=name)
+    t = np.linspace(0.0, 1.0, 200001)
+    density = sampler.distribution.density(t)
+    assert np.isfinite(density[[0, -1]]).all()
+    if name in ("logit_normal", "lognormal"):
+        assert density[0] == 0.0 and density[-1] == 0.0
+    assert abs(np.trapezoid(density, t) - 1.0) < 1e-3
+
+
 def test_train_eps_bounds_every_draw():
     objective = create_interpolant(prediction="noise", sampling="logit_normal", lognorm_std=3.0)
     t, _ = draws(objective.timestep_sampler, n=20000)
