@@ -11,6 +11,8 @@ the SLURM job id).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from speed.sweep.expand import SWEEP_FOLDER, Sweep
 from speed.utils.atomic import atomic_write
 
 RECORD_FILE = "sweep.yaml"
+RECORD_LOCK = ".sweep.yaml.lock"
 
 
 def find_sweep_dir(path: str | os.PathLike) -> Path:
@@ -45,9 +48,27 @@ def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+@contextlib.contextmanager
+def _record_locked(sweep_dir: str | os.PathLike):
+    """Hold an exclusive flock on the sweep folder's lock file, so that the read-modify-write
+    of sweep.yaml by several workers (a study's shards starting together) loses no entry."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(sweep_dir) / RECORD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def record_sweep(sweep: Sweep, states: list[str]) -> dict[str, Any]:
     """Add the sweep's runs to its sweep.yaml; runs already listed keep their statuses, except
     that runs found DONE on disk (e.g. by a SLURM job) are marked done."""
+    with _record_locked(sweep.sweep_dir):
+        return _add_runs(sweep, states)
+
+
+def _add_runs(sweep: Sweep, states: list[str]) -> dict[str, Any]:
     record = read_record(sweep.sweep_dir)
     runs = {entry["name"]: entry for entry in record.get("runs", [])}
     for run, state in zip(sweep.runs, states):
@@ -69,12 +90,13 @@ def record_sweep(sweep: Sweep, states: list[str]) -> dict[str, Any]:
 
 def set_status(sweep_dir: Path, name: str, phase: str, status: str, job: str | None = None):
     """Record `status` (and a SLURM job id) of run `name` in `phase`."""
-    record = read_record(sweep_dir)
-    entry = next(e for e in record["runs"] if e["name"] == name)
-    entry["status"][phase] = status
-    if job is not None:
-        entry.setdefault("jobs", {})[phase] = job
-    _write_record(sweep_dir, record)
+    with _record_locked(sweep_dir):
+        record = read_record(sweep_dir)
+        entry = next(e for e in record["runs"] if e["name"] == name)
+        entry["status"][phase] = status
+        if job is not None:
+            entry.setdefault("jobs", {})[phase] = job
+        _write_record(sweep_dir, record)
 
 
 def recorded_job(sweep_dir: Path, name: str, phase: str) -> str | None:
