@@ -2,6 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+UV     := $(VENV)/bin/uv pip install -q --python $(PY)
 DEMO   := configs/image/animals/base.yaml
 RUNS   := runs/animals
 
@@ -12,11 +13,14 @@ TEST_WORKERS ?= auto
 
 .PHONY: install test lint demo ablations gpu-check clean
 
+# uv (astral-sh/uv) installs the requirements: it fetches and unpacks torch's wheels in parallel,
+# about 3x faster than pip here (docs/demo.md); pip only installs uv itself.
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q uv
+	$(UV) -r requirements.txt
+	$(UV) --no-deps -r requirements-nodeps.txt
+	$(UV) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
