@@ -10,16 +10,16 @@ MU, S = 0.3, 0.5
 F64 = torch.float64
 
 
-def exact_model(path, prediction="velocity", time_scale=1000.0, seen=None):
-    """The exact network for N(MU, S^2) data on `path`, outputting `prediction`."""
+def exact_model(path, prediction="velocity", time_scale=1000.0, seen=None, std=S):
+    """The exact network for N(MU, std^2) data on `path`, outputting `prediction`."""
 
     def model(x, t_model, **kwargs):
         if seen is not None:
             seen.append((t_model.clone(), kwargs))
         t = (t_model.to(F64) / time_scale).reshape(-1, *([1] * (x.ndim - 1)))
         a, s = path.alpha(t), path.sigma(t)
-        var = a**2 * S**2 + s**2
-        x0 = MU + a * S**2 * (x - a * MU) / var
+        var = a**2 * std**2 + s**2
+        x0 = MU + a * std**2 * (x - a * MU) / var
         eps = s * (x - a * MU) / var
         if prediction == "noise":
             return eps.to(x.dtype)

@@ -2,8 +2,12 @@
 (noise) to t = sample_eps (data).
 
 - `euler`: x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i) (first order; one model call per step).
-- `heun`: Heun's method (explicit trapezoid; second order; two calls per step), as in EDM's and
-  REPA's samplers, the correction applied on every step.
+- `heun`: Heun's method (explicit trapezoid; second order), as in EDM's (Karras et al. 2022, Alg.
+  1) and REPA's samplers: two calls per step except the last, an Euler step without correction,
+  so 2 num_steps - 1 calls. At t = 0 the input is the data itself, from which no network can
+  read the noise, so the velocity it learns there is -x_0; a correction with it would put half
+  the removed noise back (x_0 + 0.5 t eps on the linear path, t the last step's start), which in
+  pixel space shows as speckle on flat backgrounds.
 - `dopri5`: the adaptive Dormand-Prince 5(4) solver of torchdiffeq (Chen et al. 2018), the
   library SiT samples with; atol / rtol are SiT's defaults; num_steps + 1 is the number of
   points of the grid where the solution is reported (for callbacks), not the solver's steps.
@@ -46,7 +50,7 @@ def _fixed_step(name: str, second_order: bool):
             t, t_next = grid[i], grid[i + 1]
             v, x0 = denoiser.velocity(x, t)
             x_next = x + (t_next - t) * v
-            if second_order:
+            if second_order and i < num_steps - 1:
                 v_next, _ = denoiser.velocity(x_next, t_next)
                 x_next = x + (t_next - t) * 0.5 * (v + v_next)
             x = x_next

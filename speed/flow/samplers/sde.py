@@ -15,6 +15,10 @@ The last step (from `last_step_size` to sample_eps) adds no noise (SiT's and REP
 "mean" takes the drift step without noise, "euler" an ODE step, "tweedie" jumps to the x_0
 prediction E[x_0 | x_t]; "none" runs Euler-Maruyama steps all the way, noise included. With a
 last step the grid holds num_steps - 1 Euler-Maruyama steps, so num_steps model calls in all.
+"mean" is not a denoising step: on the linear path with w = sigma it lands on x_0 - t eps (t the
+step's start, eps the noise in x_t), so on nearly point-like data (a flat black background) it
+leaves noise of the size of `last_step_size` (std 0.077 with 26 steps of the exact model of
+N(0.3, 1e-4^2), against 5e-7 for "euler" and "tweedie"): in pixel space use "euler" or "tweedie".
 """
 
 from __future__ import annotations
