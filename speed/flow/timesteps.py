@@ -103,6 +103,15 @@ class TimeDistribution:
             values = self.unit_density(np.clip(u, 0.0, 1.0)) / self.span
         return np.where(inside, values, 0.0)
 
+    def effective_density(self, t) -> np.ndarray:
+        """Density of a drawn time at t, mirrors included: with a pivot M half the draws are base
+        draws and half their mirrors |t - M| (the clip's point mass at t_min is left out)."""
+        if self.pivot is None:
+            return self.density(t)
+        t = np.asarray(t, dtype=np.float64)
+        mirrors = self.density(self.pivot + t) + self.density(self.pivot - t)
+        return 0.5 * (self.density(t) + np.where(t >= 0, mirrors, 0.0))
+
     def describe(self) -> str:
         return self.name
 

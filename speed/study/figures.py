@@ -7,30 +7,56 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from speed.config import instantiate
+from speed.flow.timesteps import TimeSampler
 from speed.study.spec import Study
 from speed.study.summary import method_configs
 
-
-def timestep_tables(study: Study, runs: dict, methods) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """method -> (effective p_t, w_t) over the training timesteps, for `methods`."""
-    tables = {}
-    for method, cfg in method_configs(study, runs).items():
-        if method in methods:
-            sampler = instantiate(cfg.diffusion).timestep_sampler
-            weights = sampler.weights
-            weights = np.ones(sampler.num_timesteps) if weights is None else weights
-            tables[method] = (sampler.effective_probs, weights)
-    return tables
+CONTINUOUS_POINTS = 1000  # where a continuous method's density and weights are drawn
 
 
-def _differ(tables: dict) -> bool:
-    first = next(iter(tables.values()), None)
+class TimestepTable(NamedTuple):
+    """A method's training-time density and loss weights on its own time axis: `kind` is
+    "discrete" (x = (original timestep + 1) / T) or "continuous" (x = the interpolant's t)."""
+
+    kind: str
+    x: np.ndarray
+    density: np.ndarray  # 1 = uniform; after any dual sampling's mirrors
+    weights: np.ndarray
+
+
+def timestep_table(sampler) -> TimestepTable:
+    if isinstance(sampler, TimeSampler):
+        x = (np.arange(CONTINUOUS_POINTS) + 0.5) / CONTINUOUS_POINTS
+        weights = sampler.weighting.weights(x)
+        weights = np.ones_like(x) if weights is None else weights
+        return TimestepTable("continuous", x, sampler.distribution.effective_density(x), weights)
+    count = sampler.num_timesteps
+    weights = np.ones(count) if sampler.weights is None else sampler.weights
+    x = (sampler.timesteps + 1) / sampler.schedule.num_original_steps  # DDPM's step i at t = i + 1
+    return TimestepTable("discrete", x, sampler.effective_probs * count, weights)
+
+
+def timestep_tables(study: Study, runs: dict, methods) -> dict[str, TimestepTable]:
+    """method -> its `TimestepTable`, for `methods`."""
+    return {
+        method: timestep_table(instantiate(cfg.diffusion).timestep_sampler)
+        for method, cfg in method_configs(study, runs).items()
+        if method in methods
+    }
+
+
+def _differ(tables: list[TimestepTable]) -> bool:
+    first = tables[0]
     return any(
-        not (np.allclose(p, first[0]) and np.allclose(w, first[1])) for p, w in tables.values()
+        t.kind != first.kind
+        or t.x.shape != first.x.shape
+        or not all(np.allclose(a, b) for a, b in zip(t[1:], first[1:]))
+        for t in tables
     )
 
 
@@ -62,14 +88,15 @@ def _plot_curve(ax, summary: dict, curve: str, metric: str, colors: dict) -> Non
     ax.legend(fontsize=7)
 
 
-def _plot_timesteps(ax, tables: dict, colors: dict) -> None:
+def _plot_timesteps(ax, kind: str, tables: dict, colors: dict) -> None:
     twin = ax.twinx()
-    for method, (probs, weights) in tables.items():
-        ax.plot(probs * len(probs), color=colors[method], label=f"{method}: T p_t")
-        twin.plot(weights, color=colors[method], ls="--")
-    ax.set(xlabel="t", ylabel="T * p_t (solid; 1 = uniform)")
-    twin.set_ylabel("w_t (dashed)")
-    ax.set_title("timestep density (after dual sampling) and loss weights", fontsize=10)
+    for method, table in tables.items():
+        ax.plot(table.x, table.density, color=colors[method], label=f"{method}: p")
+        twin.plot(table.x, table.weights, color=colors[method], ls="--")
+    axis = "(original timestep + 1) / T" if kind == "discrete" else "interpolant t (1 = noise)"
+    ax.set(xlabel=axis, ylabel="density p (solid; 1 = uniform)")
+    twin.set_ylabel("loss weight w (dashed)")
+    ax.set_title(f"{kind} training times: density (after dual sampling), weights", fontsize=10)
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # headroom: the legend above the lines
     twin.set_ylim(0, 1.35 * twin.get_ylim()[1])
     ax.legend(fontsize=7, loc="upper right")
@@ -100,8 +127,10 @@ def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
         ("curve", (c.name, metric)) for c in study.score.curves for metric in _keys(summary, c.name)
     ]
     tables = timestep_tables(study, runs, summary["methods"])
-    if len(tables) > 1 and _differ(tables):
-        panels.append(("timesteps", tables))
+    for kind in ("discrete", "continuous"):
+        same_kind = {m: t for m, t in tables.items() if t.kind == kind}
+        if len(same_kind) > 1 and _differ(list(same_kind.values())):
+            panels.append(("timesteps", (kind, same_kind)))
     if any(m["region_losses"] for m in summary["methods"].values()):
         panels.append(("regions", None))
     cols = 2 if len(panels) > 1 else 1
@@ -112,7 +141,7 @@ def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
         if kind == "curve":
             _plot_curve(ax, summary, *what, colors)
         elif kind == "timesteps":
-            _plot_timesteps(ax, what, colors)
+            _plot_timesteps(ax, *what, colors)
         else:
             _plot_regions(ax, summary, colors)
         ax.grid(alpha=0.3)

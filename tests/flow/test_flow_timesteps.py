@@ -90,6 +90,28 @@ def test_continuous_speed_is_the_discrete_one_on_the_ddpm_path():
     np.testing.assert_allclose(w, sampler.weighting.weights(t), atol=1e-6)
 
 
+def test_effective_density_counts_the_mirrors():
+    """SpeeD's dual draws on the linear path: the histogram of base draws and mirrors together
+    follows `effective_density`; on the vp path it is the discrete `effective_probs` per step."""
+    sampler = build_time_sampler(LinearPath(), faster=True)
+    t, _ = draws(sampler)
+    edges = np.linspace(0, 1, 41)
+    fine = np.linspace(0, 1, 40001)
+    density = sampler.distribution.effective_density(fine)
+    mass = [np.trapezoid(np.where((fine >= a) & (fine <= b), density, 0.0), fine)
+            for a, b in zip(edges, edges[1:])]  # fmt: skip
+    assert sum(mass) == pytest.approx(1.0, abs=2e-3)
+    np.testing.assert_allclose(np.histogram(t, edges)[0] / N, mass, atol=0.003)
+    discrete = create_diffusion("", faster=True).timestep_sampler
+    vp = build_time_sampler(VPPath(), faster=True).distribution
+    # away from the edges (tau = 700, M = 642 and the mirrors' ends 700 - M and 999 - M), where
+    # the continuous mirror |t - t_M| lands a step from the discrete |i - M|
+    borders = np.array([0, 700, 642, 700 - 642, 999 - 642, 999])
+    steps = np.array([i for i in range(1000) if np.abs(i - borders).min() > 3])
+    continuous = vp.effective_density((steps + 1) / 1000) / 1000
+    np.testing.assert_allclose(continuous, discrete.effective_probs[steps], rtol=0.05)
+
+
 def test_speed_areas_move_with_the_path_snr():
     linear = build_time_sampler(LinearPath(), faster=True).distribution
     assert linear.t_tau == pytest.approx(equal_snr_time(LinearPath(), 700))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from speed.diffusion import create_diffusion
+from speed.flow import create_interpolant
 from speed.study import figures, plan, report, summary
 
 LRS = (0.002, 0.001)
@@ -113,17 +114,34 @@ def test_report_compares_every_method_at_the_shared_rate(tmp_path, small_speed_s
 def test_timestep_tables_show_the_methods_densities_and_weights(unet):
     study, runs = unet
     tables = figures.timestep_tables(study, runs, ["baseline", "speed_paper", "speed_released"])
-    probs, weights = tables["baseline"]
-    assert probs == pytest.approx([1e-3] * 1000) and set(weights) == {1.0}
-    probs, weights = tables["speed_paper"]
-    assert probs.sum() == pytest.approx(1.0)
+    kind, x, density, weights = tables["baseline"]
+    assert kind == "discrete" and x[[0, -1]] == pytest.approx([1e-3, 1.0])
+    assert density == pytest.approx([1.0] * 1000) and set(weights) == {1.0}
+    kind, x, density, weights = tables["speed_paper"]
+    assert density.mean() == pytest.approx(1.0)
     # asymmetric: t >= 700 holds 300 of 5 * 700 + 300 shares; dual: the mirrors |t - 642| never
     # land there, so half the draws do (about 8x less often than uniform's 0.3)
-    assert probs[700:].sum() == pytest.approx(0.5 * 300 / 3800)
+    assert density[700:].sum() / 1000 == pytest.approx(0.5 * 300 / 3800)
     assert weights[700:] == pytest.approx([1.0] * 300) and weights[:700].max() <= 0.6 + 1e-12
-    probs, weights = tables["speed_released"]
+    _, _, _, weights = tables["speed_released"]
     abar = create_diffusion("").alphas_cumprod
     assert weights == pytest.approx(1.0 - abar)  # P2 with k = gamma = 1: 1 / (1 + SNR)
+
+
+def test_an_interpolant_gets_its_own_timestep_panel(tmp_path):
+    """A study mixing DDPM and interpolant methods draws them on separate time axes; SpeeD in
+    continuous time shows its density (mean 1 over t) and its weights."""
+    sampler = create_interpolant(faster=True).timestep_sampler
+    kind, x, density, weights = figures.timestep_table(sampler)
+    assert kind == "continuous" and np.all(np.diff(x) > 0) and 0 < x[0] < x[-1] < 1
+    assert density.mean() == pytest.approx(1.0, abs=0.01)
+    assert density == pytest.approx(sampler.distribution.effective_density(x))
+    assert weights == pytest.approx(sampler.weighting.weights(x))
+    uniform = figures.timestep_table(create_interpolant().timestep_sampler)
+    ddpm = figures.timestep_table(create_diffusion("").timestep_sampler)
+    assert figures._differ([uniform, figures.timestep_table(sampler)])
+    assert not figures._differ([uniform, uniform])
+    assert figures._differ([uniform, ddpm])  # never compared point by point
 
 
 def test_warnings_where_a_result_cannot_mean_anything(unet, make_record, small_speed_study,
