@@ -187,6 +187,15 @@ def test_faster_variant_keeps_the_unet():
     assert faster.optimizer.lr == unet.optimizer.lr
 
 
+def test_the_demo_config_is_unet_full_with_released_speed():
+    full = load_config(str(CONFIGS / "unet_full.yaml"), "train", [])
+    demo = load_config(str(CONFIGS / "demo.yaml"), "train", [])
+    assert dict(demo.model) == dict(full.model) and demo.optimizer.lr == full.optimizer.lr
+    assert (demo.diffusion.sampling, demo.diffusion.weighting) == ("tanh", "p2")
+    assert full.diffusion.get("sampling") is None and not full.diffusion.faster  # uniform t
+    assert demo.max_training_steps == 1200
+
+
 def test_demo_unet_trains_resumes_exactly_and_samples_prompts(
     tmp_path, tiny_overrides, single_thread
 ):
