@@ -22,22 +22,27 @@ from typing import Any
 from evaluations import metrics
 from evaluations.features import FeatureExtractor, InceptionV3Features, extract_features
 from evaluations.image_io import ImageSource
+from evaluations.pair_alignment import PairFeatures, alignment_report
 from evaluations.reference import FeatureStats
 from speed.errors import ConfigError
 
-FEATURE_KINDS = ("inception", "domain")
+FEATURE_KINDS = ("inception", "domain", "pairs")
 
 
 def build_extractor(
     kind: str = "inception", inception_path=None, domain_path=None
 ) -> FeatureExtractor:
-    """`inception`: InceptionV3Features(inception_path); `domain`: DomainFeatures(domain_path)."""
+    """`inception`: InceptionV3Features(inception_path); `domain`: DomainFeatures(domain_path);
+    `pairs`: PairFeatures(domain_path), the domain classifier on each half of a two-animal image
+    (the text demo's)."""
     if kind == "inception":
         return InceptionV3Features(inception_path)
     if kind == "domain":
         from evaluations.domain_classifier import DomainFeatures
 
         return DomainFeatures(domain_path)
+    if kind == "pairs":
+        return PairFeatures(domain_path)
     raise ConfigError(f"unknown feature extractor {kind!r}; choose one of {FEATURE_KINDS}")
 
 
@@ -76,7 +81,9 @@ def source_stats(
         return source
     activations = extract_features(extractor, source.images, batch_size, device, progress, shared)
     origin = f"computed from {len(source)} images in {source.path}"
-    stats = FeatureStats.from_activations(activations, extractor.name, origin, source.labels)
+    stats = FeatureStats.from_activations(
+        activations, extractor.name, origin, source.labels, source.prompts
+    )
     if source.stats is not None:
         reason = stats_mismatch(source.stats, extractor)
         if reason is None:
@@ -209,6 +216,48 @@ def _class_accuracy(ref, fake, extractor) -> dict:
     return result
 
 
+PAIR_PARTS = {
+    "pair_accuracy": "pair accuracy",
+    "half_accuracy": "half accuracy",
+    "held_out_pair_accuracy": "held-out pair accuracy",
+    "held_out_half_accuracy": "held-out half accuracy",
+    "swapped": "swapped",
+}
+
+
+def _pair_alignment(ref, fake: FeatureStats, extractor) -> dict:
+    """Five entries at once (`PAIR_PARTS`): how often both halves show the prompt's animals
+    (pair accuracy, chance 0.01), how often one half does (the mean of the left and the right
+    half's accuracy, chance 0.1), each also over the held-out pairs alone, and how often the
+    prompt's two animals stand on the wrong sides."""
+    reason = None
+    if not isinstance(extractor, PairFeatures):
+        reason = "needs the pairs features (the domain classifier on each half)"
+    elif fake.prompts is None:
+        reason = "samples carry no prompts (an inference .npz of a text model stores them)"
+    if reason is not None:
+        return {key: _unavailable(reason) for key in PAIR_PARTS}
+    left, right = extractor.predictions(fake.logits)
+    report = alignment_report(left, right, fake.prompts)
+
+    for scores in report.values():
+        scores["half_accuracy"] = (scores["left_accuracy"] + scores["right_accuracy"]) / 2
+
+    def entry(split: str, key: str) -> dict:
+        if split not in report:
+            return _unavailable(f"no prompt names a {split.replace('_', '-')} pair")
+        scores = report[split]
+        return {"value": scores[key], "count": scores["count"], "extractor": extractor.name}
+
+    return {
+        "pair_accuracy": entry("all", "pair_accuracy"),
+        "half_accuracy": entry("all", "half_accuracy"),
+        "held_out_pair_accuracy": entry("held_out", "pair_accuracy"),
+        "held_out_half_accuracy": entry("held_out", "half_accuracy"),
+        "swapped": entry("all", "swapped"),
+    }
+
+
 # ---- the registry ----
 
 
@@ -222,12 +271,15 @@ class Metric:
     label: name in reports.
     parts: result key -> label, for a metric giving several entries (precision and recall).
     help: meaning (and unit) of each setting, for the command line.
+    by_default: scored when no metrics are named (`ALL_METRICS`); a metric of one dataset's
+        samples only (the text demo's pair alignment) is scored only when asked for.
     """
 
     fn: Callable[..., dict]
     label: str
     parts: dict[str, str] | None = None
     help: dict[str, str] = field(default_factory=dict)
+    by_default: bool = True
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -268,8 +320,9 @@ METRICS: dict[str, Metric] = {
         help={"pr_k": "precision/recall: k-th neighbour radius"},
     ),
     "class_accuracy": Metric(_class_accuracy, "class accuracy"),
+    "pair_alignment": Metric(_pair_alignment, "pair alignment", PAIR_PARTS, by_default=False),
 }
-ALL_METRICS = tuple(METRICS)
+ALL_METRICS = tuple(name for name, metric in METRICS.items() if metric.by_default)
 
 
 def metric_settings() -> dict[str, tuple[Any, str]]:
@@ -301,7 +354,7 @@ def compute_metrics(
     """
     unknown = set(which) - set(METRICS)
     if unknown:
-        raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {ALL_METRICS}")
+        raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {tuple(METRICS)}")
     known = metric_settings()
     for key in settings:
         if key not in known:

@@ -1,8 +1,10 @@
 """All metrics, after ADM's evaluator: python -m evaluations.evaluator REF [SAMPLES] [options].
 
 Prints every metric of `evaluations.evaluate.METRICS` (FID, sFID, IS, KID, precision, recall, and
-class accuracy for the domain classifier), each metric setting being an option (`--kid-subsets`,
-`--pr-k`, ...); `--out metrics.json` also writes them with the feature extractor of each.
+class accuracy for the domain classifier), or those `--metrics` names (the text demo's
+`pair_alignment`, under `--features pairs`, is scored only when named), each metric setting being
+an option (`--kid-subsets`, `--pr-k`, ...); `--out metrics.json` also writes them with the feature
+extractor of each.
 `--save-ref stats.npz` stores REF's statistics (add `--save-ref-features` for KID / precision /
 recall) so later runs can pass stats.npz as REF; SAMPLES may then be left out. Under torchrun the
 processes share the feature extraction and rank 0 prints and writes.
@@ -16,7 +18,14 @@ import sys
 from pathlib import Path
 
 from evaluations.cli import add_common_args, extractor_from_args, run
-from evaluations.evaluate import compute_metrics, format_report, metric_settings, source_stats
+from evaluations.evaluate import (
+    ALL_METRICS,
+    METRICS,
+    compute_metrics,
+    format_report,
+    metric_settings,
+    source_stats,
+)
 from evaluations.image_io import load_source
 from speed.utils.distributed import init_distributed, print0
 
@@ -27,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("samples", nargs="?", help="samples .npz or image folder")
     add_common_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    parser.add_argument(
+        "--metrics", nargs="+", choices=list(METRICS), default=list(ALL_METRICS),
+        help="metrics to score (default: all but pair_alignment)",
+    )  # fmt: skip
     parser.add_argument("--save-ref", type=Path, default=None, help="save REF statistics here")
     parser.add_argument(
         "--save-ref-features", action="store_true", help="--save-ref also keeps the features"
@@ -62,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             reference,
             samples,
             extractor,
+            tuple(args.metrics),
             batch_size=args.batch_size,
             device=args.device,
             progress=not args.quiet,

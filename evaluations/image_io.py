@@ -29,13 +29,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 @dataclass
 class ImageSource:
-    """An image set: images uint8 [N, H, W, C], labels int64 [N] or None."""
+    """An image set: images uint8 [N, H, W, C], labels int64 [N] or None, and the prompt of each
+    image for text-to-image samples (an inference `.npz`'s `prompts`)."""
 
     path: str
     images: np.ndarray
     labels: np.ndarray | None = None
     stats: FeatureStats | None = None
     skipped: list[str] = field(default_factory=list)
+    prompts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,6 +62,7 @@ def load_source(path: str | os.PathLike, num: int | None = None) -> ImageSource 
             raise DataError(f"{path}: asked for {num} images but it holds {len(source)}")
         source.images = source.images[:num]
         source.labels = None if source.labels is None else source.labels[:num]
+        source.prompts = None if source.prompts is None else source.prompts[:num]
     return source
 
 
@@ -91,12 +94,15 @@ def load_npz(path: str | os.PathLike) -> ImageSource | FeatureStats:
             return stats
         images = _as_nhwc(data["arr_0"], path)
         labels = data["arr_1"].astype(np.int64) if "arr_1" in data else None
+        prompts = data["prompts"].tolist() if "prompts" in data else None
     if labels is not None and labels.shape != (len(images),):
         raise DataError(
             f"{path}: arr_1 must hold one label per image, "
             f"got {labels.shape} for {len(images)} images"
         )
-    return ImageSource(str(path), images, labels, stats)
+    if prompts is not None and len(prompts) != len(images):
+        raise DataError(f"{path}: {len(prompts)} prompts for {len(images)} images")
+    return ImageSource(str(path), images, labels, stats, prompts=prompts)
 
 
 def _read_image(file: Path) -> np.ndarray:

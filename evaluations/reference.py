@@ -28,7 +28,8 @@ class FeatureStats:
 
     extractor: name of the feature network (None for files from other tools, e.g. ADM's).
     origin: one line saying where the numbers come from, for reports.
-    logits [N, C] and labels [N] exist only when computed from images.
+    logits [N, C], labels [N] and prompts (text-to-image samples) exist only when computed from
+    images.
     """
 
     mu: np.ndarray
@@ -41,12 +42,19 @@ class FeatureStats:
     features: np.ndarray | None = None
     logits: np.ndarray | None = None
     labels: np.ndarray | None = None
+    prompts: list[str] | None = None
 
     @classmethod
     def from_activations(
-        cls, activations: Activations, extractor: str, origin: str, labels: np.ndarray | None = None
+        cls,
+        activations: Activations,
+        extractor: str,
+        origin: str,
+        labels: np.ndarray | None = None,
+        prompts: list[str] | None = None,
     ) -> FeatureStats:
-        """Statistics of extracted activations (features, spatial, logits); labels [N] if known."""
+        """Statistics of extracted activations (features, spatial, logits); labels [N] and
+        prompts if known."""
         mu, sigma = feature_statistics(activations.features)
         mu_s = sigma_s = None
         if activations.spatial is not None:
@@ -62,6 +70,7 @@ class FeatureStats:
             features=activations.features,
             logits=activations.logits,
             labels=labels,
+            prompts=prompts,
         )
 
     def save(self, path: str | os.PathLike, with_features: bool = False) -> Path:

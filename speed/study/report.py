@@ -11,7 +11,7 @@ from pathlib import Path
 
 from speed.study.figures import plot
 from speed.study.plan import machine, setting_text
-from speed.study.spec import Study
+from speed.study.spec import SHARES, Study
 from speed.study.summary import summarize
 from speed.study.timing import load_timing
 
@@ -26,7 +26,7 @@ def _pm(pair, spec=".1f") -> str:
 
 
 def _spec_of(metric: str) -> str:
-    return ".3f" if metric in ("class_accuracy", "precision", "recall") else ".1f"
+    return ".3f" if metric in SHARES else ".1f"
 
 
 def _speedup_cells(s: dict) -> list[str]:
@@ -60,7 +60,7 @@ def _methods_table(
     study: Study, summary: dict, methods: dict, chosen: dict, timed: bool
 ) -> list[str]:
     """`timed`: the s/step column is the timing's (one box), else the records' mean."""
-    finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
+    finals = study.score.final_keys()
     weighting = summary["loss_weighting"]
     head = " | ".join(f"final {kind} {m}" for kind, m in finals)
     per_step = "s/step (timed)" if timed else "s/step (runs)"
@@ -170,7 +170,7 @@ def _curve_tables(study: Study, summary: dict) -> list[str]:
 
 
 def _runs_table(study: Study, records: dict) -> list[str]:
-    finals = [(kind, m) for kind, metrics in study.score.final.items() for m in metrics]
+    finals = study.score.final_keys()
     lines = ["", "Every finished run (final scores):", ""]
     lines.append(
         "| run | " + " | ".join(f"{kind} {m}" for kind, m in finals) + " | steps | s/step |"

@@ -18,9 +18,8 @@ from evaluations import domain_classifier
 from evaluations.evaluate import build_extractor, compute_metrics
 from evaluations.image_io import load_npz
 from evaluations.reference_cache import reference_stats
-from speed.config import load_config
 from speed.experiments.curve import evaluate_run
-from speed.experiments.export_reference import export_reference
+from speed.experiments.export_reference import export_reference, reference_config
 from speed.run import RunDir, checkpoint_stem
 from speed.runners.build import build_dataset
 from speed.study.plan import StudyRun, final_step
@@ -46,6 +45,8 @@ class Scorer:
             if kind == "domain":  # the study's own network, never one trained afresh
                 path = domain_classifier.ensure_domain_classifier(path)
                 self._extractors[kind] = build_extractor(kind, domain_path=path)
+            elif kind == "pairs":  # the same network on each half (default: the shipped one)
+                self._extractors[kind] = build_extractor(kind, domain_path=path)
             else:
                 self._extractors[kind] = build_extractor(kind, inception_path=path)
         return self._extractors[kind]
@@ -56,7 +57,7 @@ class Scorer:
             num = self.study.score.reference_images
             path = self.runs_dir / f"reference_{num}.npz"
             if not path.is_file():
-                cfg = load_config(self.study.base, "inference", ["data.random_flip=false"])
+                cfg = reference_config(self.study.base)
                 images, labels = export_reference(build_dataset(cfg), num)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, arr_0=images, arr_1=labels)

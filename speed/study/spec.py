@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evaluations.evaluate import FEATURE_KINDS, METRICS, metric_settings
+from evaluations.evaluate import FEATURE_KINDS, METRICS, PAIR_PARTS, metric_settings
 from speed.errors import ConfigError, MissingFileError
 
 STUDY_KEYS = (
@@ -38,8 +38,11 @@ SCORE_KEYS = (
 CURVE_KEYS = ("features", "metrics", "every", "samples", "guidance_scale")
 FINAL_KEYS = ("samples", "features")
 RUN_NAMES = ("method", "overrides")
-# Metrics a higher value of which is better (the others, FID, sFID and KID, are distances).
-HIGHER_IS_BETTER = frozenset({"class_accuracy", "inception_score", "precision", "recall"})
+# Metrics that are shares of the samples (reported to three decimals).
+SHARES = frozenset({"class_accuracy", "precision", "recall", *PAIR_PARTS})
+# Metrics a higher value of which is better (the others, FID, sFID and KID, are distances, and
+# `swapped` counts pairs drawn the wrong way round).
+HIGHER_IS_BETTER = SHARES - {"swapped"} | {"inception_score"}
 RESERVED = frozenset({"name", "method", "setting", "seed", "final", "seconds", "machine", "date"})
 
 
@@ -101,6 +104,11 @@ class Score:
 
     def curve(self, name: str) -> Curve:
         return next(c for c in self.curves if c.name == name)
+
+    def final_keys(self) -> list[tuple[str, str]]:
+        """(features, record key) of every final score; a metric giving several entries
+        (precision_recall, pair_alignment) gives each of its keys."""
+        return [(kind, key) for kind, metrics in self.final.items() for key in result_keys(metrics)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,13 +355,13 @@ def _score(raw: Any) -> Score:
     first = curves[0]
     speedup = _dotted(score.get("speedup_metric", f"{first.name}.{first.metrics[0]}"),
                       "score.speedup_metric")  # fmt: skip
-    if speedup[0] not in {c.name for c in curves} or speedup[1] not in _curve_metrics(
-        next(c for c in curves if c.name == speedup[0])
+    if speedup[0] not in {c.name for c in curves} or speedup[1] not in result_keys(
+        next(c for c in curves if c.name == speedup[0]).metrics
     ):
         raise ConfigError(f"score.speedup_metric: {'.'.join(speedup)} is no scored curve metric")
     kind, metrics = next(iter(final_features.items()))
     choose_by = _dotted(score.get("choose_by", f"{kind}.{metrics[0]}"), "score.choose_by")
-    if choose_by[1] not in final_features.get(choose_by[0], ()):
+    if choose_by[1] not in result_keys(final_features.get(choose_by[0], ())):
         raise ConfigError(f"score.choose_by: {'.'.join(choose_by)} is no final score")
     extractors = _mapping(score.get("extractors", {}), "score.extractors", FEATURE_KINDS)
     settings = _mapping(score.get("metric_settings", {}), "score.metric_settings",
@@ -394,12 +402,9 @@ def _curve(name: str, raw: Any) -> Curve:
     )
 
 
-def _curve_metrics(curve: Curve) -> list[str]:
-    """The record keys a curve's metrics give (precision_recall gives two)."""
-    keys = []
-    for metric in curve.metrics:
-        keys += list(METRICS[metric].labels(metric))
-    return keys
+def result_keys(metrics) -> list[str]:
+    """The record keys the metrics give (precision_recall gives two, pair_alignment five)."""
+    return [key for metric in metrics for key in METRICS[metric].labels(metric)]
 
 
 def _metrics(raw: Any, where: str) -> tuple[str, ...]:

@@ -121,8 +121,8 @@ def method_summary(study: Study, runs: list[dict]) -> dict:
                 "std": {s: v[1] for s, v in stats.items()},
             }
     finals = {}
-    for kind, metrics in study.score.final.items():
-        finals[kind] = {m: mean_std(r["final"][kind].get(m) for r in runs) for m in metrics}
+    for kind, key in study.score.final_keys():
+        finals.setdefault(kind, {})[key] = mean_std(r["final"][kind].get(key) for r in runs)
     regions = [r["region_losses"] for r in runs if "region_losses" in r]
     return {
         "seeds": [r["seed"] for r in runs],
