@@ -94,6 +94,15 @@ class TimestepSampler:
     def weights(self) -> np.ndarray | None:
         return self.weighting.weights
 
+    def profile(self) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """Where training spends its draws, for plots: ("discrete", x = (original timestep + 1)
+        / T of each index (DDPM's step i is at t = i + 1), the draw density relative to uniform
+        after any dual sampling's mirror (1 = uniform), the loss weights (ones without any))."""
+        count = self.num_timesteps
+        weights = np.ones(count) if self.weights is None else self.weights
+        x = (self.timesteps + 1) / self.schedule.num_original_steps
+        return "discrete", x, self.effective_probs * count, weights
+
     def sample(self, n: int, device, generator: torch.Generator | None = None):
         """Indices t (LongTensor [n]) and MSE multipliers (float32 [n]) on `device`.
 

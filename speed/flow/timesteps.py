@@ -330,6 +330,15 @@ class TimeSampler:
         if state:
             raise ValueError(f"the interpolant's time sampler has no state, got {sorted(state)}")
 
+    def profile(self, points: int = 1000) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """Where training spends its draws, for plots: ("continuous", `points` mid-points x of
+        [0, 1], the draw density there after any mirror (`effective_density`; 1 = uniform), the
+        loss weights there (ones without weighting))."""
+        x = (np.arange(points) + 0.5) / points
+        weights = self.weighting.weights(x)
+        weights = np.ones_like(x) if weights is None else weights
+        return "continuous", x, self.distribution.effective_density(x), weights
+
     def describe(self) -> str:
         return (
             f"t in [{self.distribution.t_min:g}, {self.distribution.t_max:g}]; "

@@ -12,11 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from speed.config import instantiate
-from speed.flow.timesteps import TimeSampler
 from speed.study.spec import Study
 from speed.study.summary import method_configs
-
-CONTINUOUS_POINTS = 1000  # where a continuous method's density and weights are drawn
 
 
 class TimestepTable(NamedTuple):
@@ -30,15 +27,8 @@ class TimestepTable(NamedTuple):
 
 
 def timestep_table(sampler) -> TimestepTable:
-    if isinstance(sampler, TimeSampler):
-        x = (np.arange(CONTINUOUS_POINTS) + 0.5) / CONTINUOUS_POINTS
-        weights = sampler.weighting.weights(x)
-        weights = np.ones_like(x) if weights is None else weights
-        return TimestepTable("continuous", x, sampler.distribution.effective_density(x), weights)
-    count = sampler.num_timesteps
-    weights = np.ones(count) if sampler.weights is None else sampler.weights
-    x = (sampler.timesteps + 1) / sampler.schedule.num_original_steps  # DDPM's step i at t = i + 1
-    return TimestepTable("discrete", x, sampler.effective_probs * count, weights)
+    """The table of a discrete or continuous timestep sampler (its `profile`)."""
+    return TimestepTable(*sampler.profile())
 
 
 def timestep_tables(study: Study, runs: dict, methods) -> dict[str, TimestepTable]:

@@ -2,12 +2,13 @@
 
     python -m speed.study.plot_timesteps -c CONFIG [key=value ...] --out DIR [--loss FILE]
 
-Writes p_t.png, w_t.png and, given a loss file, loss_by_t.png into DIR. Each plot shades SpeeD's
-three areas (arXiv 2405.17403) of the process increment: acceleration up to the peak of
-g_t = d(1 - abar)/dt (the noise variance grows faster and faster), deceleration from there to the
-pivot M, convergence from M on; a dashed line marks the sampler's tau. A loss file is a CSV with
-columns `t,loss`, or JSON / JSON lines holding the `loss_t/AAA-BBB` values that training logs
-(several records are averaged).
+Writes p_t.png, w_t.png and, given a loss file, loss_by_t.png into DIR. For a DDPM config each
+plot shades SpeeD's three areas (arXiv 2405.17403) of the process increment: acceleration up to
+the peak of g_t = d(1 - abar)/dt (the noise variance grows faster and faster), deceleration from
+there to the pivot M, convergence from M on; a dashed line marks the sampler's tau. A loss file is
+a CSV with columns `t,loss`, or JSON / JSON lines holding the `loss_t/AAA-BBB` values that
+training logs (several records are averaged). A flow-matching config's continuous t gets its
+density and weights on [0, 1] (1 = noise), with SpeeD's mirror point where it has one.
 """
 
 from __future__ import annotations
@@ -74,10 +75,13 @@ def read_loss_by_t(path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([centers[k] for k in keys]), np.array([np.mean(values[k]) for k in keys])
 
 
-def plot_timestep_distributions(sampler: TimestepSampler, out_dir, loss_path=None) -> list[Path]:
-    """Write p_t.png, w_t.png (and loss_by_t.png if `loss_path`) into `out_dir`; return paths."""
+def plot_timestep_distributions(sampler, out_dir, loss_path=None) -> list[Path]:
+    """Write p_t.png, w_t.png (and loss_by_t.png if `loss_path`) into `out_dir`; return paths.
+    A continuous-time sampler (flow matching) is drawn on its own t axis, without loss file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if sampler.profile()[0] == "continuous":
+        return _plot_continuous(sampler, out, loss_path)
     t = sampler.timesteps
     paths = []
 
@@ -108,6 +112,30 @@ def plot_timestep_distributions(sampler: TimestepSampler, out_dir, loss_path=Non
         ax.plot(loss_t, loss, marker="o", label="training loss")
         ax.set_ylabel("mean loss")
         paths.append(_save(fig, out / "loss_by_t.png"))
+    return paths
+
+
+def _plot_continuous(sampler, out: Path, loss_path) -> list[Path]:
+    if loss_path is not None:
+        raise ValueError(
+            "--loss reads the loss per bucket of discrete timesteps (loss_t/AAA-BBB); a "
+            "flow-matching run's time is continuous: leave --loss out"
+        )
+    _, t, density, weights = sampler.profile()
+    distribution, paths = sampler.distribution, []
+    for name, values, label, title in (
+        ("p_t.png", density, "density of drawn t (1 = uniform)", distribution.describe()),
+        ("w_t.png", weights, "loss weight (MSE term)", sampler.weighting.describe()),
+    ):
+        fig = Figure(figsize=(7, 3.5))
+        ax = fig.add_subplot()
+        ax.plot(t, values, label=name.removesuffix(".png"))
+        if sampler.pivot is not None:
+            ax.axvline(sampler.pivot, color="k", linestyle="--", linewidth=0.8,
+                       label=f"mirror point {sampler.pivot:.3f}")  # fmt: skip
+        ax.set(xlim=(0, 1), xlabel="t (interpolant time; 1 = noise)", ylabel=label)
+        ax.set_title(title, fontsize=9)
+        paths.append(_save(fig, out / name))
     return paths
 
 
