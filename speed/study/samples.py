@@ -6,13 +6,16 @@ from the same noise, beside real images.
 For each method (default: the tuned ones) at its chosen setting once chosen, the first
 `--per-class` images of every class among the images its last checkpoint drew for the final
 scores (the same per-image noise and classes in every run, so a column is one starting noise
-across methods), and as many real images of each class from the study's reference set. One panel
-each, titled with the run's final scores. Writes `<report>_samples.png`.
+across methods), and as many real images of each class from the study's reference set. A
+text-to-image study's samples have a row per prompt instead (in the order of its prompts file,
+written beside the first panel), its real images none. One panel each, titled with the run's final
+scores. Writes `<report>_samples.png`.
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +38,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:
-    """The first `per_class` images of each class in label order, class after class
-    [classes * per_class, H, W, C]; refuses a class with fewer images."""
+def class_rows(images: np.ndarray, labels, per_class: int) -> np.ndarray:
+    """The first `per_class` images of each class in label order (of each prompt in the order
+    the prompts first appear), class after class [classes * per_class, H, W, C]; refuses a class
+    with fewer images."""
+    keys = list(dict.fromkeys(np.asarray(labels).tolist()))
+    if all(isinstance(k, int) for k in keys):
+        keys.sort()
     rows = []
-    for c in np.unique(labels):
-        picked = np.flatnonzero(labels == c)[:per_class]
+    for c in keys:
+        picked = [i for i, label in enumerate(labels) if label == c][:per_class]
         if len(picked) < per_class:
             raise ConfigError(f"class {c} has {len(picked)} images, fewer than --per-class")
         rows.append(images[picked])
@@ -56,23 +63,34 @@ def samples(args: argparse.Namespace) -> int:
     study, sweep, runs, records = open_study(args.study, args.runs)
     probed = probed_or_refuse(study, runs, records, args.methods)
     real = load_npz(study.runs_dir / f"reference_{study.score.reference_images}.npz")
-    panels = [("real images", class_rows(real.images, real.labels, args.per_class))]
+    panels, prompts = [], None
     for method, (study_run, setting, _) in probed.items():
         drawn = load_npz(final_samples(study, RunDir(study_run.run_dir(sweep))))
         final = records[study_run.name]["final"]
         scores = ", ".join(f"{kind} {m} {v:.3g}" for kind, values in final.items()
                            for m, v in values.items() if isinstance(v, float))  # fmt: skip
-        title = f"{method}, {setting_text(setting)}\n{scores}"
-        panels.append((title, class_rows(drawn.images, drawn.labels, args.per_class)))
+        title = f"{method}, {setting_text(setting)}\n" + textwrap.fill(scores, 44)
+        keys = drawn.labels if drawn.prompts is None else drawn.prompts
+        prompts = None if drawn.prompts is None else list(dict.fromkeys(drawn.prompts))
+        panels.append((title, class_rows(drawn.images, keys, args.per_class)))
+    if prompts is None:
+        panels.insert(0, ("real images", class_rows(real.images, real.labels, args.per_class)))
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.6))
-    for ax, (title, images) in zip(axes, panels):
-        ax.imshow(make_grid(images, nrow=args.per_class), interpolation="nearest")
+    rows = len(panels[0][1]) // args.per_class
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.0 + 0.36 * rows),
+                             squeeze=False)  # fmt: skip
+    for ax, (title, images) in zip(axes[0], panels):
+        grid = make_grid(images, nrow=args.per_class)
+        ax.imshow(grid, interpolation="nearest")
         ax.set_title(title, fontsize=8)
-        ax.axis("off")
+        ax.set(xticks=[], yticks=[])
+    if prompts is not None:  # the prompts beside the first panel's rows
+        side = grid.shape[0] / rows
+        axes[0][0].set_yticks((np.arange(rows) + 0.5) * side, prompts, fontsize=7)
+    what = "prompt" if prompts is not None else "class"
     fig.suptitle(
         f"study {study.name}: final samples, seed {study.seeds[0]}, step {study.steps}, "
-        "one class per row, one noise per column",
+        f"one {what} per row, one noise per column",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.94))

@@ -11,6 +11,7 @@ import yaml
 
 from evaluations.pair_alignment import PairFeatures, alignment_report, read_halves
 from speed.study import __main__ as cli
+from speed.study import samples
 from speed.study.plan import load_records
 from speed.study.spec import HIGHER_IS_BETTER, load_study
 
@@ -74,3 +75,5 @@ def test_a_tiny_text_study_scores_pair_alignment(tmp_path, single_thread):
     text = (tmp_path / "report/text.md").read_text()
     assert "final pairs held_out_pair_accuracy" in text and "| speed_released |" in text
     assert json.loads((tmp_path / "report/text.json").read_text())["summary"]["speedup"]
+    assert samples.main([str(path), "--per-class", "1"]) == 0  # a row per prompt
+    assert (tmp_path / "report/text_samples.png").stat().st_size > 10_000
