@@ -11,7 +11,7 @@ from pathlib import Path
 
 from speed.study.figures import plot
 from speed.study.plan import machine, setting_text
-from speed.study.spec import SHARES, Study
+from speed.study.spec import SHARES, Study, result_keys
 from speed.study.summary import summarize
 from speed.study.timing import load_timing
 
@@ -154,7 +154,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str, timing=No
 def _curve_tables(study: Study, summary: dict) -> list[str]:
     lines = []
     for curve in study.score.curves:
-        for metric in curve.metrics:
+        for metric in result_keys(curve.metrics):
             rows = {m: s["curves"].get(curve.name, {}).get(metric) for m, s in
                     summary["methods"].items()}  # fmt: skip
             steps = sorted({step for r in rows.values() if r for step in r["mean"]})

@@ -23,7 +23,7 @@ from speed.study.plan import (
     common_setting,
     setting_text,
 )
-from speed.study.spec import HIGHER_IS_BETTER, Study
+from speed.study.spec import HIGHER_IS_BETTER, Study, result_keys
 from speed.study.timing import seconds_to
 
 BOOTSTRAP_DRAWS = 10_000
@@ -243,7 +243,7 @@ def noise_probe(study: Study, records: dict) -> dict | None:
     if probe is None:
         return None
     curve = study.score.curves[0]
-    metric = curve.metrics[0]
+    metric = result_keys(curve.metrics)[0]
     values = [probe[curve.name][str(study.steps)][metric]]
     values += [v[metric] for v in probe["noise_probe"].values()]
     return {"run": probe["name"], "metric": f"{curve.name}.{metric}", "values": values,

@@ -74,6 +74,7 @@ def test_a_tiny_text_study_scores_pair_alignment(tmp_path, single_thread):
     )
     text = (tmp_path / "report/text.md").read_text()
     assert "final pairs held_out_pair_accuracy" in text and "| speed_released |" in text
+    assert "curve held_out_half_accuracy (seed mean) against training step" in text
     assert json.loads((tmp_path / "report/text.json").read_text())["summary"]["speedup"]
     assert samples.main([str(path), "--per-class", "1"]) == 0  # a row per prompt
     assert (tmp_path / "report/text_samples.png").stat().st_size > 10_000
