@@ -79,10 +79,12 @@ def load_config(
         overrides: command-line words `key=value` or `a.b.c=value`, values parsed as YAML.
     """
     phase_layer, root_layer = _parse_overrides(overrides)
+    layers = [(_read_yaml(path), f"in {_display(path)}") for path in find_config_files(config_path)]
+    layers.append((phase_layer, "command line"))
     merged = root_defaults()
-    for path in find_config_files(config_path):
-        merged = _apply_layer(merged, _read_yaml(path), f"in {_display(path)}")
-    merged = _apply_layer(merged, phase_layer, "command line")
+    for i, (layer, where) in enumerate(layers):
+        later = [other for other, _ in layers[i + 1 :]] + [root_layer]
+        merged = _apply_layer(merged, layer, where, _later_targets(later))
     merged = _lift_phase(merged, phase)
     merged = _apply_layer(merged, root_layer, "command line")
     return _finalize(merged)
@@ -218,8 +220,22 @@ def _merge_layer(base: dict, layer: dict) -> dict:
     return _deep_merge(base, layer)
 
 
-def _apply_layer(merged: dict, layer: dict, where: str) -> dict:
-    _check_layer(layer, merged, where)
+def _later_targets(layers: list[dict]) -> dict[str, str]:
+    """node -> the `_target_` the first of `layers` to set one gives it."""
+    targets = {}
+    for layer in layers:
+        for name in NODES:
+            target = _concrete_target(layer.get(name))
+            if target is not None:
+                targets.setdefault(name, target)
+    return targets
+
+
+def _apply_layer(merged: dict, layer: dict, where: str, later: dict | None = None) -> dict:
+    """`layer` checked and merged over `merged`. `later`: node -> the target a later layer
+    switches it to; a node switched to another target keeps only its runner keys, so its other
+    keys are not checked against (nor its module imported for) a target never built."""
+    _check_layer(layer, merged, where, later or {})
     return _merge_layer(merged, layer)
 
 
@@ -357,12 +373,17 @@ def _missing_paths(tree: Any, prefix: str = "") -> Iterable[str]:
 # ---- validation ----
 
 
-def _check_layer(layer: dict, merged: dict, where: str | None) -> None:
+def _check_layer(layer: dict, merged: dict, where: str | None, later: dict | None = None) -> None:
     """Check a layer's keys and values against the schema; `merged` (the config so far) supplies
-    the `_target_` of nodes the layer does not set."""
+    the `_target_` of nodes the layer does not set; a node that `later` switches to another
+    target has only its runner keys checked."""
     for key, value in layer.items():
         if key not in PHASES:
-            _check_entry("", key, value, [merged], where)
+            target = _concrete_target(value) or _concrete_target(merged.get(key))
+            if key in (later or {}) and isinstance(value, dict) and later[key] != target:
+                _check_node(key, key, value, [], where, switched=True)
+            else:
+                _check_entry("", key, value, [merged], where)
             continue
         if value is None:
             continue
@@ -387,12 +408,15 @@ def _check_entry(prefix: str, key: str, value: Any, scopes: list[dict], where: s
         _unknown_key(prefix, key, valid, where)
 
 
-def _check_node(path: str, name: str, node: Any, scopes: list[dict], where: str | None) -> None:
+def _check_node(
+    path: str, name: str, node: Any, scopes: list[dict], where: str | None, switched=False
+) -> None:
+    """`switched`: a later layer gives the node another target, so only its runner keys count."""
     if not isinstance(node, dict):
         raise ConfigError(
             f"config key '{path}' must be a mapping with a _target_, got {_show(node)}{_at(where)}"
         )
-    target = _concrete_target(node)
+    target = None if switched else _concrete_target(node)
     for scope in scopes:
         target = target or _concrete_target(scope.get(name))
     params, takes_any = _target_params(target, f"{path}._target_", where) if target else ({}, True)

@@ -18,8 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from speed.errors import ConfigError, MissingFileError
@@ -91,6 +89,8 @@ class LoRA:
                 f"adapter.target_modules: {type(model).__name__} names no default LoRA layers; "
                 "set adapter.target_modules (a regex of module names, e.g. '.*\\.qkv')"
             )
+        from peft import LoraConfig, inject_adapter_in_model  # 2 s of import: only where used
+
         config = LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
@@ -138,6 +138,8 @@ class LoRA:
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold every adapter into its layer (W <- W + (alpha / r) B A) and put the plain layer
         back, so `model` has the backbone's own modules and state-dict keys again."""
+        from peft.tuners.lora import LoraLayer
+
         for name, module in list(model.named_modules()):
             if isinstance(module, LoraLayer):
                 module.merge()

@@ -12,7 +12,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import gaussian_blur
 
 
 def bicubic_resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -58,6 +57,8 @@ class Degradation:
             )
         batch = x.reshape(-1, *x.shape[-3:])
         if self.blur_sigma:
+            from torchvision.transforms.v2.functional import gaussian_blur  # 1 s of import
+
             batch = gaussian_blur(batch, [self.kernel_size] * 2, [self.blur_sigma] * 2)
         low = bicubic_resize(batch, self.low_size)
         if self.noise_std:

@@ -1,14 +1,20 @@
 """speed.config: file discovery, merge order, node replacement, phase lift, overrides and
 interpolation."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
 from speed.config import find_config_files, load_config
 from speed.config_schema import RootConfig
+from speed.errors import ConfigError
 
 POINT = "config_targets.make_point"
 BOX = "config_targets.Box"
+REPO = Path(__file__).resolve().parents[2]
 
 NESTED = {
     "base.yaml": "seed: 100\n",  # above configs/: never read
@@ -182,3 +188,52 @@ def test_interpolation_resolves_after_lift_and_overrides(write_tree, monkeypatch
     assert load_config("configs/exp.yaml", "train", [env]).experiment_dir == "/data/runs/x"
     monkeypatch.delenv("SPEED_TEST_RUNS")
     assert load_config("configs/exp.yaml", "train", [env]).experiment_dir == "runs/x"
+
+
+def test_a_node_a_later_layer_switches_is_not_checked_against_its_old_target(write_tree):
+    """The old target's keys are dropped at the switch, so they are neither checked against it
+    nor is its module imported (configs/base.yaml's DiT would pull timm into every UNet run);
+    its runner keys stay and are checked; the same target later keeps the full check."""
+    write_tree(
+        {
+            "configs/base.yaml": """
+                model:
+                  _target_: no_such_module.build
+                  depth: 28
+                data:
+                  _target_: config_targets.Box
+                  width: 2
+                  batch_size: 8
+                """,
+            "configs/unet.yaml": f"""
+                model:
+                  _target_: {BOX}
+                  width: 3
+                """,
+            "configs/typo.yaml": f"""
+                data:
+                  _target_: {BOX}
+                  widht: 3
+                """,
+        }
+    )
+    cfg = load_config("configs/unet.yaml", "train")
+    assert dict(cfg.model) == {"_target_": BOX, "width": 3}
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module.build'"):
+        load_config("configs/base.yaml", "train")  # built as it is: checked
+    with pytest.raises(ConfigError, match="data.widht"):
+        load_config("configs/typo.yaml", "train", ["model._target_=config_targets.Box"])
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        load_config("configs/unet.yaml", "train", ["data.batch_size=many"])
+
+
+def test_a_unet_run_imports_neither_timm_nor_peft():
+    """The demo's process starts without the transformers' timm or the adapters' peft."""
+    code = (
+        "import sys; from speed.config import load_config; import speed.runners.train; "
+        "load_config('configs/image/animals/base.yaml', 'train'); "
+        "print(sorted(m for m in ('timm', 'peft', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
