@@ -32,7 +32,6 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from evaluations.super_res import format_table, paired_scores
 from speed.config import ConfigError, save_config
 from speed.control.images import NPZ_CONTROL_KEY
 from speed.data.degradation import bicubic_resize
@@ -298,6 +297,8 @@ def _write_pairs(pairs, indices: range, png_dir: Path) -> torch.Tensor:
 def _report_pairs(png_dir: Path, npz_path: Path, num_samples: int, labels, provenance) -> None:
     """Pack the references and the bicubic floor as `.npz` beside the samples and print the
     PSNR / SSIM of the samples and of bicubic up-sampling against the references."""
+    from evaluations.super_res import format_table, paired_scores  # 2.5 s of import: only here
+
     for folder in ("reference", "bicubic"):
         _write_npz(png_dir / folder, png_dir / f"{folder}.npz", num_samples, labels, provenance)
     reference = np.load(png_dir / "reference.npz")["arr_0"]

@@ -228,11 +228,14 @@ def test_a_node_a_later_layer_switches_is_not_checked_against_its_old_target(wri
 
 
 def test_a_unet_run_imports_neither_timm_nor_peft():
-    """The demo's process starts without the transformers' timm or the adapters' peft."""
+    """The demo's training and sampling processes start without the transformers' timm, the
+    adapters' peft or the metrics' torch-fidelity and torchmetrics (and torchvision with them)."""
+    heavy = ("timm", "peft", "torchvision", "torch_fidelity", "torchmetrics", "transformers")
     code = (
-        "import sys; from speed.config import load_config; import speed.runners.train; "
+        "import sys; from speed.config import load_config; "
+        "import speed.runners.train, speed.runners.inference, speed.runners.sample; "
         "load_config('configs/image/animals/base.yaml', 'train'); "
-        "print(sorted(m for m in ('timm', 'peft', 'torchvision') if m in sys.modules))"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
