@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from sampling import checkpoint_and_config
 
-from evaluations.cli import run
 from speed.config import load_config
+from speed.errors import run_cli
 from speed.generation import generate
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
 from speed.runners.inference import image_noise, sample_labels
@@ -179,7 +179,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
-    return run(lambda: benchmark(args))
+    return run_cli(lambda: benchmark(args))
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluations.cli import run
 from evaluations.domain_classifier import DEFAULT_DOMAIN_PATH, ensure_domain_classifier
 from evaluations.evaluate import FEATURE_KINDS, build_extractor, compute_metrics, source_stats
 from evaluations.image_io import ImageSource, load_source
 from speed.config import load_config
+from speed.errors import run_cli
 from speed.experiments.export_reference import export_reference
 from speed.generation import generate
 from speed.run import RunDir, latest_checkpoint
@@ -351,7 +351,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
-    return run(lambda: benchmark(args))
+    return run_cli(lambda: benchmark(args))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from sampling import time_sampler
 
-from evaluations.cli import run
 from speed.config import load_config
+from speed.errors import run_cli
 from speed.runners.build import (
     DataSpec,
     build_autoencoder,
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         args.out.with_suffix(".md").write_text(table)
         return 0
 
-    return run(measure)
+    return run_cli(measure)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
-"""Arguments and error handling shared by the `evaluations.fid` and `evaluations.evaluator` CLIs."""
+"""Arguments shared by the `evaluations.fid` and `evaluations.evaluator` CLIs (their errors:
+`speed.errors.run_cli`)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from evaluations.evaluate import FEATURE_KINDS, build_extractor
 from evaluations.features import FeatureExtractor
-from speed.errors import report_user_error
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +15,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         "--features",
         choices=FEATURE_KINDS,
         default="inception",
-        help="inception: TF-Inception pool3 (standard FID); domain: the small demo-set classifier",
+        help="inception: TF-Inception pool3 (standard FID); domain: the small demo-set "
+        "classifier; pairs: that classifier on each half of the text demo's images",
     )
     parser.add_argument(
         "--inception", default=None, help="Inception weights (default: default_1.pt)"
@@ -31,13 +31,3 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def extractor_from_args(args: argparse.Namespace) -> FeatureExtractor:
     return build_extractor(args.features, args.inception, args.domain)
-
-
-def run(main: Callable[[], int]) -> int:
-    """Call `main`; a user error (`speed.errors.user_message`: a bad path, a bad file, too few
-    images, a full disk) prints one `error: ...` line and returns 2. Any other exception is a bug
-    and keeps its traceback; SPEED_DEBUG=1 shows the traceback of user errors too."""
-    try:
-        return main()
-    except Exception as error:
-        return report_user_error(error)

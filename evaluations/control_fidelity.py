@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 from evaluations import metrics
-from evaluations.cli import run
 from evaluations.evaluate import Metric
 from evaluations.image_io import ImageSource, load_source
 from speed.control.images import NPZ_CONTROL_KEY
 from speed.control.transforms import Edges
-from speed.errors import ConfigError, DataError
+from speed.errors import ConfigError, DataError, run_cli
 
 
 def sample_edges(images: np.ndarray, threshold: float) -> np.ndarray:
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}")
         return 0
 
-    return run(evaluate)
+    return run_cli(evaluate)
 
 
 if __name__ == "__main__":

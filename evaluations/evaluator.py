@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from evaluations.cli import add_common_args, extractor_from_args, run
+from evaluations.cli import add_common_args, extractor_from_args
 from evaluations.evaluate import (
     ALL_METRICS,
     METRICS,
@@ -27,6 +27,7 @@ from evaluations.evaluate import (
     source_stats,
 )
 from evaluations.image_io import load_source
+from speed.errors import run_cli
 from speed.utils.distributed import init_distributed, print0
 
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}")
         return 0
 
-    return run(evaluate)
+    return run_cli(evaluate)
 
 
 if __name__ == "__main__":

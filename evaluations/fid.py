@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluations.cli import add_common_args, extractor_from_args, run
+from evaluations.cli import add_common_args, extractor_from_args
 from evaluations.evaluate import compute_metrics
 from evaluations.image_io import load_source
+from speed.errors import run_cli
 from speed.utils.distributed import init_distributed, print0
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print0(f"features: {result['extractor']}")
         return 0
 
-    return run(fid)
+    return run_cli(fid)
 
 
 if __name__ == "__main__":

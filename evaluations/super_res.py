@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluations import metrics
-from evaluations.cli import add_common_args, extractor_from_args, run
+from evaluations.cli import add_common_args, extractor_from_args
 from evaluations.evaluate import compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import ImageSource, load_source
-from speed.errors import DataError
+from speed.errors import DataError, run_cli
 
 
 def paired_scores(reference: np.ndarray, images: np.ndarray) -> dict[str, float]:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(rows, indent=2) + "\n")
         return 0
 
-    return run(evaluate)
+    return run_cli(evaluate)
 
 
 if __name__ == "__main__":

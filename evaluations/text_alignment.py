@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluations.cli import run
 from evaluations.pair_alignment import (
     SHIPPED_CLASSIFIER,
     PairFeatures,
     alignment_report,
     read_halves,
 )
-from speed.errors import DataError
+from speed.errors import DataError, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(text + "\n")
         return 0
 
-    return run(evaluate)
+    return run_cli(evaluate)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Callable
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -96,3 +97,13 @@ def report_user_error(error: Exception) -> int:
         raise error
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Call a command line's `main`; a user error (`user_message`: a bad path, a bad file, too
+    few images, a full disk) prints one `error: ...` line and returns 2. Any other exception is a
+    bug and keeps its traceback; SPEED_DEBUG=1 shows the traceback of user errors too."""
+    try:
+        return main()
+    except Exception as error:
+        return report_user_error(error)

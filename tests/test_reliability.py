@@ -404,13 +404,13 @@ def test_fid_on_fewer_images_than_feature_dimensions_warns():
 
 
 def test_evaluation_cli_keeps_the_traceback_of_a_bug(monkeypatch):
-    from evaluations import cli
+    from speed.errors import run_cli
 
     def buggy():
         raise KeyError("an internal bug")
 
     with pytest.raises(KeyError):
-        cli.run(buggy)
+        run_cli(buggy)
 
 
 # ---- 7. safe loading ----

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluations.cli import extractor_from_args, run
+from evaluations.cli import extractor_from_args
 from evaluations.evaluate import FEATURE_KINDS, METRICS, compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
 from speed.config import load_config
+from speed.errors import run_cli
 from speed.run import RunDir, checkpoint_step, list_checkpoints
 from speed.run.outputs import sampling_settings
 from speed.runners.inference import inference
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         leave_process_group()
         return 0
 
-    return run(curve)
+    return run_cli(curve)
 
 
 if __name__ == "__main__":

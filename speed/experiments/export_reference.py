@@ -13,8 +13,8 @@ import argparse
 import numpy as np
 import torch
 
-from evaluations.cli import run
 from speed.config import load_config
+from speed.errors import run_cli
 from speed.runners.build import build_dataset
 from speed.utils.images import to_uint8
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(images)} images {images.shape[1:]}")
         return 0
 
-    return run(export)
+    return run_cli(export)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from evaluations.cli import run
-from speed.errors import ConfigError
+from speed.errors import ConfigError, run_cli
 from speed.study.plan import open_study
 from speed.study.report import write_report
 from speed.study.scoring import Scorer
@@ -84,7 +83,7 @@ def study_main(args: argparse.Namespace, command: str) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    return run(lambda: study_main(args, " ".join(["python -m speed.study", *argv])))
+    return run_cli(lambda: study_main(args, " ".join(["python -m speed.study", *argv])))
 
 
 if __name__ == "__main__":

@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluations.cli import run
 from evaluations.evaluate import compute_metrics
 from evaluations.image_io import load_npz
 from speed.config import load_config
-from speed.errors import ConfigError
+from speed.errors import ConfigError, run_cli
 from speed.generation import sampler_from_config
 from speed.run import RunDir
 from speed.runners.build import build_autoencoder, build_diffusion, build_sampling_model
@@ -299,7 +298,7 @@ def handoff(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run(lambda: handoff(args))
+    return run_cli(lambda: handoff(args))
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluations.cli import run
 from speed.config import load_config
 from speed.diffusion.timesteps import loss_by_region
+from speed.errors import run_cli
 from speed.experiments.export_reference import export_reference
 from speed.run import RunDir
 from speed.runners.build import (
@@ -253,7 +253,7 @@ def regions(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run(lambda: regions(args))
+    return run_cli(lambda: regions(args))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluations.cli import run
 from evaluations.image_io import load_npz
-from speed.errors import ConfigError
+from speed.errors import ConfigError, run_cli
 from speed.run import RunDir
 from speed.study.plan import open_study, probed_or_refuse, setting_text
 from speed.study.scoring import final_samples
@@ -104,7 +103,7 @@ def samples(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run(lambda: samples(args))
+    return run_cli(lambda: samples(args))
 
 
 if __name__ == "__main__":

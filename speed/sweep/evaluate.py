@@ -15,12 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from evaluations.cli import extractor_from_args, run
+from evaluations.cli import extractor_from_args
 from evaluations.evaluate import FEATURE_KINDS, compute_metrics
 from evaluations.features import FeatureExtractor
 from evaluations.image_io import load_npz
 from evaluations.reference import FeatureStats
 from evaluations.reference_cache import reference_stats
+from speed.errors import run_cli
 from speed.run import RunDir
 from speed.sweep.state import find_sweep_dir, read_record
 from speed.utils.atomic import atomic_write
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    return run(evaluate)
+    return run_cli(evaluate)
 
 
 if __name__ == "__main__":

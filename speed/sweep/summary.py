@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from evaluations.cli import run
+from speed.errors import run_cli
 from speed.run import RunDir
 from speed.sweep.evaluate import metrics_path, newest_samples
 from speed.sweep.state import find_sweep_dir, read_record
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote " + ", ".join(str(path) for path in written))
         return 0
 
-    return run(summary)
+    return run_cli(summary)
 
 
 if __name__ == "__main__":
