@@ -9,7 +9,10 @@ for each seed. Every checkpoint draws `--samples` images over the 20 prompts of
 configs/image/animals_text/eval_prompts.txt (10 seen pairs, then the 10 held-out ones; DDIM-25,
 eta 1, guidance 3: the config's sampler) and is scored by `evaluations.text_alignment`: pair
 accuracy, the share of images whose left and right halves the domain classifier reads as the
-prompt's animals (chance 0.01; real composed pairs 0.91).
+prompt's animals (chance 0.01; real composed pairs 0.91). It made the records of the configs the
+docs compare (base.yaml, unet.yaml, unet_full.yaml, words*.yaml); the three-seed comparison of
+demo.yaml runs through the study command instead (studies/text_demo.yaml), which scores the
+same alignment and the FID of the pair images.
 
     python benchmarks/text_demo.py                          # resumes: finished work is kept
     python benchmarks/text_demo.py --seeds 0 1 2 --steps 4800 --every 1200
