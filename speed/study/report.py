@@ -29,7 +29,7 @@ def _spec_of(metric: str) -> str:
     return ".3f" if metric in SHARES else ".1f"
 
 
-def _speedup_cells(s: dict) -> list[str]:
+def speedup_cells(s: dict) -> list[str]:
     """A method's speed-up as table cells: per seed, mean +- std (reaching seeds), interval."""
     per_seed = ", ".join(
         f"seed {seed}: " + ("never" if v is None else f"{v:.2f}x")
@@ -47,8 +47,8 @@ def _speedup_table(speedups: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for method, s in speedups.items():
-        steps = _speedup_cells(s)
-        seconds = ["-", "-"] if s["seconds"] is None else _speedup_cells(s["seconds"])
+        steps = speedup_cells(s)
+        seconds = ["-", "-"] if s["seconds"] is None else speedup_cells(s["seconds"])
         lines.append(
             f"| {method} | {' | '.join(steps)} | {_fmt(s['of_mean_curves'], '.2f')} | "
             f"{seconds[0]} | {seconds[1]} |"

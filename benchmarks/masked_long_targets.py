@@ -1,0 +1,134 @@
+"""How much sooner each method of the masked study reaches the score where the DiT baseline levels
+off, instead of its still-falling 6000-step score.
+
+The long study (studies/masked_dit_long.yaml) trains the masked study's DiT baseline on to 12000
+steps; for each of its seeds, the baseline's final curve FID is the target and the step where its
+own curve first gets there is the baseline's time to it. Each method of the masked study
+(studies/masked_dit.yaml: the same config, data order, noise and scorer, 6000 steps) is read, on
+its run of the same seed, for the step where its curve gets to that target (crossings
+interpolated linearly between scored steps, `speed.experiments.curve.speedup`); "never" where it
+does not within its 6000 steps. Wall-clock uses the masked study's timing (timing.json: every
+method timed on one idle box, the baseline's seconds for both studies' baseline runs).
+
+    python benchmarks/masked_long_targets.py
+
+Reads the two studies' records (no training, no sampling); prints a table and writes
+benchmarks/results/masked_long_targets.{md,json}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from speed.experiments.curve import speedup, steps_to_reach
+from speed.study.plan import open_study
+from speed.study.report import speedup_cells
+from speed.study.summary import curve_of, seconds_speedup, spread
+from speed.study.timing import load_timing
+
+REPO = Path(__file__).resolve().parents[1]
+LONG = REPO / "studies/masked_dit_long.yaml"
+MASKED = REPO / "studies/masked_dit.yaml"
+OUT = REPO / "benchmarks/results/masked_long_targets"
+CURVE, METRIC = "curve", "fid"
+
+
+def by_method_seed(records: dict) -> dict[tuple[str, int], dict]:
+    return {(r["method"], r["seed"]): r for r in records.values()}
+
+
+def targets(long_runs: dict) -> dict[int, dict]:
+    """seed -> the long baseline's final curve FID and the step its curve first reaches it."""
+    out = {}
+    for (method, seed), record in sorted(long_runs.items()):
+        if method == "baseline":
+            curve = curve_of(record, CURVE, METRIC)
+            final = curve[max(curve)]
+            out[seed] = {"fid": final, "step": max(curve), "reached": steps_to_reach(curve, final)}
+    return out
+
+
+def compare(long_runs: dict, masked_runs: dict, methods: list[str], timing: dict) -> dict:
+    """method -> {"steps": spread, "seconds": spread} of its speed-ups to each seed's target."""
+    result = {}
+    for method in methods:
+        steps, seconds = {}, {}
+        for (name, seed), base in sorted(long_runs.items()):
+            other = masked_runs.get((method, seed))
+            if name != "baseline" or other is None:
+                continue
+            base_curve = curve_of(base, CURVE, METRIC)
+            other_curve = curve_of(other, CURVE, METRIC)
+            steps[seed] = speedup(base_curve, other_curve)
+            seconds[seed] = seconds_speedup(
+                base, other, METRIC, base_curve, other_curve, timing
+            )  # fmt: skip
+        result[method] = {"steps": spread(steps), "seconds": spread(seconds)}
+    return result
+
+
+def markdown(meta: dict, goals: dict, result: dict) -> str:
+    lines = [
+        "# The masked study's methods against the baseline's levelled-off score",
+        "",
+        f"`{meta['command']}`, {meta['date']}; records of {meta['long']} and {meta['masked']}; "
+        f"seconds from the masked study's timing ({meta['timing_machine']}, "
+        f"{meta['timing_date']}).",
+        "",
+        "Target per seed: the long baseline's final curve FID (256 samples, guidance 2), and the "
+        "step where the baseline's curve first reaches it:",
+        "",
+        "| seed | target curve FID | baseline's last step | baseline reaches it at |",
+        "|---|---:|---:|---:|",
+    ]
+    for seed, goal in goals.items():
+        lines.append(f"| {seed} | {goal['fid']:.1f} | {goal['step']} | {goal['reached']:.0f} |")
+    lines += [
+        "",
+        "| method | speed-up per seed (steps) | mean +- std | speed-up per seed (wall-clock) | "
+        "mean +- std |",
+        "|---|---|---|---|---|",
+    ]
+    for method, s in result.items():
+        row = speedup_cells(s["steps"])[:2] + speedup_cells(s["seconds"])[:2]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "A method's runs end at 6000 steps: 'never' means not within them.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    long_study, _, _, long_records = open_study(LONG)
+    masked_study, _, _, masked_records = open_study(MASKED)
+    timing = load_timing(masked_study)
+    if timing is None:
+        print(f"error: no timing.json in {masked_study.records_dir}", file=sys.stderr)
+        return 2
+    long_runs, masked_runs = by_method_seed(long_records), by_method_seed(masked_records)
+    methods = [m for m in masked_study.methods if m != masked_study.reference]
+    goals = targets(long_runs)
+    result = compare(long_runs, masked_runs, methods, timing)
+    meta = {
+        "command": "python benchmarks/masked_long_targets.py",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "long": str(LONG.relative_to(REPO)),
+        "masked": str(MASKED.relative_to(REPO)),
+        "timing_machine": timing["machine"],
+        "timing_date": timing["date"],
+    }
+    text = markdown(meta, goals, result)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.with_suffix(".md").write_text(text)
+    payload = {**meta, "targets": goals, "speedups": result}
+    OUT.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The cross-study speed-up: a masked-study method's step to the long baseline's final score,
+against the step where the baseline first reaches it, on hand-made curves with known crossings;
+wall-clock from a timing's seconds per step."""
+
+import pytest
+from masked_long_targets import compare, targets
+
+
+def record(method, seed, curve):
+    return {"method": method, "seed": seed, "curve": {str(s): {"fid": v} for s, v in curve.items()}}
+
+
+def test_speedups_to_the_long_baselines_target():
+    long_runs = {
+        ("baseline", 0): record("baseline", 0, {2000: 40.0, 4000: 20.0, 6000: 10.0, 8000: 10.0}),
+    }
+    masked_runs = {
+        ("fast", 0): record("fast", 0, {1000: 30.0, 2000: 10.0, 3000: 8.0}),  # 10 at 2000
+        ("slow", 0): record("slow", 0, {1000: 30.0, 3000: 12.0}),  # never down to 10
+    }
+    timing = {
+        "methods": {"baseline": {"sec_per_step": {0: 1.0}}, "fast": {"sec_per_step": {0: 4.0}}}
+    }
+    goals = targets(long_runs)
+    assert goals == {0: {"fid": 10.0, "step": 8000, "reached": 6000.0}}  # first at 6000, not 8000
+    result = compare(long_runs, masked_runs, ["fast", "slow"], timing)
+    assert result["fast"]["steps"]["per_seed"] == {0: pytest.approx(3.0)}  # 6000 / 2000
+    assert result["fast"]["seconds"]["per_seed"] == {0: pytest.approx(0.75)}  # 6000 s / 8000 s
+    assert result["slow"]["steps"]["per_seed"] == {0: None}
