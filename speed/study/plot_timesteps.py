@@ -98,7 +98,7 @@ def plot_timestep_distributions(sampler, out_dir, loss_path=None) -> list[Path]:
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     _shade_areas(ax, sampler)
-    weights = np.ones(t.size) if sampler.weights is None else sampler.weights
+    weights = sampler.profile()[3]
     ax.plot(t, weights, label="w_t")
     ax.set_ylabel("loss weight (MSE term)")
     ax.set_title(sampler.weighting.describe(), fontsize=9)

@@ -61,7 +61,6 @@ def samples(args: argparse.Namespace) -> int:
 
     study, sweep, runs, records = open_study(args.study, args.runs)
     probed = probed_or_refuse(study, runs, records, args.methods)
-    real = load_npz(study.runs_dir / f"reference_{study.score.reference_images}.npz")
     panels, prompts = [], None
     for method, (study_run, setting, _) in probed.items():
         drawn = load_npz(final_samples(study, RunDir(study_run.run_dir(sweep))))
@@ -73,6 +72,7 @@ def samples(args: argparse.Namespace) -> int:
         prompts = None if drawn.prompts is None else list(dict.fromkeys(drawn.prompts))
         panels.append((title, class_rows(drawn.images, keys, args.per_class)))
     if prompts is None:
+        real = load_npz(study.runs_dir / f"reference_{study.score.reference_images}.npz")
         panels.insert(0, ("real images", class_rows(real.images, real.labels, args.per_class)))
 
     rows = len(panels[0][1]) // args.per_class
