@@ -15,21 +15,14 @@ import torch
 
 from speed.config import load_config
 from speed.errors import run_cli
-from speed.runners.build import build_dataset
+from speed.runners.build import build_reference_dataset
 from speed.utils.images import to_uint8
 
 
-def reference_config(config, overrides=()):
-    """The inference config of experiment file `config` with `overrides`, its data's random flips
-    off where it has them (a captioned set has none: a mirror would swap "left" and "right")."""
-    cfg = load_config(config, "inference", list(overrides))
-    if "random_flip" in cfg.data:
-        cfg = load_config(config, "inference", [*overrides, "data.random_flip=false"])
-    return cfg
-
-
 def export_reference(dataset, num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [num, H, W, 3] images, int64 [num] labels) drawn without replacement."""
+    """(uint8 [num, H, W, 3] images, int64 [num] labels) drawn without replacement; `dataset`
+    without random flips (`speed.runners.build.build_reference_dataset`), or the images depend on
+    the torch random state of the moment."""
     if dataset.is_latent:
         raise ValueError("export_reference needs an image dataset, not a latent cache")
     order = np.random.default_rng(seed).permutation(len(dataset))[:num]
@@ -56,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def export() -> int:
-        dataset = build_dataset(reference_config(args.config, args.overrides))
+        dataset = build_reference_dataset(load_config(args.config, "inference", args.overrides))
         images, labels = export_reference(dataset, args.num, args.seed)
         np.savez(args.out, arr_0=images, arr_1=labels)
         print(f"wrote {args.out}: {len(images)} images {images.shape[1:]}")

@@ -36,8 +36,9 @@ def build_dataset(cfg: DictConfig, **kwargs):
 
 
 def build_reference_dataset(cfg: DictConfig):
-    """The `data` node's dataset without its random flips (where it has them): the fixed images
-    a ControlNet's sampling takes its control images from."""
+    """The `data` node's dataset without its random flips (where its class takes `random_flip`,
+    stated in the config or not): fixed images, e.g. FID's reference images or the control
+    images of a ControlNet's sampling."""
     params = inspect.signature(get_object(cfg.data._target_)).parameters
     return build_dataset(cfg, **({"random_flip": False} if "random_flip" in params else {}))
 

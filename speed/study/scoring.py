@@ -18,10 +18,11 @@ from evaluations import domain_classifier
 from evaluations.evaluate import build_extractor, compute_metrics
 from evaluations.image_io import load_npz
 from evaluations.reference_cache import reference_stats
+from speed.config import load_config
 from speed.experiments.curve import evaluate_run
-from speed.experiments.export_reference import export_reference, reference_config
+from speed.experiments.export_reference import export_reference
 from speed.run import RunDir, checkpoint_stem
-from speed.runners.build import build_dataset
+from speed.runners.build import build_reference_dataset
 from speed.study.plan import StudyRun, final_step
 from speed.study.spec import Curve, Study
 from speed.sweep.expand import Sweep
@@ -57,8 +58,8 @@ class Scorer:
             num = self.study.score.reference_images
             path = self.runs_dir / f"reference_{num}.npz"
             if not path.is_file():
-                cfg = reference_config(self.study.base)
-                images, labels = export_reference(build_dataset(cfg), num)
+                cfg = load_config(self.study.base, "inference")
+                images, labels = export_reference(build_reference_dataset(cfg), num)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, arr_0=images, arr_1=labels)
             self._references[kind] = reference_stats(
