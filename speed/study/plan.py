@@ -219,10 +219,41 @@ def stages(study: Study, runs: dict[tuple, StudyRun], records: dict) -> Iterator
 
 
 def pending(study: Study, runs, records) -> tuple[list[StudyRun], bool]:
-    """Runs not yet recorded, in study order, and whether later stages still wait on them."""
+    """Runs not yet recorded (or recorded short of a raised budget: `short_of_budget`), in study
+    order, and whether later stages still wait on them."""
     known = list(stages(study, runs, records))
-    todo = [r for stage in known if stage is not None for r in stage if r.name not in records]
+    todo = [
+        r
+        for stage in known
+        if stage is not None
+        for r in stage
+        if r.name not in records or short_of_budget(study, records[r.name])
+    ]
     return todo, None in known
+
+
+def short_of_budget(study: Study, record: dict) -> bool:
+    """Whether a finished run was recorded at fewer steps than the study's `budget.steps` now asks
+    (the budget was raised after it ran): a run this study trained (not a `same_as` copy) under a
+    steps budget alone. It trains on from its last checkpoint and is scored again; the scores of
+    its earlier checkpoints come from the cache."""
+    return not study.seconds and "copied_from" not in record and record["steps"] < study.steps
+
+
+STEADY_LR = ("constant", "warmup")  # lr schedules that do not depend on the run's length
+
+
+def check_extension(name: str, cfg, recorded_steps: int) -> None:
+    """Refuse to train a run recorded at `recorded_steps` on to a raised budget when its lr
+    schedule anneals over `max_training_steps`: the longer run would differ from one trained
+    that long from the start."""
+    if cfg.lr_schedule not in STEADY_LR and not cfg.lr_anneal_steps:
+        raise ConfigError(
+            f"{name}: recorded at {recorded_steps} steps under lr_schedule={cfg.lr_schedule}, "
+            f"which anneals over max_training_steps; trained on to {cfg.max_training_steps} it "
+            "would not be the run trained that long from the start: give the longer budget its "
+            "own study (another `runs:` and `records:`), or fix lr_anneal_steps in the overrides"
+        )
 
 
 # ---- the records of finished runs ----

@@ -22,6 +22,7 @@ from speed.runners.train import train
 from speed.study.plan import (
     PROBE_FIELDS,
     StudyRun,
+    check_extension,
     copy_sources,
     final_step,
     load_records,
@@ -60,9 +61,14 @@ def release(run_dir: Path) -> None:
 # ---- one run ----
 
 
-def do_run(study: Study, run: StudyRun, sweep: Sweep, scorer: Scorer, probe: bool) -> dict:
-    """Train (resuming) and score one run; returns its record."""
+def do_run(
+    study: Study, run: StudyRun, sweep: Sweep, scorer: Scorer, probe: bool, recorded: int = 0
+) -> dict:
+    """Train (resuming) and score one run; returns its record. `recorded`: the steps of its
+    record when the study's budget has been raised since (it trains on from there)."""
     (cfg,) = load_run_configs(dataclasses.replace(sweep, runs=(run.sweep_run,)), ("resume=true",))
+    if recorded:
+        check_extension(run.name, cfg, recorded)
     if phase_state("train", cfg) != DONE:
         set_status(sweep.sweep_dir, run.name, "train", "running")
         with contextlib.suppress(Interrupted):  # SIGTERM/SIGINT: checkpointed, resumes later
@@ -219,7 +225,10 @@ def work(study: Study, sweep: Sweep, scorer: Scorer, shard: tuple[int, int] = (0
         try:
             record_sweep(dataclasses.replace(sweep, runs=(run.sweep_run,)), ["new"])
             print(f"== {run.name} ({len(todo)} run(s) left in the study)", flush=True)
-            record = do_run(study, run, sweep, scorer, probe=run.key == probed.key)
+            short = records.get(run.name, {}).get("steps", 0)
+            if short:
+                print(f"   recorded at {short} steps: trains on to {study.steps}", flush=True)
+            record = do_run(study, run, sweep, scorer, run.key == probed.key, recorded=short)
             print(f"   recorded {write_record(study.records_dir, record)}", flush=True)
             done += 1
         finally:

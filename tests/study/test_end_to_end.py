@@ -5,6 +5,7 @@ and writes its report."""
 import json
 
 import pytest
+import torch
 
 from speed.runners.train import train as real_train
 from speed.study import __main__ as cli
@@ -85,3 +86,58 @@ def test_a_time_budget_stops_each_run_where_its_time_runs_out(tmp_path, tiny_stu
     assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["0000002.pt", "0000003.pt"]
     text = (tmp_path / "report" / "tiny.md").read_text()
     assert "3 s of training (at most 4 steps" in text
+
+
+@pytest.mark.slow
+def test_a_raised_budget_trains_recorded_runs_on_to_the_run_of_that_length(
+    tmp_path, tiny_study, monkeypatch
+):  # fmt: skip
+    """A study recorded at 2 steps and run again with budget.steps 4 trains its run on from step 2
+    (the 2-step checkpoint and scores kept), and ends with the weights and record of the same
+    study run for 4 steps from the start."""
+    one_run = {"methods": {"lr1e-3": {"optimizer.lr": 0.001}}, "seeds": [0]}
+    name = "method=lr1e-3,seed=0"
+    for folder in ("extended", "fresh"):
+        (tmp_path / folder).mkdir()
+    short = tiny_study(tmp_path / "extended", budget={"steps": 2}, **one_run)
+    assert cli.main([str(short), "--poll", "0"]) == 0
+    records = tmp_path / "extended/records"
+    assert load_records(records)[name]["steps"] == 2
+    run_dir = tmp_path / "extended/runs/sweep" / name
+    first_checkpoint = (run_dir / "train/checkpoints/0000002.pt").read_bytes()
+    first_curve = load_records(records)[name]["curve"]
+
+    raised = tiny_study(tmp_path / "extended", budget={"steps": 4}, **one_run)
+    starts = []
+    record_start = lambda c: starts.append(c.max_training_steps) or real_train(c)  # noqa: E731
+    monkeypatch.setattr(work, "train", record_start)
+    assert cli.main([str(raised), "--poll", "0"]) == 0
+    extended = load_records(records)[name]
+    assert starts == [4] and extended["steps"] == 4
+    assert (run_dir / "train/checkpoints/0000002.pt").read_bytes() == first_checkpoint
+    assert set(extended["curve"]) == {"2", "4"} and extended["curve"]["2"] == first_curve["2"]
+    assert set(extended["seconds"]) == {"2", "4"}
+
+    fresh = tiny_study(tmp_path / "fresh", budget={"steps": 4}, **one_run)
+    assert cli.main([str(fresh), "--poll", "0"]) == 0
+    at_four = [
+        torch.load(folder / "runs/sweep" / name / "train/checkpoints/0000004.pt", weights_only=True)
+        for folder in (tmp_path / "extended", tmp_path / "fresh")
+    ]
+    for key in ("model", "ema"):
+        for a, b in zip(at_four[0][key].values(), at_four[1][key].values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert extended["curve"] == load_records(tmp_path / "fresh/records")[name]["curve"]
+
+
+def test_a_raised_budget_refuses_runs_whose_lr_anneals_over_their_length(tmp_path, tiny_study):
+    from omegaconf import OmegaConf
+
+    from speed.errors import ConfigError
+    from speed.study.plan import check_extension
+
+    cfg = OmegaConf.create({"lr_schedule": "cosine", "lr_anneal_steps": 0, "max_training_steps": 8})
+    with pytest.raises(ConfigError, match="recorded at 4 steps under lr_schedule=cosine"):
+        check_extension("run", cfg, 4)
+    for steady in ({"lr_schedule": "warmup"}, {"lr_anneal_steps": 8}):
+        check_extension("run", OmegaConf.merge(cfg, steady), 4)
