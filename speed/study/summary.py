@@ -28,6 +28,8 @@ from speed.study.timing import seconds_to
 
 BOOTSTRAP_DRAWS = 10_000
 EMA_INITIAL_SHARE = 0.1  # warn when the sampled EMA still holds this share of the initial weights
+LAST_QUARTER = 0.75  # the reference's late improvement: from this share of its budget to the end
+SETTLED_SHARE = 0.02  # ... counts when above this share of its final score (and above the noise)
 
 
 def curve_of(record: dict, curve: str, metric: str) -> dict[int, float]:
@@ -293,6 +295,7 @@ def warnings(
                 "initialisation; lower ema_rates or train longer"
             )
     found += _kid_warnings(study)
+    found += _moving_target(study, methods, noise_probe(study, records))
     weighted = {m: w for m, w in weighting.items() if w}
     if weighted and len(weighted) < len(weighting):
         found.append(
@@ -314,6 +317,33 @@ def warnings(
             "mix them (the step speed-ups do not)"
         )
     return found
+
+
+def _moving_target(study: Study, methods: dict, probe: dict | None) -> list[str]:
+    """The reference's speed-up curve (seed mean) still improving over the last quarter of the
+    budget by more than twice its noise (the larger of the seeds' std at the last step and the
+    noise probe's std) and by more than `SETTLED_SHARE` of its final score: the speed-ups are
+    then to a score the reference was still leaving."""
+    curve, metric = study.score.speedup_metric
+    summary = methods.get(study.reference, {}).get("curves", {}).get(curve, {}).get(metric)
+    if not summary or len(summary["mean"]) < 2:
+        return []
+    mean = summary["mean"]
+    last = max(mean)
+    earlier = [s for s in mean if s <= LAST_QUARTER * last]
+    if not earlier:
+        return []
+    start = max(earlier)
+    noise = max(v for v in (summary["std"][last], probe and probe["std"], 0.0) if v is not None)
+    gain = as_loss(mean, metric)[start] - as_loss(mean, metric)[last]
+    if gain <= max(2 * noise, SETTLED_SHARE * abs(mean[last])):
+        return []
+    return [
+        f"{study.reference}: its {curve}.{metric} still improved from {mean[start]:.4g} at step "
+        f"{start} to {mean[last]:.4g} at step {last} (seed mean; noise std {noise:.2g}), so the "
+        "speed-ups are to a score it was still leaving: raise budget.steps and run the study "
+        "again (recorded runs train on from their last checkpoint)"
+    ]
 
 
 def _kid_warnings(study: Study) -> list[str]:

@@ -163,6 +163,18 @@ def test_warnings_where_a_result_cannot_mean_anything(unet, make_record, small_s
     assert not any(w.startswith("every method scores the same") for w in found)
     longer = small_speed_study(tmp_path, budget={"steps": 3000})
     assert not any("EMA" in w for w in summary.summarize(longer, runs, same)["warnings"])
+    assert (  # the baseline's curve: 30, 20, 10 at steps 100, 200, 300 on every seed
+        "baseline: its curve.fid still improved from 20 at step 200 to 10 at step 300 (seed "
+        "mean; noise std 0), so the speed-ups are to a score it was still leaving: raise "
+        "budget.steps and run the study again (recorded runs train on from their last checkpoint)"
+    ) in found
+    settling = [  # within 2% of its final score over the last quarter
+        make_record(runs[(m, lr(v), 0)], 10.0, (30.0, 10.15 if m == "baseline" else 20.0, 10.0))
+        for m in ("baseline", "speed_paper")
+        for v in LRS
+    ]
+    found = summary.summarize(study, runs, {r["name"]: r for r in settling})["warnings"]
+    assert not any("still improved" in w for w in found)
 
     raw_score = __import__("yaml").safe_load(study.path.read_text())["score"]
     raw_score["curves"]["curve"].update(every=100, metrics=["fid", "kid"])
