@@ -27,5 +27,6 @@ def test_reference_images_are_the_unflipped_images_whatever_the_random_state(tmp
     np.testing.assert_array_equal(labels, all_labels[order])
 
     out = tmp_path / "reference.npz"
-    assert export_reference.main(["-c", CONFIG, "--out", str(out), "--num", "12", "--seed", "3"]) == 0
+    words = ["-c", CONFIG, "--out", str(out), "--num", "12", "--seed", "3"]
+    assert export_reference.main(words) == 0
     np.testing.assert_array_equal(np.load(out)["arr_0"], first)
