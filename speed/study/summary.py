@@ -320,10 +320,10 @@ def warnings(
 
 
 def _moving_target(study: Study, methods: dict, probe: dict | None) -> list[str]:
-    """The reference's speed-up curve (seed mean) still improving over the last quarter of the
-    budget by more than twice its noise (the larger of the seeds' std at the last step and the
-    noise probe's std) and by more than `SETTLED_SHARE` of its final score: the speed-ups are
-    then to a score the reference was still leaving."""
+    """The reference's speed-up curve (seed mean) better at its end than anywhere before the
+    last quarter of the budget, by more than twice its noise (the larger of the seeds' std at
+    the last step and the noise probe's std) and more than `SETTLED_SHARE` of its final score:
+    the speed-ups are then to a score the reference was still leaving."""
     curve, metric = study.score.speedup_metric
     summary = methods.get(study.reference, {}).get("curves", {}).get(curve, {}).get(metric)
     if not summary or len(summary["mean"]) < 2:
@@ -333,9 +333,10 @@ def _moving_target(study: Study, methods: dict, probe: dict | None) -> list[str]
     earlier = [s for s in mean if s <= LAST_QUARTER * last]
     if not earlier:
         return []
-    start = max(earlier)
+    loss = as_loss(mean, metric)
+    start = min(earlier, key=lambda step: (loss[step], -step))  # its best before (not a spike)
     noise = max(v for v in (summary["std"][last], probe and probe["std"], 0.0) if v is not None)
-    gain = as_loss(mean, metric)[start] - as_loss(mean, metric)[last]
+    gain = loss[start] - loss[last]
     if gain <= max(2 * noise, SETTLED_SHARE * abs(mean[last])):
         return []
     return [
