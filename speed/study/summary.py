@@ -335,13 +335,15 @@ def _moving_target(study: Study, methods: dict, probe: dict | None) -> list[str]
         return []
     loss = as_loss(mean, metric)
     start = min(earlier, key=lambda step: (loss[step], -step))  # its best before (not a spike)
-    noise = max(v for v in (summary["std"][last], probe and probe["std"], 0.0) if v is not None)
+    measured = [v for v in (summary["std"][last], probe and probe["std"]) if v is not None]
+    noise = max(measured, default=0.0)
     gain = loss[start] - loss[last]
     if gain <= max(2 * noise, SETTLED_SHARE * abs(mean[last])):
         return []
+    spread = f"noise std {noise:.2g}" if measured else "noise not measured: one seed, no probe"
     return [
         f"{study.reference}: its {curve}.{metric} still improved from {mean[start]:.4g} at step "
-        f"{start} to {mean[last]:.4g} at step {last} (seed mean; noise std {noise:.2g}), so the "
+        f"{start} to {mean[last]:.4g} at step {last} (seed mean; {spread}), so the "
         "speed-ups are to a score it was still leaving: raise budget.steps and run the study "
         "again (recorded runs train on from their last checkpoint)"
     ]

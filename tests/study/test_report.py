@@ -165,8 +165,9 @@ def test_warnings_where_a_result_cannot_mean_anything(unet, make_record, small_s
     assert not any("EMA" in w for w in summary.summarize(longer, runs, same)["warnings"])
     assert (  # the baseline's curve: 30, 20, 10 at steps 100, 200, 300 on every seed
         "baseline: its curve.fid still improved from 20 at step 200 to 10 at step 300 (seed "
-        "mean; noise std 0), so the speed-ups are to a score it was still leaving: raise "
-        "budget.steps and run the study again (recorded runs train on from their last checkpoint)"
+        "mean; noise not measured: one seed, no probe), so the speed-ups are to a score it was "
+        "still leaving: raise budget.steps and run the study again (recorded runs train on from "
+        "their last checkpoint)"
     ) in found
     for early, message in ((10.15, False), (10.25, True)):  # within 2% of the final 10 or not
         settling = [
