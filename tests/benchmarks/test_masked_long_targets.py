@@ -27,3 +27,18 @@ def test_speedups_to_the_long_baselines_target():
     assert result["fast"]["steps"]["per_seed"] == {0: pytest.approx(3.0)}  # 6000 / 2000
     assert result["fast"]["seconds"]["per_seed"] == {0: pytest.approx(0.75)}  # 6000 s / 8000 s
     assert result["slow"]["steps"]["per_seed"] == {0: None}
+
+
+def test_a_method_the_long_study_trains_on_is_read_on_its_long_run():
+    long_runs = {
+        ("baseline", 0): record("baseline", 0, {2000: 40.0, 4000: 20.0, 6000: 10.0, 8000: 8.0}),
+        ("fast", 0): record("fast", 0, {2000: 20.0, 4000: 9.0, 6000: 7.0, 8000: 6.0}),
+    }
+    masked = {("fast", 0): record("fast", 0, {2000: 20.0, 3000: 12.0})}  # its first 3000 steps
+    timing = {"methods": {m: {"sec_per_step": {0: 1.0}} for m in ("baseline", "fast")}}
+    result = compare(long_runs, masked, ["fast"], timing)
+    # the target 8.0, the baseline there at 8000, the long run at 5000 (9.0 at 4000, 7.0 at 6000)
+    assert result["fast"]["steps"]["per_seed"] == {0: pytest.approx(8000 / 5000)}
+    assert compare({("baseline", 0): long_runs[("baseline", 0)]}, masked, ["fast"], timing)["fast"][
+        "steps"
+    ]["per_seed"] == {0: None}
