@@ -412,6 +412,13 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def held_by_another(self) -> bool:
+        """Whether another process holds the lock: one alive on this host, or any on another."""
+        holder = self.holder()
+        if not self.path.exists() or holder == self.me:
+            return False
+        return holder.get("host") != self.me["host"] or _alive(holder.get("pid", -1))
+
 
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike, enabled: bool = True) -> Iterator[RunLock | None]:

@@ -4,6 +4,7 @@
     python -m speed.study studies/speed_unet.yaml --shard 0/2 &      # or two workers sharing it
     python -m speed.study studies/speed_unet.yaml --shard 1/2 &
     python -m speed.study studies/speed_unet.yaml --report           # the report so far
+    python -m speed.study studies/speed_unet.yaml --status           # where each run stands
     python -m speed.study studies/speed_unet.yaml --time --threads 1 # each method's s/step here
 
 A stopped study (Ctrl-C, a killed worker, a lost machine) resumes with the same command: finished
@@ -23,6 +24,7 @@ from speed.errors import ConfigError, run_cli
 from speed.study.plan import open_study
 from speed.study.report import write_report
 from speed.study.scoring import Scorer
+from speed.study.status import status_lines
 from speed.study.timing import time_study
 from speed.study.work import StudyInterrupted, work
 
@@ -31,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="the study file (YAML)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument(
+        "--status", action="store_true", help="where each run stands, and the training left"
+    )
     parser.add_argument("--shard", default="0/1", help="i/n: this worker's share of the runs")
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: the file's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
@@ -59,6 +64,9 @@ def study_main(args: argparse.Namespace, command: str) -> int:
         torch.set_num_threads(args.threads)
     shard = parse_shard(args.shard)
     study, sweep, runs, records = open_study(args.study, args.runs)
+    if args.status:
+        print("\n".join(status_lines(study, sweep, runs, records)))
+        return 0
     if args.time:
         if min(args.time_steps, args.time_rounds) < 1 or args.time_warmup < 0:
             raise ConfigError("--time-steps and --time-rounds must be >= 1, --time-warmup >= 0")

@@ -127,3 +127,37 @@ def test_a_report_without_finished_runs_says_so(tmp_path, tiny_study, capsys):
 def test_a_bad_shard_is_one_line(tmp_path, tiny_study, shard, message, capsys):
     assert cli.main([str(tiny_study(tmp_path)), "--shard", shard]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_status_says_where_each_run_stands_and_the_training_left(tmp_path, tiny_study, capsys):
+    """The tiny study (2 methods x 2 seeds, 4 steps): one run recorded at 2 steps under a budget
+    raised to 4, one trained to step 2 and held by a live worker, one trained to the end, one not
+    begun; the training left is priced at the recorded run's s/step."""
+    study, sweep, runs, _ = plan.open_study(tiny_study(tmp_path))
+    todo, _ = plan.pending(study, runs, {})
+    names = [r.name for r in todo]
+    recorded = {"name": names[0], "method": todo[0].method, "seed": 0, "steps": 2,
+                "sec_per_step": 900.0}  # fmt: skip
+    plan.write_record(study.records_dir, recorded)
+    for run, step in ((todo[0], 2), (todo[1], 2), (todo[2], 4)):
+        checkpoints = RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints
+        checkpoints.mkdir(parents=True)
+        (checkpoints / f"{step:07d}.pt").write_bytes(b"")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        claim = todo[1].sweep_run.run_dir(sweep.sweep_dir) / work.CLAIM_FILE
+        claim.write_text(json.dumps({"host": socket.gethostname(), "pid": worker.pid}))
+        assert cli.main([str(study.path), "--status"]) == 0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert capsys.readouterr().out.splitlines() == [
+        f"{names[0]}: recorded at 2, trained to 2 of 4",
+        f"{names[1]}: trained to 2 of 4 (pid {worker.pid} on {socket.gethostname()})",
+        f"{names[2]}: trained to 4 of 4, to score",
+        f"{names[3]}: not begun",
+        "0 of 4 runs recorded, 1 more short of the raised budget",
+        # lr1e-3: 2 steps left (names[0]) at 900 s/step; lr2e-3 (names[1], [3]) never recorded
+        "training left: about 0.5 h on one worker at the recorded runs' s/step, else "
+        "timing.json's (scoring not counted); no recorded run yet of lr2e-3",
+    ]
