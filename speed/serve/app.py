@@ -14,6 +14,7 @@ Retry-After when the queue is full or the service is shutting down.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import secrets
@@ -117,7 +118,10 @@ def create_app(engine: Engine, limits: ServeLimits, token: str | None = None) ->
                 )
                 metrics.requests.labels(path, "401").inc()
                 return response
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except asyncio.CancelledError:  # a shutdown whose --graceful-timeout ran out first
+            response = error(503, "the service shut down before this request was done", busy)
         if path in ("/generate", "/options"):
             metrics.requests.labels(path, str(response.status_code)).inc()
             metrics.latency.labels(path).observe(time.perf_counter() - start)
