@@ -1,6 +1,8 @@
 """speed/study/plan.py: the SpeeD study's runs, its stages and learning-rate choice on records with
 known scores, and the common setting; a study without a grid knows every run at once."""
 
+import dataclasses
+
 import pytest
 
 from speed.study import plan
@@ -133,3 +135,18 @@ def test_without_a_grid_every_run_is_known_at_once(tmp_path, tiny_study):
                                       "method=lr1e-3,seed=1", "method=lr2e-3,seed=1"]  # fmt: skip
     assert plan.setting_text(()) == "shared settings"
     assert plan.setting_text(lr(0.001)) == "optimizer.lr 0.001"
+
+
+def test_a_record_short_of_a_raised_steps_budget_is_pending_again(unet, make_record):
+    """Only a run this study trained, under a steps budget alone, to fewer steps than it asks."""
+    study, runs = unet  # 300 steps
+    run = runs[("baseline", lr(0.002), 0)]
+    record = make_record(run, 10.0)
+    assert not plan.short_of_budget(study, record)  # 300 of 300
+    assert run not in plan.pending(study, runs, {run.name: record})[0]
+    record["steps"] = 200
+    assert plan.short_of_budget(study, record)
+    assert run in plan.pending(study, runs, {run.name: record})[0]
+    assert not plan.short_of_budget(study, {**record, "copied_from": "other.json"})
+    timed = dataclasses.replace(study, seconds=60.0)  # runs stop where time runs out
+    assert not plan.short_of_budget(timed, record)
