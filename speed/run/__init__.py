@@ -363,7 +363,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 holder = self.holder()
-                if holder.get("host") != self.me["host"] or _alive(holder.get("pid", -1)):
+                if self._live(holder):
                     return False
                 warnings.warn(
                     f"taking over {self.path}: its holder (pid {holder.get('pid')}) no longer "
@@ -415,8 +415,11 @@ class RunLock:
     def held_by_another(self) -> bool:
         """Whether another process holds the lock: one alive on this host, or any on another."""
         holder = self.holder()
-        if not self.path.exists() or holder == self.me:
-            return False
+        return self.path.exists() and holder != self.me and self._live(holder)
+
+    def _live(self, holder: dict) -> bool:
+        """Whether `holder` may still run: a process of another host (unknowable from here),
+        or one alive on this host."""
         return holder.get("host") != self.me["host"] or _alive(holder.get("pid", -1))
 
 

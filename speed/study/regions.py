@@ -38,8 +38,8 @@ from speed.experiments.export_reference import export_reference
 from speed.run import RunDir
 from speed.runners.build import (
     build_autoencoder,
-    build_dataset,
     build_diffusion,
+    build_reference_dataset,
     build_sampling_model,
 )
 from speed.study.plan import final_step, machine, open_study, probed_or_refuse, setting_text
@@ -62,11 +62,11 @@ def region_losses(config: Path, words: list[str], num_images: int, seed: int = 1
     """Unweighted eps-MSE of the run's final EMA model per tenth of [0, T) on real images: the
     same images, timesteps (evenly spread over [0, T), shuffled) and noise for every run, so the
     numbers compare methods directly."""
-    cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
+    cfg = load_config(config, "inference", words)
     autoencoder = build_autoencoder(cfg)
     model, _, _ = build_sampling_model(cfg, autoencoder, torch.device("cpu"))
     diffusion = build_diffusion(cfg)
-    dataset = build_dataset(cfg)
+    dataset = build_reference_dataset(cfg)
     images, labels = export_reference(dataset, num_images, seed=seed)
     channels = int(dataset.num_channels)
     x = torch.from_numpy(images[..., :channels]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -103,8 +103,8 @@ def class_mean_bound(config: Path, words: list[str], num_images: int) -> dict[st
     """Per tenth of t: the mean over its timesteps of SNR_t * Var(x0 | y), the eps-MSE of
     predicting x0 by its class's mean image (per pixel, images in [-1, 1], classes weighted by
     their share of `num_images` real images)."""
-    cfg = load_config(config, "inference", [*words, "data.random_flip=false"])
-    images, labels = export_reference(build_dataset(cfg), num_images, seed=0)
+    cfg = load_config(config, "inference", words)
+    images, labels = export_reference(build_reference_dataset(cfg), num_images, seed=0)
     x = images[..., :1].astype(np.float64) / 127.5 - 1.0
     variance = sum(
         np.mean(labels == c) * x[labels == c].var(axis=0).mean() for c in np.unique(labels)

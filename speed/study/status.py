@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from speed.run import RunDir, RunLock, checkpoint_step, list_checkpoints
+from speed.run import RunDir, RunLock, checkpoint_step, latest_checkpoint
 from speed.study.plan import StudyRun, copy_sources, short_of_budget, stages
 from speed.study.spec import Study
 from speed.study.summary import timed_sec_per_step
@@ -18,8 +18,8 @@ from speed.sweep.expand import Sweep
 
 def trained_step(run: StudyRun, sweep: Sweep) -> int:
     """The step of the run's newest checkpoint (0: none)."""
-    found = list_checkpoints(RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints)
-    return max((checkpoint_step(p) for p in found), default=0)
+    newest = latest_checkpoint(RunDir(run.sweep_run.run_dir(sweep.sweep_dir)).checkpoints)
+    return 0 if newest is None else checkpoint_step(newest)
 
 
 def worker_of(run: StudyRun, sweep: Sweep) -> str | None:

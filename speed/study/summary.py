@@ -215,6 +215,7 @@ def summarize(
         shared_methods, shared_speedups = compare(study, cells, {m: common for m in tuned}, timing)
         shared = {"setting": dict(common), "methods": shared_methods, "speedup": shared_speedups}
     kind, metric = study.score.choose_by
+    probe = noise_probe(study, records)
     configs = method_configs(study, runs)
     weighting = {m: loss_weighting(cfg) for m, cfg in configs.items()}
     grid = {}
@@ -233,8 +234,8 @@ def summarize(
         "speedup": speedups,
         "shared": shared,
         "grid": grid,
-        "noise_probe": noise_probe(study, records),
-        "warnings": warnings(study, configs, weighting, methods, records, timing),
+        "noise_probe": probe,
+        "warnings": warnings(study, configs, weighting, methods, records, probe, timing),
         "loss_weighting": weighting,
     }
 
@@ -272,10 +273,11 @@ def loss_weighting(cfg: DictConfig) -> str | None:
 
 
 def warnings(
-    study: Study, configs: dict, weighting: dict, methods: dict, records: dict, timing=None
+    study: Study, configs: dict, weighting: dict, methods: dict, records: dict, probe, timing=None
 ) -> list:
     """Where a result cannot mean anything, one sentence each (`configs`: `method_configs`,
-    `weighting`: method -> `loss_weighting`, `timing`: timing.json or None)."""
+    `weighting`: method -> `loss_weighting`, `probe`: `noise_probe` or None, `timing`:
+    timing.json or None)."""
     found = []
     kind, metric = study.score.choose_by
     finals = [m["final"][kind][metric][0] for m in methods.values()]
@@ -295,7 +297,7 @@ def warnings(
                 "initialisation; lower ema_rates or train longer"
             )
     found += _kid_warnings(study)
-    found += _moving_target(study, methods, noise_probe(study, records))
+    found += _moving_target(study, methods, probe)
     weighted = {m: w for m, w in weighting.items() if w}
     if weighted and len(weighted) < len(weighting):
         found.append(
