@@ -67,7 +67,7 @@ def samples(args: argparse.Namespace) -> int:
         final = records[study_run.name]["final"]
         scores = ", ".join(f"{kind} {m} {v:.3g}" for kind, values in final.items()
                            for m, v in values.items() if isinstance(v, float))  # fmt: skip
-        title = f"{method}, {setting_text(setting)}\n" + textwrap.fill(scores, 44)
+        title = f"{method}, {setting_text(setting)}\n" + textwrap.fill(scores, 38)
         keys = drawn.labels if drawn.prompts is None else drawn.prompts
         prompts = None if drawn.prompts is None else list(dict.fromkeys(drawn.prompts))
         panels.append((title, class_rows(drawn.images, keys, args.per_class)))
@@ -77,7 +77,7 @@ def samples(args: argparse.Namespace) -> int:
 
     rows = len(panels[0][1]) // args.per_class
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.0 + 0.36 * rows),
-                             squeeze=False)  # fmt: skip
+                             squeeze=False, layout="constrained")  # fmt: skip
     for ax, (title, images) in zip(axes[0], panels):
         grid = make_grid(images, nrow=args.per_class)
         ax.imshow(grid, interpolation="nearest")
@@ -87,15 +87,12 @@ def samples(args: argparse.Namespace) -> int:
         side = grid.shape[0] / rows
         axes[0][0].set_yticks((np.arange(rows) + 0.5) * side, prompts, fontsize=7)
     what = "prompt" if prompts is not None else "class"
-    fig.suptitle(
-        f"study {study.name}: final samples, seed {study.seeds[0]}, step {study.steps}, "
-        f"one {what} per row, one noise per column",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    heading = (f"study {study.name}: final samples, seed {study.seeds[0]}, step {study.steps}, "
+               f"one {what} per row, one noise per column")  # fmt: skip
+    fig.suptitle(textwrap.fill(heading, int(11 * fig.get_figwidth())), fontsize=10)
     out = Path(f"{study.report}_samples.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
+    fig.savefig(out, dpi=130, bbox_inches="tight")  # prompts stick out left
     plt.close(fig)
     print(f"wrote {out}")
     return 0
