@@ -47,6 +47,11 @@ def build_alignment(
         raise ValueError(f"repa.lam must be >= 0, got {lam}")
     if encoder is None or block is None:
         raise ValueError("repa.lam > 0 needs repa.block and repa.encoder")
+    if hasattr(model, "training_inputs"):  # MaskDiT, MDT: speed.models.masking
+        raise ValueError(
+            f"repa: {type(model).__name__} trains on a subset of its tokens and REPA aligns the "
+            "full grid, which is not built; use a DiT or UNet backbone, or set repa.lam=0"
+        )
     try:
         model.get_submodule(block)
     except AttributeError:

@@ -33,6 +33,7 @@ from speed.diffusion.losses import (
     mean_flat,
     normal_kl,
 )
+from speed.diffusion.training_output import output_terms
 from speed.utils.seeding import Generators, randn_rows
 
 
@@ -431,7 +432,8 @@ class GaussianDiffusion:
         Returns:
             dict of [N] tensors: "loss"; "mse" (unweighted, MSE loss types); "vb" (the VB term,
             when the variance is learned or the loss is KL); for a masked backbone's training
-            output also "masked_mse" / "masked_vb" and its extra losses (see `_output_terms`).
+            output also "masked_mse" / "masked_vb" and its extra losses
+            (`speed.diffusion.training_output`).
         """
         model_kwargs = model_kwargs or {}
         if noise is None:
@@ -444,31 +446,11 @@ class GaussianDiffusion:
             if self.loss_type == LossType.RESCALED_KL:
                 vb = vb * self.num_timesteps
             return {"vb": vb, "loss": vb if weights is None else weights * vb}
-        return self._output_terms(model(x_t, t, **model_kwargs), x_start, x_t, t, noise, weights)
-
-    def _output_terms(self, model_output, x_start, x_t, t, noise, weights) -> dict:
-        """The losses of one model call: a tensor (the prediction), or a masked backbone's
-        training output, a dict with
-          "output": the prediction, its loss averaged over "visible" [N, 1, ...] (1 = counted)
-            when given (MaskDiT: the visible patches), else over every element;
-          "masked_output" (optional): a second prediction of the same x_t, whose "masked_mse" /
-            "masked_vb" add to the loss (MDT's masked pass, Gao et al. 2023);
-          "losses" (optional): name -> [N] extra terms added as they are (MaskDiT's weighted MAE).
-        The timestep weights multiply every MSE term, never the extra losses."""
-        out = model_output if isinstance(model_output, dict) else {"output": model_output}
-        terms = self._prediction_terms(out["output"], x_start, x_t, t, noise, out.get("visible"))
-        if "masked_output" in out:
-            extra = self._prediction_terms(out["masked_output"], x_start, x_t, t, noise, None)
-            terms.update({f"masked_{name}": value for name, value in extra.items()})
-        loss = 0.0
-        for name, value in terms.items():
-            weighted = name.endswith("mse") and weights is not None
-            loss = loss + (weights * value if weighted else value)
-        for name, value in out.get("losses", {}).items():
-            terms[name] = value
-            loss = loss + value
-        terms["loss"] = loss
-        return terms
+        return output_terms(
+            model(x_t, t, **model_kwargs),
+            lambda out, visible: self._prediction_terms(out, x_start, x_t, t, noise, visible),
+            weights,
+        )
 
     def _prediction_terms(self, model_output, x_start, x_t, t, noise, visible) -> dict:
         """ "mse" (and "vb" with a learned variance) [N] of one prediction, averaged over the

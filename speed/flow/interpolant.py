@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from speed.diffusion.losses import mean_flat
+from speed.diffusion.losses import masked_mean_flat, mean_flat
+from speed.diffusion.training_output import PREDICTION_KEYS, output_terms
 from speed.flow.paths import PREDICTIONS, Path, expand
 
 LOG_STEPS = 1000  # loss-by-region logs bucket t into tenths of a 1000-step scale, as for DDPM
@@ -66,15 +67,18 @@ class Interpolant:
     # ---- the model call ----
 
     def call_model(self, model, x: torch.Tensor, t: torch.Tensor, model_kwargs=None):
-        """model(x, time_scale * t, **model_kwargs); its output must have x's shape."""
+        """model(x, time_scale * t, **model_kwargs): a prediction of x's shape (or, in training,
+        a masked backbone's dict of predictions, `speed.diffusion.training_output`)."""
         times = (t.to(torch.float32) * self.time_scale).expand(x.shape[0])
         out = model(x, times, **(model_kwargs or {}))
-        if out.shape != x.shape:
-            raise ValueError(
-                f"the model outputs {tuple(out.shape)} for inputs {tuple(x.shape)}; an interpolant "
-                "needs as many output channels as input channels (build the backbone with "
-                "learn_sigma=false)"
-            )
+        masked = isinstance(out, dict)
+        for prediction in [out[k] for k in PREDICTION_KEYS if k in out] if masked else [out]:
+            if prediction.shape != x.shape:
+                raise ValueError(
+                    f"the model outputs {tuple(prediction.shape)} for inputs {tuple(x.shape)}; an "
+                    "interpolant needs as many output channels as input channels (build the "
+                    "backbone with learn_sigma=false)"
+                )
         return out
 
     def predict(self, model, x: torch.Tensor, t: torch.Tensor, model_kwargs=None):
@@ -102,7 +106,9 @@ class Interpolant:
             noise: the eps of x_t (drawn with randn_like if None).
             weights: optional float [N] multipliers of the loss (e.g. SpeeD's).
         Returns:
-            dict of [N] tensors: "loss" (weighted), "mse" (unweighted).
+            dict of [N] tensors: "loss" (weighted), "mse" (unweighted); for a masked backbone's
+            training output (MaskDiT, MDT) also "masked_mse" and its extra losses, combined as
+            for the Gaussian diffusion (`speed.diffusion.training_output`).
         """
         if noise is None:
             noise = torch.randn_like(x_start)
@@ -110,13 +116,18 @@ class Interpolant:
             raise ValueError(f"weights must have shape [N={x_start.shape[0]}], got {weights.shape}")
         t = t.to(device=x_start.device, dtype=x_start.dtype)
         x_t = self.path.sample_xt(x_start, noise, t)
-        out = self.call_model(model, x_t, t, model_kwargs)
-        if self.prediction == "score":
-            residual = self.path.sigma(expand(t, x_t)) * out + noise
-        else:
-            residual = out - self.target(x_start, noise, t)
-        mse = mean_flat(residual**2)
-        return {"mse": mse, "loss": mse if weights is None else weights * mse}
+
+        def prediction_terms(out: torch.Tensor, visible: torch.Tensor | None) -> dict:
+            if self.prediction == "score":
+                residual = self.path.sigma(expand(t, x_t)) * out + noise
+            else:
+                residual = out - self.target(x_start, noise, t)
+            squared = residual**2
+            return {
+                "mse": mean_flat(squared) if visible is None else masked_mean_flat(squared, visible)
+            }
+
+        return output_terms(self.call_model(model, x_t, t, model_kwargs), prediction_terms, weights)
 
     def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """t on the 0..999 scale of the loss-by-region logs (long, like DDPM's timesteps)."""

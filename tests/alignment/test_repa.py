@@ -122,3 +122,14 @@ def test_alignment_hooks_the_block_and_trains_the_projector():
     assert model.blocks[1].adaLN_modulation[1].weight.grad is None  # after the aligned block
     with pytest.raises(ValueError, match="no module 'blocks.9'"):
         build_alignment(0.5, "blocks.9", 32, FixedEncoder(), model=model, example=example)
+
+
+def test_a_masked_backbone_is_refused():
+    from speed.models.maskdit import MaskDiT
+
+    model = MaskDiT(input_size=8, patch_size=2, in_channels=1, hidden_size=16, depth=2,
+                    num_heads=2, decoder_hidden_size=16, decoder_depth=1, decoder_num_heads=2,
+                    num_classes=3, learn_sigma=False)  # fmt: skip
+    example = (torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="MaskDiT trains on a subset of its tokens"):
+        build_alignment(0.5, "blocks.0", 32, FixedEncoder(), model=model, example=example)

@@ -74,6 +74,37 @@ def test_weights_multiply_the_loss_only():
         objective.training_losses(Recorder(), x0, t, noise=eps, weights=w[:2])
 
 
+class MaskedRecorder(Recorder):
+    """A fixed masked 'network': the training dict of MaskDiT and MDT (speed.models.maskdit,
+    speed.models.mdt) around Recorder's prediction: visible = the first two rows of pixels, a
+    second prediction -out, and an extra loss t / 1000."""
+
+    def forward(self, x, t, **kwargs):
+        out = super().forward(x, t, **kwargs)
+        visible = torch.zeros_like(x[:, :1])
+        visible[:, :, :2] = 1
+        extra = {"mae": t.to(x.dtype) / 1000}
+        return {"output": out, "masked_output": -out, "visible": visible, "losses": extra}
+
+
+def test_a_masked_backbones_output_is_combined_as_for_ddpm():
+    """MSE of the output over its visible pixels, plus the masked pass's MSE over all, both times
+    the weights, plus the extra loss unweighted: the terms GaussianDiffusion builds."""
+    objective = create_interpolant()  # linear path, velocity: target eps - x0
+    x0, eps, t = fixed_case()
+    w = torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=F64)
+    terms = objective.training_losses(MaskedRecorder(), x0, t, noise=eps, weights=w)
+    tt = t.reshape(-1, 1, 1, 1)
+    out = 0.5 * ((1 - tt) * x0 + tt * eps) + 0.01 * 1000 * tt
+    target = eps - x0
+    mse = ((out - target) ** 2)[:, :, :2].mean(dim=(1, 2, 3))
+    masked_mse = ((-out - target) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(terms["mse"], mse)
+    torch.testing.assert_close(terms["masked_mse"], masked_mse)
+    torch.testing.assert_close(terms["mae"], t)
+    torch.testing.assert_close(terms["loss"], w * mse + w * masked_mse + t)
+
+
 def test_a_variance_channel_is_refused_with_a_hint():
     objective = create_interpolant()
     x0, eps, t = fixed_case()

@@ -54,6 +54,31 @@ def test_inference_and_sample_with_each_sampler(tmp_path, flow, extra):
     assert sample(load_config(FLOW_CONFIG, "sample", flow(run, 1, *extra, *strip))).is_file()
 
 
+MASKED = {  # the masked backbones of ../../configs/image/animals/{maskdit,mdt}.yaml, tiny
+    "maskdit": ["model._target_=speed.models.maskdit.build_maskdit", "model.name=MaskDiT-S/4",
+                "model.decoder_hidden_size=16", "model.decoder_depth=1",
+                "model.decoder_num_heads=2", "model.unmask_at_step=3"],  # steps 0-2 masked
+    "mdt": ["model._target_=speed.models.mdt.build_mdt", "model.name=MDT-S/4", "model.depth=4",
+            "model.decode_layer=2"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backbone", sorted(MASKED))
+def test_masked_backbones_train_resume_and_sample(tmp_path, flow, backbone):
+    quiet = ["sample_every=0", *MASKED[backbone]]
+    straight = train(load_config(FLOW_CONFIG, "train", flow(tmp_path / "a", 4, *quiet)))
+    train(load_config(FLOW_CONFIG, "train", flow(tmp_path / "b", 2, *quiet)))
+    resumed = train(
+        load_config(FLOW_CONFIG, "train", flow(tmp_path / "b", 4, *quiet, "resume=true"))
+    )
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["objective"] == "interpolant" and "mask_token" in a["model"]
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert sample(load_config(FLOW_CONFIG, "sample", flow(tmp_path / "a", 4, *quiet))).is_file()
+
+
 def test_the_wrong_family_is_refused_in_one_line(tmp_path, flow, dit_config, main, capsys):
     run = tmp_path / "run"
     train(load_config(FLOW_CONFIG, "train", flow(run, 1)))
