@@ -1,10 +1,11 @@
 """The interpolant objective through the phases on a tiny DiT from YAML: train, exact resume,
-inference and sample with ODE and SDE samplers, and the one-line refusals of the wrong family."""
+inference and sample with ODE and SDE samplers, and the one-line refusals of the wrong family;
+the masked backbones (MaskDiT, MDT) train, resume and sample with it too."""
 
 import numpy as np
 import pytest
 import torch
-from tests_paths import FLOW_CONFIG  # tests/runners
+from tests_paths import FLOW_CONFIG, FLOW_MASKDIT_CONFIG  # tests/runners
 
 from speed.config import ConfigError, load_config
 from speed.models import load_checkpoint
@@ -54,29 +55,31 @@ def test_inference_and_sample_with_each_sampler(tmp_path, flow, extra):
     assert sample(load_config(FLOW_CONFIG, "sample", flow(run, 1, *extra, *strip))).is_file()
 
 
-MASKED = {  # the masked backbones of ../../configs/image/animals/{maskdit,mdt}.yaml, tiny
-    "maskdit": ["model._target_=speed.models.maskdit.build_maskdit", "model.name=MaskDiT-S/4",
-                "model.decoder_hidden_size=16", "model.decoder_depth=1",
-                "model.decoder_num_heads=2", "model.unmask_at_step=3"],  # steps 0-2 masked
-    "mdt": ["model._target_=speed.models.mdt.build_mdt", "model.name=MDT-S/4", "model.depth=4",
-            "model.decode_layer=2"],
+MASKED = {  # (config, tiny overrides): MaskDiT from its flow config, MDT named over the DiT's
+    "maskdit": (FLOW_MASKDIT_CONFIG, ["model.hidden_size=32", "model.depth=2",
+                "model.num_heads=2", "model.decoder_hidden_size=16", "model.decoder_depth=1",
+                "model.decoder_num_heads=2", "model.unmask_at_step=3"]),  # steps 0-2 masked
+    "mdt": (FLOW_CONFIG, ["model._target_=speed.models.mdt.build_mdt", "model.name=MDT-S/4",
+            "model.hidden_size=32", "model.depth=4", "model.num_heads=2", "model.decode_layer=2"]),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("backbone", sorted(MASKED))
-def test_masked_backbones_train_resume_and_sample(tmp_path, flow, backbone):
-    quiet = ["sample_every=0", *MASKED[backbone]]
-    straight = train(load_config(FLOW_CONFIG, "train", flow(tmp_path / "a", 4, *quiet)))
-    train(load_config(FLOW_CONFIG, "train", flow(tmp_path / "b", 2, *quiet)))
-    resumed = train(
-        load_config(FLOW_CONFIG, "train", flow(tmp_path / "b", 4, *quiet, "resume=true"))
-    )
+def test_masked_backbones_train_resume_and_sample(tmp_path, tiny_overrides, backbone):
+    config, tiny = MASKED[backbone]
+
+    def load(phase, run, steps, *extra):
+        return load_config(config, phase, tiny_overrides(run, steps) + tiny + list(extra))
+
+    straight = train(load("train", tmp_path / "a", 4, "sample_every=0"))
+    train(load("train", tmp_path / "b", 2, "sample_every=0"))
+    resumed = train(load("train", tmp_path / "b", 4, "sample_every=0", "resume=true"))
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     assert a["objective"] == "interpolant" and "mask_token" in a["model"]
     for key in ("model", "ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
-    assert sample(load_config(FLOW_CONFIG, "sample", flow(tmp_path / "a", 4, *quiet))).is_file()
+    assert sample(load("sample", tmp_path / "a", 4)).is_file()
 
 
 def test_the_wrong_family_is_refused_in_one_line(tmp_path, flow, dit_config, main, capsys):

@@ -41,6 +41,12 @@ def test_the_flow_study_compares_what_its_header_says(in_repo):
         "sit_logit_normal": "LogitNormalTime",
         "sit_speed": "SpeedTime",
         "sit_repa": "UniformTime",
+        "sit_logit_normal_maskdit": "LogitNormalTime",
+    }
+    masked = [cfg.model for run, cfg in zip(sweep.runs, load_run_configs(sweep))
+              if run.params["method"] == "sit_logit_normal_maskdit"]  # fmt: skip
+    assert {(m.name, m.mask_ratio, m.unmask_at_step) for m in masked} == {
+        ("MaskDiT-S/4", 0.5, 5500)
     }
     assert dict(study.methods["sit"].sampler) == {"sampler": "heun", "num_steps": 13}
 
