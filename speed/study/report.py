@@ -56,6 +56,26 @@ def _speedup_table(speedups: dict) -> list[str]:
     return lines
 
 
+def _ladder_table(study: Study, rungs: list[dict]) -> list[str]:
+    if not rungs:
+        return []
+    curve, metric = study.score.speedup_metric
+    lines = [
+        "",
+        f"Which part pays ({' -> '.join(study.ladder)}): each method against the one before it, "
+        f"how many times sooner it reaches the reference method's final {curve} {metric}, same "
+        'seed (the ratio of the two speed-ups; "never": either does not reach it there):',
+        "",
+        "| method | over | per seed (steps) | mean +- std | per seed (wall-clock) | mean +- std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rung in rungs:
+        cells = [speedup_cells(rung[u])[:2] if rung[u] else ["-", "-"]
+                 for u in ("steps", "seconds")]  # fmt: skip
+        lines.append(f"| {rung['to']} | {rung['from']} | " + " | ".join(sum(cells, [])) + " |")
+    return lines
+
+
 def _methods_table(
     study: Study, summary: dict, methods: dict, chosen: dict, timed: bool
 ) -> list[str]:
@@ -117,6 +137,7 @@ def markdown(study: Study, summary: dict, records: dict, command: str, timing=No
                   "(" + ", ".join(f"{m}: {w}" for m, w in summary["loss_weighting"].items() if w)
                   + "); it is not comparable with an unweighted loss."]  # fmt: skip
     lines += ["", *_speedup_table(summary["speedup"])]
+    lines += _ladder_table(study, summary["ladder"])
     shared = summary["shared"]
     if shared:
         lines += [

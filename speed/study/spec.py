@@ -25,7 +25,7 @@ from speed.errors import ConfigError, MissingFileError
 
 STUDY_KEYS = (
     "name", "base", "methods", "reference", "seeds", "fairness", "budget", "score", "overrides",
-    "runs", "records", "report", "run_names",
+    "runs", "records", "report", "run_names", "ladder",
 )  # fmt: skip
 METHOD_KEYS = ("overrides", "overlay", "config", "seeds", "tuned", "sampler", "same_as")
 SAME_AS_KEYS = ("study", "method")
@@ -129,6 +129,7 @@ class Study:
     report: Path  # stem of the report's .md, .json and .png
     run_names: str
     seconds: float = 0.0  # budget.seconds: each run's training time (0: steps only)
+    ladder: tuple[str, ...] = ()  # methods that each add a part to the one before (which pays)
 
     @property
     def settings(self) -> list[tuple[tuple[str, Any], ...]]:
@@ -216,6 +217,7 @@ def parse_study(raw: Any, path: Path, resolve: bool = True) -> Study:
                 "every curve's interval must be multiples of the smallest interval"
             )
     runs_dir = Path(top.get("runs", f"runs/studies/{name}"))
+    ladder = _ladder(top.get("ladder", []), methods)
     run_names = str(top.get("run_names", "method"))
     if run_names not in RUN_NAMES:
         raise ConfigError(f"run_names: {run_names!r}; choose one of {list(RUN_NAMES)}")
@@ -236,6 +238,7 @@ def parse_study(raw: Any, path: Path, resolve: bool = True) -> Study:
         report=Path(top.get("report", runs_dir / "report")),
         run_names=run_names,
         seconds=seconds,
+        ladder=ladder,
     )
 
 
@@ -323,6 +326,18 @@ def _same_as(name: str, full: dict, seeds: tuple[int, ...], path: Path, resolve:
             f"seeds {list(source.seeds)}); list this method's seeds among them"
         )
     return dataclasses.replace(source, name=name, seeds=method_seeds, same_as=same_as)
+
+
+def _ladder(raw: Any, methods: dict[str, Method]) -> tuple[str, ...]:
+    """`ladder`: two or more distinct methods, each adding a part to the one before it."""
+    if not isinstance(raw, list) or any(not isinstance(m, str) for m in raw):
+        raise ConfigError("ladder: a list of method names, e.g. [baseline, sit, sit_logit_normal]")
+    unknown = [m for m in raw if m not in methods]
+    if unknown:
+        raise ConfigError(f"ladder: {unknown} not among the methods {list(methods)}")
+    if raw and (len(raw) < 2 or len(set(raw)) != len(raw)):
+        raise ConfigError(f"ladder: {raw}: name two or more methods, each once")
+    return tuple(raw)
 
 
 def _fairness(raw: Any) -> tuple[dict[str, tuple], bool]:

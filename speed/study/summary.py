@@ -228,6 +228,7 @@ def summarize(
                 if (k := (method, s, first)) in cells
             }
     return {
+        "ladder": ladder(study, speedups),
         "chosen": {m: None if s is None else dict(s) for m, s in chosen.items()},
         "common_setting": None if common is None else dict(common),
         "methods": methods,
@@ -238,6 +239,31 @@ def summarize(
         "warnings": warnings(study, configs, weighting, methods, records, probe, timing),
         "loss_weighting": weighting,
     }
+
+
+def ladder(study: Study, speedups: dict) -> list[dict]:
+    """Which part pays: each method of `study.ladder` against the one before it, per seed, in
+    steps and in wall-clock: how many times sooner it reaches the reference method's final score
+    (the ratio of the two methods' speed-ups over the reference, same seed; None where either
+    does not reach it). The rungs' product is the last method's speed-up."""
+
+    def per_seed(method: str, unit: str) -> dict:
+        if method == study.reference:
+            return dict.fromkeys(study.seeds, 1.0)
+        measured = speedups.get(method)
+        measured = measured if measured is None or unit == "steps" else measured["seconds"]
+        return {} if measured is None else measured["per_seed"]
+
+    rungs = []
+    for below, above in zip(study.ladder, study.ladder[1:]):
+        rung = {"from": below, "to": above}
+        for unit in ("steps", "seconds"):
+            low, high = per_seed(below, unit), per_seed(above, unit)
+            ratios = {seed: high[seed] / low[seed] if high[seed] and low[seed] else None
+                      for seed in sorted(low.keys() & high.keys())}  # fmt: skip
+            rung[unit] = spread(ratios) if ratios else None
+        rungs.append(rung)
+    return rungs
 
 
 def noise_probe(study: Study, records: dict) -> dict | None:

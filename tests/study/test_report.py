@@ -78,6 +78,38 @@ def test_report_speedups_means_and_tables(unet, make_record):
     assert "python -m speed.study test.yaml --report" in table
 
 
+def test_a_ladder_says_which_part_pays(tmp_path, small_speed_study, make_record):
+    """baseline -> weights only -> the paper's SpeeD: the weights reach the baseline's final 10
+    at step 200 (1.5x), the paper's SpeeD at 150 on seed 0 (2x over the baseline, so 2 / 1.5
+    over the weights) at half the time per step (4x in wall-clock: 4 / 1.5 over the weights);
+    seed 1 has no weights-only run, and P2 alone never reaches it on seed 0."""
+    ladder = ["baseline", "speed_weighting_only", "speed_paper", "p2_weighting_only"]
+    study = small_speed_study(tmp_path, ladder=ladder)
+    runs = plan.study_runs(study, plan.study_sweep(study))
+    records = [make_record(runs[("baseline", lr(v), s)], 10.0) for v in LRS for s in (0, 1)]
+    records += [make_record(runs[("speed_paper", lr(v), s)], 8.0, (20.0, 0.0, -5.0),
+                            sec_per_step=0.25) for v in LRS for s in (0, 1)]  # fmt: skip
+    # every tuned method has its rate chosen, so the untuned parts run at the common one
+    records += [make_record(runs[("speed_released", lr(v), s)], 20.0, (40, 30, 20))
+                for v in LRS for s in (0, 1)]  # fmt: skip
+    records.append(make_record(runs[("speed_weighting_only", lr(LRS[0]), 0)], 9.0, (15, 10, 5)))
+    records.append(make_record(runs[("p2_weighting_only", lr(LRS[0]), 0)], 12.0, (12, 11, 11)))
+    result = summary.summarize(study, runs, {r["name"]: r for r in records})
+    weights, paper, p2 = result["ladder"]
+    assert (weights["from"], weights["to"]) == ("baseline", "speed_weighting_only")
+    assert weights["steps"]["per_seed"] == {0: pytest.approx(1.5)}
+    assert paper["steps"]["per_seed"] == {0: pytest.approx(2 / 1.5)}
+    assert paper["seconds"]["per_seed"] == {0: pytest.approx(4 / 1.5)}
+    assert p2["steps"]["per_seed"] == {0: None} and p2["steps"]["mean"] is None
+    table = report.markdown(study, result, {r["name"]: r for r in records}, "cmd")
+    assert "Which part pays (baseline -> speed_weighting_only -> speed_paper -> p2" in table
+    assert ("| speed_paper | speed_weighting_only | seed 0: 1.33x | 1.33 (1/1 reach) "
+            "| seed 0: 2.67x | 2.67 (1/1 reach) |") in table  # fmt: skip
+    assert "| p2_weighting_only | speed_paper | seed 0: never | - (0/1 reach) |" in table
+    no_ladder = small_speed_study(tmp_path)
+    assert summary.summarize(no_ladder, runs, {r["name"]: r for r in records})["ladder"] == []
+
+
 def test_report_compares_every_method_at_the_shared_rate(tmp_path, small_speed_study, make_record):
     """The baseline is best at 2e-3 (final 10 against 12), the others at 1e-3: the shared-setting
     table compares all three at 1e-3, each against the baseline's 1e-3 run of its seed, beside

@@ -34,6 +34,9 @@ DIT = {
             "budget.seconds: a positive number of seconds, got -1",
         ),
         ({"run_names": "name"}, "run_names: 'name'; choose one of ['method', 'overrides']"),
+        ({"ladder": ["lr1e-3", "lr3e-3"]}, "ladder: ['lr3e-3'] not among the methods"),
+        ({"ladder": ["lr1e-3"]}, "ladder: ['lr1e-3']: name two or more methods, each once"),
+        ({"ladder": "lr1e-3"}, "ladder: a list of method names"),
         ({"fairness": {"grid": {"optimizer.lr": 0.1}}}, "fairness.grid.optimizer.lr: a list"),
         (
             {
