@@ -1,20 +1,22 @@
-"""How much sooner each method of the masked study reaches the score where the DiT baseline levels
-off, instead of its still-falling 6000-step score.
+"""How much sooner each method of a study reaches the score where the DiT baseline levels off,
+instead of its still-falling 6000-step score.
 
 The long study (studies/masked_dit_long.yaml) trains the masked study's DiT baseline on (12000
 steps, then 18000); for each of its seeds, the baseline's final curve FID is the target and the
-step where its own curve first gets there is the baseline's time to it. Each method of the masked
-study (studies/masked_dit.yaml: the same config, data order, noise and scorer, 6000 steps) is
-read on its run of the same seed, or on the long study's where that trains the method on (DiT +
-SpeeD released), for the step where its curve gets to that target (crossings interpolated
-linearly between scored steps, `speed.experiments.curve.speedup`); "never" where it does not
-within that run. Wall-clock uses the masked study's timing (timing.json: every method timed on
-one idle box, the baseline's seconds for both studies' baseline runs).
+step where its own curve first gets there is the baseline's time to it. Each method of the study
+read (studies/masked_dit.yaml by default, or any study whose reference method is that baseline,
+such as studies/flow_dit.yaml with its copied `ddpm`: the same config, data order, noise and
+scorer) is read on its run of the same seed, or on the long study's where that trains the method
+on (DiT + SpeeD released), for the step where its curve gets to that target (crossings
+interpolated linearly between scored steps, `speed.experiments.curve.speedup`); "never" where it
+does not within that run. Wall-clock uses the study's own timing (timing.json: every method timed
+on one idle box, its reference's seconds for the long baseline's).
 
-    python benchmarks/masked_long_targets.py
+    python benchmarks/long_targets.py                          # the masked study
+    python benchmarks/long_targets.py studies/flow_dit.yaml    # the flow study
 
-Reads the two studies' records (no training, no sampling); prints a table and writes
-benchmarks/results/masked_long_targets.{md,json}.
+Reads the studies' records (no training, no sampling); prints a table and writes
+benchmarks/results/<study name>_long_targets.{md,json}.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from speed.study.timing import load_timing
 REPO = Path(__file__).resolve().parents[1]
 LONG = REPO / "studies/masked_dit_long.yaml"
 MASKED = REPO / "studies/masked_dit.yaml"
-OUT = REPO / "benchmarks/results/masked_long_targets"
+RESULTS = REPO / "benchmarks/results"
 CURVE, METRIC = "curve", "fid"
 
 
@@ -59,15 +61,19 @@ def longest(*records: dict | None) -> dict | None:
     return max(present, key=lambda r: max(curve_of(r, CURVE, METRIC)), default=None)
 
 
-def compare(long_runs: dict, masked_runs: dict, methods: list[str], timing: dict) -> dict:
-    """method -> {"steps": spread, "seconds": spread} of its speed-ups to each seed's target."""
+def compare(
+    long_runs: dict, study_runs: dict, methods: list[str], timing: dict, reference="baseline"
+) -> dict:
+    """method -> {"steps": spread, "seconds": spread} of its speed-ups to each seed's target
+    (`reference`: the study's name of the long baseline's method, whose seconds it takes)."""
     result = {}
     for method in methods:
         steps, seconds = {}, {}
         for (name, seed), base in sorted(long_runs.items()):
-            other = longest(long_runs.get((method, seed)), masked_runs.get((method, seed)))
+            other = longest(long_runs.get((method, seed)), study_runs.get((method, seed)))
             if name != "baseline" or other is None:
                 continue
+            base = {**base, "method": reference}
             base_curve = curve_of(base, CURVE, METRIC)
             other_curve = curve_of(other, CURVE, METRIC)
             steps[seed] = speedup(base_curve, other_curve)
@@ -80,10 +86,10 @@ def compare(long_runs: dict, masked_runs: dict, methods: list[str], timing: dict
 
 def markdown(meta: dict, goals: dict, result: dict) -> str:
     lines = [
-        "# The masked study's methods against the baseline's levelled-off score",
+        f"# The {meta['name']} study's methods against the baseline's levelled-off score",
         "",
-        f"`{meta['command']}`, {meta['date']}; records of {meta['long']} and {meta['masked']}; "
-        f"seconds from the masked study's timing ({meta['timing_machine']}, "
+        f"`{meta['command']}`, {meta['date']}; records of {meta['long']} and {meta['study']}; "
+        f"seconds from the {meta['name']} study's timing ({meta['timing_machine']}, "
         f"{meta['timing_date']}).",
         "",
         "Target per seed: the long baseline's final curve FID (256 samples, guidance 2), and the "
@@ -106,38 +112,50 @@ def markdown(meta: dict, goals: dict, result: dict) -> str:
     lines += [
         "",
         "Each method is read on its longest run of the seed: the long study's for the methods "
-        "it trains on, else the masked study's 6000 steps; 'never' means not within that run.",
+        f"it trains on, else the {meta['name']} study's {meta['steps']} steps; 'never' means "
+        "not within that run.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv else MASKED
     long_study, _, _, long_records = open_study(LONG)
-    masked_study, _, _, masked_records = open_study(MASKED)
-    timing = load_timing(masked_study)
-    if timing is None:
-        print(f"error: no timing.json in {masked_study.records_dir}", file=sys.stderr)
+    study, _, _, records = open_study(path)
+    same_as = study.methods[study.reference].same_as
+    copied = same_as and (same_as.study.resolve(), same_as.method) == (MASKED, "baseline")
+    if not (copied or (path.resolve() == MASKED and study.reference == "baseline")):
+        print(f"error: {path}: its reference method is not the masked study's baseline, which "
+              f"{LONG.relative_to(REPO)} trains on", file=sys.stderr)  # fmt: skip
         return 2
-    long_runs, masked_runs = by_method_seed(long_records), by_method_seed(masked_records)
-    methods = [m for m in masked_study.methods if m != masked_study.reference]
+    timing = load_timing(study)
+    if timing is None:
+        print(f"error: no timing.json in {study.records_dir}: run python -m speed.study "
+              f"{path} --time --threads 1", file=sys.stderr)  # fmt: skip
+        return 2
+    long_runs, study_runs = by_method_seed(long_records), by_method_seed(records)
+    methods = [m for m in study.methods if m != study.reference]
     goals = targets(long_runs)
-    result = compare(long_runs, masked_runs, methods, timing)
+    result = compare(long_runs, study_runs, methods, timing, study.reference)
     meta = {
-        "command": "python benchmarks/masked_long_targets.py",
+        "command": "python benchmarks/long_targets.py" + (f" {argv[0]}" if argv else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "name": study.name,
+        "steps": study.steps,
         "long": str(LONG.relative_to(REPO)),
-        "masked": str(MASKED.relative_to(REPO)),
+        "study": str(path.resolve().relative_to(REPO)),
         "timing_machine": timing["machine"],
         "timing_date": timing["date"],
     }
     text = markdown(meta, goals, result)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".md").write_text(text)
+    out = RESULTS / f"{study.name}_long_targets"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
     payload = {**meta, "targets": goals, "speedups": result}
-    OUT.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     print(text)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,9 @@
-"""The cross-study speed-up: a masked-study method's step to the long baseline's final score,
-against the step where the baseline first reaches it, on hand-made curves with known crossings;
-wall-clock from a timing's seconds per step."""
+"""The cross-study speed-up: a study's method's step to the long baseline's final score, against
+the step where the baseline first reaches it, on hand-made curves with known crossings;
+wall-clock from the study's timing, the baseline's seconds under the study's name for it."""
 
 import pytest
-from masked_long_targets import compare, targets
+from long_targets import compare, targets
 
 
 def record(method, seed, curve):
@@ -42,3 +42,16 @@ def test_a_method_the_long_study_trains_on_is_read_on_its_long_run():
     assert compare({("baseline", 0): long_runs[("baseline", 0)]}, masked, ["fast"], timing)["fast"][
         "steps"
     ]["per_seed"] == {0: None}
+
+
+def test_the_baselines_seconds_are_the_studys_reference_methods():
+    """The flow study calls the baseline `ddpm` (a copy of the masked study's runs): its timing
+    has ddpm's seconds, and those are the long baseline's."""
+    long_runs = {("baseline", 0): record("baseline", 0, {2000: 40.0, 4000: 20.0, 6000: 10.0})}
+    flow = {("sit", 0): record("sit", 0, {1000: 30.0, 2000: 10.0})}
+    timing = {"methods": {"ddpm": {"sec_per_step": {0: 1.0}}, "sit": {"sec_per_step": {0: 2.0}}}}
+    result = compare(long_runs, flow, ["sit"], timing, reference="ddpm")
+    assert result["sit"]["steps"]["per_seed"] == {0: pytest.approx(3.0)}
+    assert result["sit"]["seconds"]["per_seed"] == {0: pytest.approx(1.5)}  # 6000 s / 4000 s
+    unnamed = compare(long_runs, flow, ["sit"], timing)  # this timing has no "baseline"
+    assert unnamed["sit"]["seconds"]["per_seed"] == {0: None}
