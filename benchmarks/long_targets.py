@@ -21,6 +21,7 @@ benchmarks/results/<study name>_long_targets.{md,json}.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import datetime, timezone
@@ -118,8 +119,11 @@ def markdown(meta: dict, goals: dict, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else MASKED
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", nargs="?", type=Path, default=MASKED.relative_to(REPO),
+                        help="a study whose reference is the masked study's baseline")  # fmt: skip
+    path = parser.parse_args(argv).study
     long_study, _, _, long_records = open_study(LONG)
     study, _, _, records = open_study(path)
     same_as = study.methods[study.reference].same_as
@@ -138,7 +142,8 @@ def main(argv: list[str]) -> int:
     goals = targets(long_runs)
     result = compare(long_runs, study_runs, methods, timing, study.reference)
     meta = {
-        "command": "python benchmarks/long_targets.py" + (f" {argv[0]}" if argv else ""),
+        "command": "python benchmarks/long_targets.py"
+        + ("" if path.resolve() == MASKED else f" {path}"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "name": study.name,
         "steps": study.steps,
@@ -158,4 +163,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
