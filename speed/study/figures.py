@@ -1,7 +1,7 @@
 """A study's figure: each scored curve against training step (seed mean, band = +- std; dashed: a
 method's runs at the common setting where that is not its own), each method's timestep density
-and loss weights where the methods differ there, and the held-out loss per tenth of t where the
-records hold it."""
+and loss weights where the methods differ there, the held-out loss per tenth of t where the
+records hold it, and with a ladder which part pays (each rung's factor over the one below)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,29 @@ def _plot_regions(ax, summary: dict, colors: dict) -> None:
     ax.legend(fontsize=7)
 
 
+def _plot_ladder(ax, rungs: list[dict], colors: dict) -> None:
+    """Each rung's speed-up over the one below: bars of the seed mean (steps hatched, wall-clock
+    plain), a dot per seed; a rung no seed reaches has no bar."""
+    from matplotlib.ticker import ScalarFormatter
+
+    for i, rung in enumerate(rungs):
+        for offset, unit, hatch in ((-0.2, "steps", "//"), (0.2, "seconds", None)):
+            spread = rung[unit]
+            if spread is None or spread["mean"] is None:
+                continue
+            ax.bar(i + offset, spread["mean"], 0.4, yerr=spread["std"] or 0.0, capsize=3,
+                   color=colors[rung["to"]], alpha=0.7, hatch=hatch)  # fmt: skip
+            seeds = [v for v in spread["per_seed"].values() if v is not None]
+            ax.plot([i + offset] * len(seeds), seeds, "k.", markersize=4)
+    ax.axhline(1.0, color="k", lw=0.8)
+    labels = [f"+ {r['to']}\nover {r['from']}" for r in rungs]
+    ax.set_xticks(range(len(rungs)), labels, fontsize=7)
+    ax.set(yscale="log", ylabel="times sooner to the reference's final score")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_title("which part pays: steps (hatched), wall-clock (plain); dots: seeds", fontsize=10)
+
+
 def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -123,6 +146,8 @@ def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
             panels.append(("timesteps", (kind, same_kind)))
     if any(m["region_losses"] for m in summary["methods"].values()):
         panels.append(("regions", None))
+    if summary["ladder"]:
+        panels.append(("ladder", summary["ladder"]))
     cols = 2 if len(panels) > 1 else 1
     rows = math.ceil(len(panels) / cols)
     figure = Figure(figsize=(6.5 * cols, 4.5 * rows))
@@ -132,13 +157,15 @@ def plot(study: Study, runs: dict, summary: dict, path: Path) -> None:
             _plot_curve(ax, summary, *what, colors)
         elif kind == "timesteps":
             _plot_timesteps(ax, *what, colors)
+        elif kind == "ladder":
+            _plot_ladder(ax, what, colors)
         else:
             _plot_regions(ax, summary, colors)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     figure.suptitle(f"study {study.name}: seed mean, band +- std", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.25 / figure.get_figheight()))  # room for the title
     figure.savefig(path, dpi=90)
 
 

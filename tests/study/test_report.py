@@ -106,6 +106,8 @@ def test_a_ladder_says_which_part_pays(tmp_path, small_speed_study, make_record)
     assert ("| speed_paper | speed_weighting_only | seed 0: 1.33x | 1.33 (1/1 reach) "
             "| seed 0: 2.67x | 2.67 (1/1 reach) |") in table  # fmt: skip
     assert "| p2_weighting_only | speed_paper | seed 0: never | - (0/1 reach) |" in table
+    figures.plot(study, runs, result, tmp_path / "ladder.png")  # a panel of the rungs' bars
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
     no_ladder = small_speed_study(tmp_path)
     assert summary.summarize(no_ladder, runs, {r["name"]: r for r in records})["ladder"] == []
 
