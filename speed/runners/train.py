@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speed.config import ConfigError, save_config
 from speed.data import ResumableSampler, build_dataloader
 from speed.data.captions import draw_caption_indices
+from speed.diffusion.timesteps import loss_by_region
 from speed.errors import Interrupted
 from speed.generation import TrainingGridSampler
 from speed.models import load_pretrained
@@ -56,15 +58,6 @@ from speed.runners.build import (
     check_captions,
     data_spec,
 )
-from speed.runners.step_randomness import StepRandomness
-from speed.runners.train_checks import (
-    check_control,
-    check_latent_cache,
-    check_one_step,
-    check_ranks_in_sync,
-    micro_batch_size,
-)
-from speed.runners.train_stats import IntervalStats
 from speed.utils import fsdp
 from speed.utils.atomic import atomic_write
 from speed.utils.distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
@@ -103,7 +96,7 @@ def _train(cfg: DictConfig, dist, run: RunDir, start_step: int = 0) -> Path:
             "continues an adapter run)"
         )
     if cfg.control.branch:
-        check_control(cfg)
+        _check_control(cfg)
 
     # ---- Where to start: a checkpoint to resume, or an empty run folder. ----
     resume_paths = resume_candidates(cfg)
@@ -202,7 +195,7 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
     if cfg.repa.lam and getattr(dataset, "feature_encoder", None):
         dataset.include_features()  # REPA's targets from the latent cache (a 3rd item)
     autoencoder = build_autoencoder(cfg).to(device)
-    check_latent_cache(dataset, autoencoder)
+    _check_latent_cache(dataset, autoencoder)
     spec = data_spec(cfg, dataset, autoencoder)
     text_encoder = build_text_encoder(cfg).to(device)
     check_captions(text_encoder, dataset)
@@ -241,8 +234,8 @@ def _build(cfg: DictConfig, dist, init_weights: str | None, trust: bool = False)
         optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_steps or cfg.max_training_steps
     )
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    micro_batch = micro_batch_size(cfg, dist.world_size)
-    check_one_step(cfg, len(dataset), micro_batch, dist.world_size)
+    micro_batch = _micro_batch_size(cfg, dist.world_size)
+    _check_one_step(cfg, len(dataset), micro_batch, dist.world_size)
     data_sampler = ResumableSampler(
         len(dataset), rank=dist.rank, world_size=dist.world_size, shuffle=True, seed=cfg.seed
     )
@@ -338,7 +331,7 @@ def _save(
         return None
     sharded = isinstance(state, ShardedTrainState)
     if not sharded:  # FSDP ranks hold different shards by design
-        check_ranks_in_sync(state.model)
+        _check_ranks_in_sync(state.model)
     rng_states = all_gather_objects(get_rng_state())
     path = run.checkpoint(state.step)
     if sharded:
@@ -399,7 +392,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
     last_ckpt = latest_checkpoint(run.checkpoints)
     guard = NonFiniteGuard(cfg, dist, run)
     micro_step = 0
-    interval = IntervalStats(device)
+    interval = _IntervalStats(device)
     tic = mark = time.perf_counter()
     done = state.step >= cfg.max_training_steps or _out_of_time(cfg, state)
     logger.start_progress(cfg.max_training_steps, state.step)  # closed by logger.close()
@@ -424,7 +417,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
             # This micro-batch's share of the step's randomness (timesteps, noise, label dropout).
             if micro_index == 0:
                 diffusion.timestep_sampler.set_step(state.step)
-                randomness = StepRandomness.draw(
+                randomness = _StepRandomness.draw(
                     diffusion.timestep_sampler,
                     derived_seed(cfg.seed, STEP_NOISE_STREAM, state.step),
                     micro_batch * dist.world_size * cfg.grad_accum,
@@ -501,7 +494,7 @@ def _loop(cfg, dist, run: RunDir, job: _Job, train_model, logger, stop_requested
                 if cfg.max_training_seconds:
                     eta = max(0.0, min(eta, cfg.max_training_seconds - state.train_seconds))
                 logger.scalars(step, stats, note=f"eta={format_duration(eta)}")
-                interval = IntervalStats(device)
+                interval = _IntervalStats(device)
                 tic = time.perf_counter()
             if grids is not None and step % cfg.sample_every == 0:
                 grid = grids.render(state.emas[0], diffusion)
@@ -573,6 +566,157 @@ def _optimizer_step(state: TrainState, grad_clip: float | None) -> float:
     for ema, rate in zip(state.emas, state.ema_rates):
         update_ema(ema, state.model, rate)
     return float(grad_norm)
+
+
+class _StepRandomness:
+    """The random draws of one optimizer step for its whole global batch.
+
+    Drawn from a generator seeded by (seed, step) on every rank; sample j of the global batch
+    (rank r, micro-batch m, row i: j = r + W (m b + i)) always gets the same timestep, noise,
+    label-dropout draw and backbone inputs (a token mask), so 1 process with batch B, W processes
+    with B / W each, and B / A with A accumulation steps all compute the same update, and a
+    resumed run redraws the same numbers.
+    """
+
+    def __init__(self, t, weights, noise, drop, inputs):
+        self.t, self.weights, self.noise, self.drop = t, weights, noise, drop
+        self.inputs = inputs
+
+    @classmethod
+    def draw(
+        cls,
+        timestep_sampler,
+        seed: int,
+        size: int,
+        shape: tuple,
+        drop_prob: float,
+        training_inputs=None,
+    ):
+        """`training_inputs(n, generator) -> dict` (optional) adds backbone kwargs, drawn after
+        the rest: tensors of n rows are split by sample, other values passed to every call."""
+        generator = torch.Generator().manual_seed(seed)
+        t, weights = timestep_sampler.sample(size, "cpu", generator=generator)
+        noise = torch.randn((size, *shape), generator=generator)
+        drop = (torch.rand(size, generator=generator) < drop_prob).long()
+        inputs = training_inputs(size, generator) if training_inputs is not None else {}
+        return cls(t, weights, noise, drop, inputs)
+
+    def take(self, positions: torch.Tensor, device: torch.device):
+        """(t, weights, noise, drop, backbone kwargs) of the samples at `positions`."""
+        per_sample = (self.t, self.weights, self.noise, self.drop)
+        inputs = {
+            name: value[positions].to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.inputs.items()
+        }
+        return (*(v[positions].to(device) for v in per_sample), inputs)
+
+
+class _IntervalStats:
+    """Accumulates losses and timings between two log lines; reduced across ranks on summary."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.micro_batches = 0
+        self.images = 0
+        self.steps = 0
+        self.nonfinite = 0
+        self.grad_norm = float("nan")
+        self.t: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, t: torch.Tensor, per_sample: torch.Tensor, n: int) -> None:
+        if torch.isfinite(loss):
+            self.loss_sum += loss.float()
+            self.micro_batches += 1
+        self.images += n
+        self.t.append(t)
+        self.losses.append(per_sample)
+
+    def summarize(self, elapsed: float, num_timesteps: int) -> dict[str, float]:
+        totals = torch.tensor(
+            [float(self.loss_sum), self.micro_batches, self.images], device=self.device
+        )
+        totals = all_reduce_sum(totals)
+        gathered = all_gather_objects((torch.cat(self.t), torch.cat(self.losses)))
+        t_all = torch.cat([g[0] for g in gathered])
+        loss_all = torch.cat([g[1] for g in gathered])
+        steps = max(1, self.steps)
+        stats = {
+            "loss": float(totals[0] / max(1.0, float(totals[1]))),
+            "grad_norm": self.grad_norm,
+            "images_per_s": float(totals[2]) / elapsed,
+            "steps_per_s": steps / elapsed,
+            "sec_per_step": elapsed / steps,
+            "peak_mem_gb": _peak_memory_gb(self.device),
+            "nonfinite_steps": self.nonfinite,
+        }
+        stats.update(loss_by_region(t_all, loss_all, num_timesteps=num_timesteps))
+        return stats
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _micro_batch_size(cfg: DictConfig, world_size: int) -> int:
+    """Per-process micro-batch: global_batch_size / (world x grad_accum), else data.batch_size."""
+    if cfg.global_batch_size is None:
+        return int(cfg.data.batch_size)
+    per_step = world_size * cfg.grad_accum
+    if cfg.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} is not divisible by "
+            f"world_size x grad_accum = {world_size} x {cfg.grad_accum}; change one of them"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def _check_one_step(cfg: DictConfig, num_items: int, micro_batch: int, world_size: int) -> None:
+    """An epoch must hold at least one optimizer step: batches are full (drop_last), so a dataset
+    smaller than one global batch would train nothing and stop at once."""
+    global_batch = micro_batch * world_size * cfg.grad_accum
+    if num_items < global_batch:
+        raise ConfigError(
+            f"data: {num_items} items are fewer than one global batch of {global_batch} "
+            f"(batch {micro_batch} x {world_size} process(es) x grad_accum {cfg.grad_accum}), "
+            "so no step could be taken; lower data.batch_size / global_batch_size or add data"
+        )
+
+
+def _check_control(cfg: DictConfig) -> None:
+    """A control branch trains alone over its base, from images (its control images are
+    computed from them)."""
+    if cfg.adapter.rank:
+        raise ConfigError("a control branch trains over a plain base; set adapter.rank=0")
+    if cfg.ckpt_path:
+        raise ConfigError(
+            "a control run starts from control.base, not ckpt_path; unset ckpt_path (resume=true "
+            "continues a control run)"
+        )
+
+
+def _check_latent_cache(dataset, autoencoder) -> None:
+    """A latent cache must be decoded by the autoencoder that wrote it (sample grids, inference)."""
+    if not dataset.is_latent:
+        return
+    made_by = dataset.metadata.get("autoencoder"), dataset.scale
+    if made_by != (autoencoder.name, autoencoder.scale):
+        raise ConfigError(
+            f"data: the latent cache was written by {made_by[0]} (scale {made_by[1]}) but "
+            f"autoencoder is {autoencoder.name} (scale {autoencoder.scale}); set autoencoder to "
+            "the one used by -p extract"
+        )
+
+
+def _check_ranks_in_sync(model: torch.nn.Module) -> None:
+    """All ranks must hold the same weights (DDP keeps them equal); fail loudly if not."""
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    checksums = all_gather_objects(checksum)
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"ranks hold different weights (parameter checksums {checksums})")
 
 
 def _say(dist, line: str) -> None:

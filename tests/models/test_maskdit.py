@@ -11,7 +11,7 @@ from test_dit import randomize_
 
 from speed.diffusion import create_diffusion
 from speed.models import DiT_models, MaskDiT, MaskDiT_models, build_maskdit, masking
-from speed.runners.step_randomness import StepRandomness
+from speed.runners.train import _StepRandomness
 
 TINY = dict(
     input_size=8,
@@ -148,7 +148,7 @@ def test_mask_is_reproducible_and_differs_across_ranks_and_steps():
     sampler = create_diffusion("").timestep_sampler
 
     def masks(seed, step):
-        draw = StepRandomness.draw(
+        draw = _StepRandomness.draw(
             sampler, seed, 4, (4, 8, 8), 0.1, lambda n, g: model.training_inputs(step, n, g)
         )
         return draw.inputs["mask_noise"], draw
@@ -173,7 +173,7 @@ def test_speed_timesteps_and_weights_apply_unchanged():
     model = tiny_maskdit().train()
     diffusion = create_diffusion("", faster=True, learn_sigma=True)
     sampler = diffusion.timestep_sampler
-    draw = StepRandomness.draw(
+    draw = _StepRandomness.draw(
         sampler, 0, 20000, (1,), 0.0, lambda n, g: model.training_inputs(0, n, g)
     )
     drawn, dual = draw.t[:10001], draw.t[10001:]  # dual sampling: t, then |t - M|, M = 642
