@@ -124,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", nargs="?", type=Path, default=MASKED.relative_to(REPO),
                         help="a study whose reference is the masked study's baseline")  # fmt: skip
     path = parser.parse_args(argv).study
+    default = path.resolve() == MASKED
     long_study, _, _, long_records = open_study(LONG)
     study, _, _, records = open_study(path)
     same_as = study.methods[study.reference].same_as
     copied = same_as and (same_as.study.resolve(), same_as.method) == (MASKED, "baseline")
-    if not (copied or (path.resolve() == MASKED and study.reference == "baseline")):
+    if not (copied or (default and study.reference == "baseline")):
         print(f"error: {path}: its reference method is not the masked study's baseline, which "
               f"{LONG.relative_to(REPO)} trains on", file=sys.stderr)  # fmt: skip
         return 2
@@ -142,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(long_runs)
     result = compare(long_runs, study_runs, methods, timing, study.reference)
     meta = {
-        "command": "python benchmarks/long_targets.py"
-        + ("" if path.resolve() == MASKED else f" {path}"),
+        "command": "python benchmarks/long_targets.py" + ("" if default else f" {path}"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "name": study.name,
         "steps": study.steps,

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 from speed.diffusion.losses import (
     discretized_gaussian_log_likelihood,
-    masked_mean_flat,
     mean_flat,
     normal_kl,
 )
@@ -448,14 +447,13 @@ class GaussianDiffusion:
             return {"vb": vb, "loss": vb if weights is None else weights * vb}
         return output_terms(
             model(x_t, t, **model_kwargs),
-            lambda out, visible: self._prediction_terms(out, x_start, x_t, t, noise, visible),
+            lambda out, reduce: self._prediction_terms(out, x_start, x_t, t, noise, reduce),
             weights,
         )
 
-    def _prediction_terms(self, model_output, x_start, x_t, t, noise, visible) -> dict:
-        """ "mse" (and "vb" with a learned variance) [N] of one prediction, averaged over the
-        elements where `visible` is 1 ([N, 1, ...], broadcast over channels) or over all."""
-        reduce = mean_flat if visible is None else lambda v: masked_mean_flat(v, visible)
+    def _prediction_terms(self, model_output, x_start, x_t, t, noise, reduce) -> dict:
+        """ "mse" (and "vb" with a learned variance) [N] of one prediction, each averaged to [N]
+        by `reduce` (`speed.diffusion.training_output`: over the visible elements or all)."""
         terms = {}
         if self.learns_variance:
             model_output, var_values = self._split_learned(model_output, x_t)

@@ -6,12 +6,16 @@ MDT: `speed.models.masking`) returns a dict that says where its loss is taken an
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
+from speed.diffusion.losses import masked_mean_flat, mean_flat
+
 PREDICTION_KEYS = ("output", "masked_output")  # a masked backbone's predictions of x_t's target
-# prediction [N, ...], visible [N, 1, ...] or None -> {"mse": [N], maybe "vb": [N]}
-PredictionTerms = Callable[[torch.Tensor, torch.Tensor | None], dict]
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # per-element terms [N, ...] -> [N]
+# prediction [N, ...], reduce -> {"mse": [N], maybe "vb": [N]}
+PredictionTerms = Callable[[torch.Tensor, Reduce], dict]
 
 
 def output_terms(model_output, prediction_terms: PredictionTerms, weights=None) -> dict:
@@ -23,14 +27,18 @@ def output_terms(model_output, prediction_terms: PredictionTerms, weights=None) 
       "masked_output" (optional): a second prediction of the same x_t, whose terms add to the loss
         as "masked_mse" / "masked_vb" (MDT's masked pass, Gao et al. 2023);
       "losses" (optional): name -> [N] extra terms added as they are (MaskDiT's weighted MAE).
-    `prediction_terms(prediction, visible)` gives one prediction's terms. The timestep weights
-    [N] multiply every MSE term, never the VB or the extra losses.
+    `prediction_terms(prediction, reduce)` gives one prediction's terms, each averaged to [N] by
+    `reduce` (over the counted elements). The timestep weights [N] multiply every MSE term, never
+    the VB or the extra losses.
     """
     out = model_output if isinstance(model_output, dict) else {"output": model_output}
     output, masked_output = PREDICTION_KEYS
-    terms = prediction_terms(out[output], out.get("visible"))
+    visible = out.get("visible")
+    terms = prediction_terms(
+        out[output], mean_flat if visible is None else partial(masked_mean_flat, weight=visible)
+    )
     if masked_output in out:
-        extra = prediction_terms(out[masked_output], None)
+        extra = prediction_terms(out[masked_output], mean_flat)
         terms.update({f"masked_{name}": value for name, value in extra.items()})
     loss = 0.0
     for name, value in terms.items():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from speed.diffusion.losses import masked_mean_flat, mean_flat
 from speed.diffusion.training_output import PREDICTION_KEYS, output_terms
 from speed.flow.paths import PREDICTIONS, Path, expand
 
@@ -117,15 +116,12 @@ class Interpolant:
         t = t.to(device=x_start.device, dtype=x_start.dtype)
         x_t = self.path.sample_xt(x_start, noise, t)
 
-        def prediction_terms(out: torch.Tensor, visible: torch.Tensor | None) -> dict:
+        def prediction_terms(out: torch.Tensor, reduce) -> dict:
             if self.prediction == "score":
                 residual = self.path.sigma(expand(t, x_t)) * out + noise
             else:
                 residual = out - self.target(x_start, noise, t)
-            squared = residual**2
-            return {
-                "mse": mean_flat(squared) if visible is None else masked_mean_flat(squared, visible)
-            }
+            return {"mse": reduce(residual**2)}
 
         return output_terms(self.call_model(model, x_t, t, model_kwargs), prediction_terms, weights)
 
